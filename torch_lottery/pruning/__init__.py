@@ -1,0 +1,28 @@
+"""Pruning methods for the lottery ticket hypothesis, built on ``torch.nn.utils.prune``."""
+
+from ._core import LotteryContainer, MaskedTensor, compact_hooks
+from ._select import CRITERIA
+from .global_magnitude import GlobalMagnitude, global_magnitude
+from .magnitude import LotteryMagnitude, SignPreservingSupermask, lottery_magnitude, sign_preserving_supermask
+from .permutation import RandomPermutation, random_permutation
+from .utils import get_mask, named_prunable_parameters, prunable_parameters, remaining, sparsity_report
+
+__all__ = [
+    "CRITERIA",
+    "GlobalMagnitude",
+    "LotteryContainer",
+    "LotteryMagnitude",
+    "MaskedTensor",
+    "RandomPermutation",
+    "SignPreservingSupermask",
+    "compact_hooks",
+    "get_mask",
+    "global_magnitude",
+    "lottery_magnitude",
+    "named_prunable_parameters",
+    "prunable_parameters",
+    "random_permutation",
+    "remaining",
+    "sign_preserving_supermask",
+    "sparsity_report",
+]
