@@ -2,6 +2,7 @@
 
 from ._core import LotteryContainer, MaskedTensor, compact_hooks
 from ._select import CRITERIA
+from .fixed import FixedMask, fixed_mask
 from .global_magnitude import GlobalMagnitude, global_magnitude
 from .magnitude import LotteryMagnitude, SignPreservingSupermask, lottery_magnitude, sign_preserving_supermask
 from .permutation import RandomPermutation, random_permutation
@@ -9,6 +10,7 @@ from .utils import get_mask, named_prunable_parameters, prunable_parameters, rem
 
 __all__ = [
     "CRITERIA",
+    "FixedMask",
     "GlobalMagnitude",
     "LotteryContainer",
     "LotteryMagnitude",
@@ -16,6 +18,7 @@ __all__ = [
     "RandomPermutation",
     "SignPreservingSupermask",
     "compact_hooks",
+    "fixed_mask",
     "get_mask",
     "global_magnitude",
     "lottery_magnitude",

@@ -1,0 +1,245 @@
+"""Tickets: masks plus rewind weights plus history, as a file and as something to apply."""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .._validation import describe
+from ..pruning._core import refresh
+from ..pruning._rewind import parameter_tensor
+from ..pruning.fixed import FixedMask
+from ..pruning.utils import named_prunable_parameters
+from ..rewinding.point import RewindPoint, atomic_save
+from . import files
+
+
+@dataclass
+class ApplyReport:
+    """What :meth:`Ticket.apply` did, tensor by tensor (qualified names).
+
+    Attributes:
+        masked: tensors that received the ticket's mask.
+        rewound: tensors that received the ticket's rewind values.
+        missing: tensors of the ticket that the model does not have.
+        mismatched: ``"name: ticket (a, b) vs model (c, d)"`` for shape differences.
+        unexpected: prunable tensors of the model that the ticket does not cover.
+    """
+
+    masked: list[str] = field(default_factory=list)
+    rewound: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """True if every tensor matched in both directions."""
+        return not (self.missing or self.mismatched or self.unexpected)
+
+
+def _resolve(model: nn.Module, qualified: str) -> tuple[nn.Module, str] | None:
+    prefix, _, name = qualified.rpartition(".")
+    try:
+        module = model.get_submodule(prefix)
+    except AttributeError:
+        return None
+    if module._parameters.get(name) is None and module._parameters.get(name + "_orig") is None:
+        return None
+    return module, name
+
+
+def _check_history(history: Any) -> list[dict]:
+    if not isinstance(history, (list, tuple)) or not all(isinstance(r, dict) for r in history):
+        raise TypeError(f"history must be a list of dicts, got {describe(history)}")
+    return [copy.deepcopy(dict(r)) for r in history]
+
+
+class Ticket:
+    """A lottery ticket: the masks, the values to rewind to, and how it was found.
+
+    Returned by :func:`torch_lottery.find_ticket`; save it, load it, and apply it
+    to a fresh model of the same architecture (or one whose head differs).
+
+    Args:
+        masks (Mapping[str, Tensor]): mask per qualified tensor name (bool or 0/1).
+        rewind (RewindPoint or Mapping[str, Tensor]): values the tensors are reset
+            to (the pruned weights, and usually every other parameter too).
+        history (list of dict): per-round records (see :func:`find_ticket`).
+        config (dict): how the ticket was found (strategy, options, seed, ...).
+
+    Raises:
+        TypeError, ValueError: on malformed masks, rewind values or history.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from torch_lottery import RewindPoint, Ticket
+        >>> net = nn.Sequential(nn.Linear(3, 2))
+        >>> ticket = Ticket({"0.weight": torch.tensor([[1, 0, 1], [0, 1, 0]])}, RewindPoint.capture(net))
+        >>> fresh = nn.Sequential(nn.Linear(3, 2))
+        >>> report = ticket.apply(fresh)
+        >>> report.masked, torch.equal(fresh[0].weight_orig, ticket.rewind["0.weight"])
+        (['0.weight'], True)
+    """
+
+    def __init__(self, masks: Mapping[str, torch.Tensor], rewind: RewindPoint | Mapping[str, torch.Tensor],
+                 history: list[dict] | tuple = (), config: Mapping[str, Any] | None = None) -> None:
+        if not isinstance(masks, Mapping):
+            raise TypeError(f"masks must be a mapping of name to Tensor, got {describe(masks)}")
+        self.masks: dict[str, torch.Tensor] = {}
+        for name, mask in masks.items():
+            if not isinstance(name, str) or not isinstance(mask, torch.Tensor):
+                raise TypeError(f"masks must map str to Tensor, got {describe(name)}: {describe(mask)}")
+            if mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any()):
+                raise ValueError(f"masks[{name!r}] must hold only 0 and 1")
+            self.masks[name] = mask.detach().bool()
+        if isinstance(rewind, RewindPoint):
+            self.rewind = RewindPoint(dict(rewind.items()), iteration=rewind.iteration)
+        else:
+            self.rewind = RewindPoint(rewind)
+        self.history = _check_history(history)
+        if config is not None and not isinstance(config, Mapping):
+            raise TypeError(f"config must be a dict, got {describe(config)}")
+        self.config = copy.deepcopy(dict(config or {}))
+
+    # -- figures -----------------------------------------------------------------
+    @property
+    def remaining_weights(self) -> int:
+        """Surviving entries over all masks."""
+        return sum(int(m.count_nonzero()) for m in self.masks.values())
+
+    @property
+    def total_weights(self) -> int:
+        """Entries over all masks."""
+        return sum(m.numel() for m in self.masks.values())
+
+    @property
+    def remaining(self) -> float:
+        """Fraction of the masked weights that survive."""
+        total = self.total_weights
+        return self.remaining_weights / total if total else 1.0
+
+    def __repr__(self) -> str:
+        return (f"Ticket(tensors={len(self.masks)}, remaining={self.remaining:.4f}, "
+                f"rounds={len(self.history)}, strategy={self.config.get('strategy')!r})")
+
+    # -- files -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Return the ticket as a plain dict of tensors, numbers and strings."""
+        return {
+            "format": files.TICKET_FORMAT,
+            "version": files.TICKET_VERSION,
+            "masks": {k: v.cpu() for k, v in self.masks.items()},
+            "rewind": self.rewind.state_dict(),
+            "history": copy.deepcopy(self.history),
+            "config": copy.deepcopy(self.config),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: Any, source: str = "state") -> "Ticket":
+        """Build a ticket from :meth:`state_dict` output, checking its layout."""
+        if not isinstance(state, dict) or state.get("format") != files.TICKET_FORMAT:
+            raise ValueError(f"{source} is not a torch-lottery ticket (no format={files.TICKET_FORMAT!r} field)")
+        if state.get("version") != files.TICKET_VERSION:
+            raise ValueError(f"{source} has ticket version {state.get('version')!r}; "
+                             f"this release reads {files.TICKET_VERSION}")
+        try:
+            rewind = RewindPoint.from_state_dict(state["rewind"], source=f"{source} (rewind)")
+            return cls(state["masks"], rewind, state["history"], state["config"])
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"{source} is a damaged ticket: {type(error).__name__}: {error}") from None
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Save to ``path`` atomically (temporary file, fsync, rename)."""
+        atomic_save(self.state_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: Any = "cpu") -> "Ticket":
+        """Load a ticket saved by :meth:`save`, with ``torch.load(weights_only=True)``.
+
+        Raises:
+            FileNotFoundError: if ``path`` does not exist.
+            ValueError: if the file is not a ticket, or is damaged or truncated.
+        """
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as error:
+            raise ValueError(f"path={os.fspath(path)!r} is not a readable ticket: {error}") from None
+        return cls.from_state_dict(state, source=f"path={os.fspath(path)!r}")
+
+    # -- applying ----------------------------------------------------------------
+    def plan(self, model: nn.Module) -> tuple[ApplyReport, list, list]:
+        """Match the ticket's tensors with ``model``'s by name and shape, without changing it."""
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+        report = ApplyReport()
+        mask_jobs, rewind_jobs = [], []
+        for qualified, mask in self.masks.items():
+            target = _resolve(model, qualified)
+            if target is None:
+                report.missing.append(qualified)
+                continue
+            shape = tuple(parameter_tensor(*target).shape)
+            if shape != tuple(mask.shape):
+                report.mismatched.append(f"{qualified}: ticket {tuple(mask.shape)} vs model {shape}")
+                continue
+            mask_jobs.append((qualified, target, mask))
+        for qualified, values in self.rewind.items():
+            target = _resolve(model, qualified)
+            if target is None:
+                if qualified not in self.masks:
+                    report.missing.append(qualified)
+                continue
+            shape = tuple(parameter_tensor(*target).shape)
+            if shape != tuple(values.shape):
+                if qualified not in self.masks:
+                    report.mismatched.append(f"{qualified}: ticket {tuple(values.shape)} vs model {shape}")
+                continue
+            rewind_jobs.append((qualified, target, values))
+        report.unexpected = [q for q, _, _ in named_prunable_parameters(model) if q not in self.masks]
+        return report, mask_jobs, rewind_jobs
+
+    def apply(self, model: nn.Module, strict: bool = True) -> ApplyReport:
+        """Prune ``model`` with the ticket's masks and rewind it to the ticket's values.
+
+        Tensors are matched by qualified name. With ``strict=True`` (default) any
+        tensor of the ticket that the model lacks, or has with another shape,
+        raises ``ValueError`` and nothing changes; with ``strict=False`` the
+        matching tensors are applied and the rest reported (e.g. a model with a
+        new classification head). Prunable tensors of the model that the ticket
+        does not cover are reported as ``unexpected`` and left alone.
+
+        Returns:
+            ApplyReport: what was applied, missing, mismatched and unexpected.
+
+        Raises:
+            TypeError: if ``model`` is not a module or ``strict`` not a bool.
+            ValueError: (``strict=True``) on missing or mismatched tensors.
+        """
+        if not isinstance(strict, bool):
+            raise TypeError(f"strict must be a bool, got {describe(strict)}")
+        report, mask_jobs, rewind_jobs = self.plan(model)
+        if strict and (report.missing or report.mismatched):
+            problems = [f"missing: {', '.join(report.missing)}"] if report.missing else []
+            problems += [f"mismatched: {'; '.join(report.mismatched)}"] if report.mismatched else []
+            raise ValueError("the ticket does not fit the model (" + " | ".join(problems) +
+                             "); pass strict=False to apply the tensors that match")
+        source = f"ticket ({self.config.get('strategy', 'unknown')})"
+        for qualified, (module, name), mask in mask_jobs:
+            FixedMask.apply(module, name, mask.to(parameter_tensor(module, name).device), source=source)
+            report.masked.append(qualified)
+        with torch.no_grad():
+            for qualified, (module, name), values in rewind_jobs:
+                target = parameter_tensor(module, name)
+                target.copy_(values.to(device=target.device, dtype=target.dtype))
+                refresh(module, name)
+                report.rewound.append(qualified)
+        return report

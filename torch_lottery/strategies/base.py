@@ -1,0 +1,188 @@
+"""The strategy interface: a small pure policy from (model, current masks, options) to new masks."""
+
+from __future__ import annotations
+
+import abc
+import numbers
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
+
+import torch
+from torch import nn
+
+from .._validation import check_choice, check_nonneg_int, describe
+from ..pruning._select import CRITERIA, NEEDS_INITIAL, criterion_scores
+from ..pruning.global_magnitude import pool_keep
+
+SCOPES = ("local", "global")
+
+
+@dataclass(frozen=True)
+class PruneContext:
+    """What a strategy sees when asked for the next masks (read only).
+
+    Attributes:
+        model: the trained model (do not modify it).
+        names: qualified names of the prunable tensors, in order.
+        weights: the trained weights by name (detached).
+        masks: the current masks by name (bool tensors).
+        rewind: the rewind-point values by name (the weights the survivors will
+            be reset to), or None if the driver has none yet.
+        round_index: the pruning round being computed (1 for the first).
+        generator: the strategy's own CPU random generator (seeded by the driver).
+    """
+
+    model: nn.Module
+    names: tuple[str, ...]
+    weights: Mapping[str, torch.Tensor]
+    masks: Mapping[str, torch.Tensor]
+    rewind: Mapping[str, torch.Tensor] | None
+    round_index: int
+    generator: torch.Generator
+
+
+class Strategy(abc.ABC):
+    """A ticket-finding strategy: given the trained model and its masks, return the next masks.
+
+    Subclasses validate their options in ``__init__`` (raising ``TypeError`` or
+    ``ValueError`` naming the option), implement :meth:`prune`, and list their
+    options in :meth:`options` so a ticket file can record them. The driver
+    (:func:`torch_lottery.find_ticket`) owns training, rewinding and saving; a
+    strategy never modifies the model.
+
+    Class attributes:
+        may_grow: True if :meth:`prune` may revive pruned entries (the driver
+            checks that masks only shrink otherwise).
+        max_rounds: the number of rounds the strategy is meant for (e.g. 1 for
+            one-shot pruning), or None.
+
+    Args:
+        rewind_iteration (int): the training iteration of the first (dense) run
+            whose weights the survivors are reset to: 0 is the initialization
+            (Frankle & Carbin 2019), k > 0 is late resetting (Frankle et al. 2019).
+    """
+
+    may_grow: ClassVar[bool] = False
+    max_rounds: ClassVar[int | None] = None
+
+    def __init__(self, rewind_iteration: int = 0) -> None:
+        check_nonneg_int(rewind_iteration, "rewind_iteration")
+        self.rewind_iteration = int(rewind_iteration)
+
+    @abc.abstractmethod
+    def prune(self, context: PruneContext) -> dict[str, torch.Tensor]:
+        """Return the new mask of every tensor in ``context.names`` (bool, same shapes)."""
+
+    def options(self) -> dict[str, Any]:
+        """Return the options this strategy was built with (JSON-serializable)."""
+        return {"rewind_iteration": self.rewind_iteration}
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        return f"{type(self).__name__}({options})"
+
+
+def check_rate(value: Any, name: str) -> float:
+    """Check a per-round pruning rate: a float in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float, got {describe(value)}")
+    if not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"{name}={value} must be a float in [0, 1)")
+    return float(value)
+
+
+def check_multipliers(value: Any, rate: float) -> dict[str, float]:
+    """Check ``{qualified name: multiplier}``; multiplier * rate must stay in [0, 1]."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"rate_multipliers must be a dict of name to float, got {describe(value)}")
+    out = {}
+    for key, m in value.items():
+        if not isinstance(key, str):
+            raise TypeError(f"rate_multipliers keys must be qualified names (str), got {describe(key)}")
+        if isinstance(m, bool) or not isinstance(m, numbers.Real) or not m >= 0:
+            raise ValueError(f"rate_multipliers[{key!r}]={describe(m)} must be a number >= 0")
+        if rate * float(m) > 1:
+            raise ValueError(f"rate_multipliers[{key!r}]={m} times the rate {rate} exceeds 1")
+        out[key] = float(m)
+    return out
+
+
+def check_known_names(multipliers: Mapping[str, float], names: tuple[str, ...]) -> None:
+    """Check that every multiplier names a tensor being pruned."""
+    unknown = sorted(set(multipliers) - set(names))
+    if unknown:
+        raise ValueError(f"rate_multipliers names {unknown}, which are not among the pruned tensors {list(names)}")
+
+
+class PoolStrategy(Strategy):
+    """Shared machinery: score every tensor, then prune locally or in one global pool.
+
+    Tensors with a rate multiplier ``m != 1`` are always pruned on their own at
+    ``rate * m`` (``m = 0`` leaves them alone); the others are pruned per tensor
+    (``scope="local"``) or in one pool with one threshold (``scope="global"``).
+    Every tensor keeps at least ``min_remaining`` surviving entries.
+    """
+
+    def __init__(self, scope: str = "local", rate_multipliers: Mapping[str, float] | None = None,
+                 min_remaining: int = 1, rewind_iteration: int = 0, rate: float = 0.2) -> None:
+        super().__init__(rewind_iteration=rewind_iteration)
+        check_choice(scope, SCOPES, "scope")
+        check_nonneg_int(min_remaining, "min_remaining")
+        self.scope = scope
+        self.min_remaining = int(min_remaining)
+        self.rate_multipliers = check_multipliers(rate_multipliers, rate)
+
+    def scores(self, context: PruneContext, name: str) -> torch.Tensor:
+        """Return the keep-scores of tensor ``name`` (higher is kept)."""
+        raise NotImplementedError
+
+    def fraction(self, context: PruneContext, names: list[str]) -> float:
+        """Return the fraction of the surviving entries of ``names`` to prune this round."""
+        raise NotImplementedError
+
+    def prune(self, context: PruneContext) -> dict[str, torch.Tensor]:
+        """Return the next masks: ``fraction`` of the survivors pruned, locally or globally."""
+        check_known_names(self.rate_multipliers, context.names)
+        masks = {n: context.masks[n].bool() for n in context.names}
+        pooled = [n for n in context.names if self.rate_multipliers.get(n, 1.0) == 1.0]
+        alone = [n for n in context.names if n not in pooled and self.rate_multipliers[n] != 0.0]
+        groups = [[n] for n in pooled] if self.scope == "local" else ([pooled] if pooled else [])
+        for group in groups:
+            rate = self.fraction(context, group)
+            keeps = pool_keep([self.scores(context, n) for n in group], [masks[n] for n in group],
+                              rate, self.min_remaining, name=f"the rate of {type(self).__name__}")
+            masks.update(zip(group, keeps))
+        for name in alone:
+            rate = min(1.0, self.fraction(context, [name]) * self.rate_multipliers[name])
+            (keep,) = pool_keep([self.scores(context, name)], [masks[name]], rate, self.min_remaining,
+                                name=f"the rate of {name}")
+            masks[name] = keep
+        return masks
+
+    def options(self) -> dict[str, Any]:
+        return {
+            **super().options(),
+            "scope": self.scope,
+            "rate_multipliers": dict(self.rate_multipliers),
+            "min_remaining": self.min_remaining,
+        }
+
+
+class MagnitudeScores:
+    """Mixin: scores by a criterion of Zhou et al. (default ``large_final``)."""
+
+    criterion: str
+
+    def _init_criterion(self, criterion: str) -> None:
+        check_choice(criterion, CRITERIA, "criterion")
+        self.criterion = criterion
+
+    def scores(self, context: PruneContext, name: str) -> torch.Tensor:
+        initial = None
+        if self.criterion in NEEDS_INITIAL:
+            if context.rewind is None or name not in context.rewind:
+                raise ValueError(f"criterion={self.criterion!r} needs the rewind point of {name!r}")
+            initial = context.rewind[name]
+        return criterion_scores(self.criterion, context.weights[name], initial)

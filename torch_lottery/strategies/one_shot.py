@@ -1,0 +1,57 @@
+"""Built-in plugin: one-shot magnitude pruning (``one_shot``)."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Mapping
+
+from .._validation import describe
+from ..plugins.hookspecs import hookimpl
+from .base import MagnitudeScores, PoolStrategy, PruneContext
+
+
+class OneShotMagnitude(MagnitudeScores, PoolStrategy):
+    """Prune to the target in one round, then rewind (the one-shot baseline of the LTH paper).
+
+    Args:
+        remaining (float): fraction of the weights to keep, in (0, 1], per tensor
+            (``scope="local"``) or over the pool (``scope="global"``).
+        scope, rate_multipliers, min_remaining, criterion, rewind_iteration:
+            as for ``imp``; a multiplier scales the fraction *pruned* of that tensor.
+
+    Examples:
+        >>> from torch_lottery import get_strategy
+        >>> get_strategy("one_shot")(remaining=0.1).max_rounds
+        1
+    """
+
+    max_rounds = 1
+
+    def __init__(self, remaining: float = 0.2, scope: str = "local",
+                 rate_multipliers: Mapping[str, float] | None = None, min_remaining: int = 1,
+                 criterion: str = "large_final", rewind_iteration: int = 0) -> None:
+        if isinstance(remaining, bool) or not isinstance(remaining, numbers.Real):
+            raise TypeError(f"remaining must be a float, got {describe(remaining)}")
+        if not 0.0 < float(remaining) <= 1.0:
+            raise ValueError(f"remaining={remaining} must be a float in (0, 1]")
+        self.remaining = float(remaining)
+        super().__init__(scope=scope, rate_multipliers=rate_multipliers, min_remaining=min_remaining,
+                         rewind_iteration=rewind_iteration, rate=1.0 - self.remaining)
+        self._init_criterion(criterion)
+
+    def fraction(self, context: PruneContext, names: list[str]) -> float:
+        """Return the fraction of the survivors to prune so that ``remaining`` of the total is left."""
+        alive = sum(int(context.masks[n].count_nonzero()) for n in names)
+        total = sum(context.masks[n].numel() for n in names)
+        if alive == 0:
+            return 0.0
+        return max(0.0, min(1.0, 1.0 - self.remaining * total / alive))
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "remaining": self.remaining, "criterion": self.criterion}
+
+
+@hookimpl
+def torch_lottery_register_strategies(register):
+    """Register ``one_shot``."""
+    register("one_shot", OneShotMagnitude)
