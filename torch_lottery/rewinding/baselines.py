@@ -8,7 +8,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from .._validation import check_generator, describe
+from .._validation import check_generator, check_module_name, describe
 from ..pruning._core import refresh
 from ..pruning._rewind import parameter_tensor, rewind_tensor, signed_constant as _signed_constant
 from ..pruning.utils import prunable_parameters
@@ -32,6 +32,8 @@ def default_init(module: nn.Module, name: str, like: torch.Tensor,
         nn.init.uniform_(fresh, -bound, bound, generator=generator)
     elif isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
         nn.init.normal_(fresh, generator=generator)
+        if module.padding_idx is not None and fresh.dim() == 2:
+            fresh[module.padding_idx].zero_()  # as Embedding.reset_parameters does
     elif isinstance(module, nn.MultiheadAttention):
         nn.init.xavier_uniform_(fresh, generator=generator)
     elif isinstance(module, nn.Bilinear):
@@ -73,7 +75,7 @@ def _targets(model: nn.Module, parameters, rewind_point: RewindPoint | None):
     for item in pairs:
         if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], nn.Module)):
             raise TypeError(f"parameters must hold (module, name) pairs, got {describe(item)}")
-        parameter_tensor(*item)
+        check_module_name(*item)
     return pairs
 
 

@@ -93,7 +93,8 @@ class RewindPoint:
             if not isinstance(key, str) or not isinstance(value, torch.Tensor):
                 raise TypeError(f"tensors must map str to Tensor, got {describe(key)}: {describe(value)}")
         check_nonneg_int(iteration, "iteration")
-        self._tensors = {k: v.detach() for k, v in tensors.items()}
+        # Copies: a rewind point must not follow the tensors it was built from as they train.
+        self._tensors = {k: v.detach().clone() for k, v in tensors.items()}
         self.iteration = int(iteration)
         self.explicit_order = False
         self._model_ref = None
@@ -144,8 +145,19 @@ class RewindPoint:
                 except KeyError:
                     raise ValueError(f"parameters names {qualified!r}, which is not a parameter") from None
                 tensors[qualified] = tensor.detach().to(device=device, copy=True)
-        point = cls(tensors, iteration=iteration, model=model)
+        point = cls._wrap(tensors, iteration, model)
         point.explicit_order = parameters is not None
+        return point
+
+    @classmethod
+    def _wrap(cls, tensors: dict[str, torch.Tensor], iteration: int, model: nn.Module | None) -> "RewindPoint":
+        """Build a rewind point around ``tensors`` without copying them (they must be private)."""
+        point = cls.__new__(cls)
+        point._tensors = tensors
+        point.iteration = int(iteration)
+        point.explicit_order = False
+        point._model_ref = weakref.ref(model) if model is not None else None
+        point._prefixes = None
         return point
 
     # -- mapping -----------------------------------------------------------------
@@ -272,8 +284,7 @@ class RewindPoint:
             if qualified not in self._tensors:
                 raise ValueError(f"rewind_point has no tensor {qualified!r}")
             tensors[qualified] = self._tensors[qualified]
-        point = RewindPoint(tensors, iteration=self.iteration)
-        point._model_ref = weakref.ref(model)
+        point = RewindPoint._wrap(tensors, self.iteration, model)  # shares the (private) tensors
         point.explicit_order = True
         return point
 
