@@ -64,6 +64,12 @@ def check_choice(value: Any, choices: Iterable[str], name: str) -> None:
         raise ValueError(f"{name}={describe(value)} is not one of {', '.join(choices)}")
 
 
+def check_bool(value: Any, name: str) -> None:
+    """Check that ``value`` is a bool."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {describe(value)}")
+
+
 def check_nonneg_int(value: Any, name: str) -> None:
     """Check that ``value`` is an int >= 0 (``bool`` is refused)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

@@ -210,6 +210,10 @@ class _Run:
                 "scheduler": copy.deepcopy(self.scheduler.state_dict()) if self.scheduler is not None else None,
             }
 
+    def _capture_at(self, iteration: int) -> None:
+        if iteration == self.rewind_iteration:
+            self.capture(iteration)
+
     def rewind(self) -> None:
         self.rewind_point.restore(self.model)
         if self.rewind_extra is not None:
@@ -222,11 +226,7 @@ class _Run:
     def train_and_record(self, round_index: int, started: float) -> dict[str, Any]:
         seed = _round_seed(self.seed, round_index)
         _seed_everything(seed)
-        on_iteration = None
-        if round_index == 0 and self.rewind_iteration > 0:
-            def on_iteration(i: int) -> None:
-                if i == self.rewind_iteration:
-                    self.capture(i)
+        on_iteration = self._capture_at if round_index == 0 and self.rewind_iteration > 0 else None
         context = RoundContext(round_index, seed, self.rewind_iteration, on_iteration,
                                counts_itself=self.optimizer is not None)
         handle = None

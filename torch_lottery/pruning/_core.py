@@ -77,6 +77,22 @@ class LotteryContainer(prune.PruningContainer):
     def __call__(self, module: nn.Module, inputs: Any) -> None:
         setattr(module, self._tensor_name, masked_weight(self, module))
 
+    def apply_mask(self, module: nn.Module) -> torch.Tensor:
+        """Return ``mask * orig`` as a :class:`MaskedTensor` (also when stock ``apply`` sets it)."""
+        return super().apply_mask(module).as_subclass(MaskedTensor)
+
+    def remove(self, module: nn.Module) -> None:
+        """Make the pruning permanent, as stock ``remove`` does, with a plain tensor."""
+        with torch.no_grad():
+            weight = prune.BasePruningMethod.apply_mask(self, module)
+        if hasattr(module, self._tensor_name):
+            delattr(module, self._tensor_name)
+        orig = module._parameters[self._tensor_name + "_orig"]
+        orig.data = weight.data
+        del module._parameters[self._tensor_name + "_orig"]
+        del module._buffers[self._tensor_name + "_mask"]
+        setattr(module, self._tensor_name, orig)
+
     def add_pruning_method(self, method: prune.BasePruningMethod) -> None:
         super().add_pruning_method(method)
         for earlier in self._pruning_methods[:-1]:

@@ -55,13 +55,17 @@ def parameter_tensor(module: nn.Module, name: str) -> torch.Tensor:
     return module._parameters[name]
 
 
-def pooled(rewind_point: Any, t: torch.Tensor, check_order: bool) -> tuple[list, torch.Tensor]:
+def pooled(rewind_point: Any, t: torch.Tensor) -> tuple[list, torch.Tensor]:
     """Align a rewind point with a flattened pool of tensors, as stock ``global_unstructured`` builds it.
 
     ``t`` is what the method is asked to rank: the concatenation of the tensors of
     ``rewind_point.pairs()`` (all entries, or only the surviving ones when a
-    ``PruningContainer`` sliced them). Returns the pairs and the rewind values
-    aligned with ``t``.
+    ``PruningContainer`` sliced them). The current weights of those tensors must
+    equal ``t`` (what stock ``global_unstructured`` ranks), so a rewind point over
+    other tensors, or in another order, is refused before anything is written.
+    (With ``importance_scores`` the pool cannot be checked: use
+    :func:`torch_lottery.global_magnitude` for scores and rewinding together.)
+    Returns the pairs and the rewind values aligned with ``t``.
     """
     if isinstance(rewind_point, torch.Tensor):
         raise TypeError(
@@ -75,24 +79,22 @@ def pooled(rewind_point: Any, t: torch.Tensor, check_order: bool) -> tuple[list,
         initial.append(rewind_tensor(rewind_point, module, name, like).reshape(-1))
         mask = current_mask(module, name)
         masks.append((mask if mask is not None else torch.ones_like(like)).reshape(-1))
-        if check_order:
-            current.append(getattr(module, name).detach().reshape(-1))
+        current.append(getattr(module, name).detach().reshape(-1))
     initial_flat = torch.cat(initial) if initial else t.new_empty(0)
     mask_flat = torch.cat(masks) if masks else t.new_empty(0)
     if initial_flat.numel() == t.numel():
         aligned = initial_flat
-        current_flat = torch.cat(current) if check_order else None
+        current_flat = torch.cat(current)
     else:
         keep = mask_flat == 1
         aligned = initial_flat[keep]
-        current_flat = torch.cat(current)[keep] if check_order else None
-    if aligned.numel() != t.numel() or (
-        current_flat is not None and not torch.equal(current_flat.to(t.dtype), t.reshape(-1))
-    ):
+        current_flat = torch.cat(current)[keep]
+    if aligned.numel() != t.numel() or not torch.equal(current_flat.to(t.dtype), t.reshape(-1)):
         raise ValueError(
             f"rewind_point covers {len(pairs)} tensors ({initial_flat.numel()} entries) that do not match "
             f"the {t.numel()} entries being pruned; pass rewind_point=rewind_point.select(parameters) "
-            "with the same list of (module, name) pairs, in the same order, as given to the pruning call"
+            "with the same list of (module, name) pairs, in the same order, as given to the pruning call "
+            "(with importance_scores, use torch_lottery.global_magnitude instead)"
         )
     return pairs, aligned.view_as(t)
 

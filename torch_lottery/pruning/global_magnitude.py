@@ -8,17 +8,11 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from .._validation import (
-    check_amount,
-    check_choice,
-    check_module_name,
-    check_nonneg_int,
-    count_to_prune,
-    describe,
-)
+from .._validation import check_module_name, check_nonneg_int, count_to_prune, describe
 from ._core import LotteryMethod, attach, check_scores, current_mask
-from ._rewind import check_rewind_point, parameter_tensor, rewind_tensor, write_rewind
-from ._select import CRITERIA, NEEDS_INITIAL, bottom_k, criterion_scores
+from ._rewind import parameter_tensor, rewind_tensor, write_rewind
+from ._select import NEEDS_INITIAL, bottom_k, criterion_scores
+from .magnitude import check_magnitude_options
 
 
 def pool_keep(scores: list[torch.Tensor], eligible: list[torch.Tensor], amount, min_remaining: int,
@@ -117,16 +111,8 @@ class GlobalMagnitude(LotteryMethod):
 
     def __init__(self, amount, criterion="large_final", rewind_point=None, rewind=True,
                  min_remaining=1, _mask=None) -> None:
-        check_amount(amount)
-        check_choice(criterion, CRITERIA, "criterion")
-        check_rewind_point(rewind_point)
-        if not isinstance(rewind, bool):
-            raise TypeError(f"rewind must be a bool, got {describe(rewind)}")
+        check_magnitude_options(amount, criterion, rewind_point, rewind)
         check_nonneg_int(min_remaining, "min_remaining")
-        if criterion in NEEDS_INITIAL and rewind_point is None:
-            raise ValueError(
-                f"criterion={criterion!r} compares trained and rewind-point weights; pass rewind_point"
-            )
         self.amount = amount
         self.criterion = criterion
         self.rewind_point = rewind_point
@@ -253,16 +239,10 @@ def global_magnitude(parameters, amount, *, importance_scores=None, criterion="l
         (800, 18)
     """
     pairs = _pairs(parameters)
-    check_amount(amount)
-    check_choice(criterion, CRITERIA, "criterion")
-    check_nonneg_int(min_remaining, "min_remaining")
-    if not isinstance(rewind, bool):
-        raise TypeError(f"rewind must be a bool, got {describe(rewind)}")
     if isinstance(rewind_point, torch.Tensor):
         raise TypeError("rewind_point must be a torch_lottery.RewindPoint for a pool of tensors, got a Tensor")
-    check_rewind_point(rewind_point)
-    if criterion in NEEDS_INITIAL and rewind_point is None:
-        raise ValueError(f"criterion={criterion!r} compares trained and rewind-point weights; pass rewind_point")
+    check_magnitude_options(amount, criterion, rewind_point, rewind)
+    check_nonneg_int(min_remaining, "min_remaining")
     importance_scores = {} if importance_scores is None else importance_scores
     if not isinstance(importance_scores, dict):
         raise TypeError(f"importance_scores must be a dict, got {describe(importance_scores)}")
@@ -322,8 +302,8 @@ def global_magnitude(parameters, amount, *, importance_scores=None, criterion="l
             new_masks.append((module, name, keep, rate, False))
 
     for module, name, keep, rate, pooled in new_masks:
-        method = GlobalMagnitude(rate, criterion=criterion, min_remaining=min_remaining,
-                                 _mask=keep.to(parameter_tensor(module, name).dtype))
+        method = GlobalMagnitude(rate, criterion=criterion, rewind_point=rewind_point, rewind=False,
+                                 min_remaining=min_remaining, _mask=keep.to(parameter_tensor(module, name).dtype))
         method.pooled = pooled
         attach(module, name, method)
     if rewind_point is not None and rewind:

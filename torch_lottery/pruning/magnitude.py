@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validation import check_amount, check_choice, count_to_prune, describe
+from .._validation import check_amount, check_bool, check_choice, count_to_prune
 from ._core import LotteryMethod
 from ._rewind import check_rewind_point, pooled, rewind_tensor, signed_constant, write_rewind
 from ._select import CRITERIA, NEEDS_INITIAL, bottom_k, criterion_scores, same_sign
@@ -15,9 +15,16 @@ from ._select import CRITERIA, NEEDS_INITIAL, bottom_k, criterion_scores, same_s
 SUPERMASK_VALUES = ("rewind", "signed_constant")
 
 
-def _check_bool(value: Any, name: str) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {describe(value)}")
+def check_magnitude_options(amount: Any, criterion: Any, rewind_point: Any, rewind: Any) -> None:
+    """Validate the options shared by the magnitude methods (raising TypeError/ValueError)."""
+    check_amount(amount)
+    check_choice(criterion, CRITERIA, "criterion")
+    check_rewind_point(rewind_point)
+    check_bool(rewind, "rewind")
+    if criterion in NEEDS_INITIAL and rewind_point is None:
+        raise ValueError(
+            f"criterion={criterion!r} compares trained and rewind-point weights; pass rewind_point"
+        )
 
 
 class LotteryMagnitude(LotteryMethod):
@@ -80,14 +87,7 @@ class LotteryMagnitude(LotteryMethod):
     PRUNING_TYPE = "unstructured"
 
     def __init__(self, amount, criterion="large_final", rewind_point=None, rewind=True) -> None:
-        check_amount(amount)
-        check_choice(criterion, CRITERIA, "criterion")
-        check_rewind_point(rewind_point)
-        _check_bool(rewind, "rewind")
-        if criterion in NEEDS_INITIAL and rewind_point is None:
-            raise ValueError(
-                f"criterion={criterion!r} compares trained and rewind-point weights; pass rewind_point"
-            )
+        check_magnitude_options(amount, criterion, rewind_point, rewind)
         self.amount = amount
         self.criterion = criterion
         self.rewind_point = rewind_point
@@ -118,8 +118,7 @@ class LotteryMagnitude(LotteryMethod):
             if t.shape == full.shape:
                 return None, full
             return None, full[self._default_mask == 1].view_as(t)
-        check_order = not getattr(self.rewind_point, "explicit_order", False)
-        return pooled(self.rewind_point, t, check_order)
+        return pooled(self.rewind_point, t)
 
     def _prune_count(self, surviving: int, final: torch.Tensor, initial) -> int:
         return count_to_prune(self.amount, surviving)
