@@ -146,6 +146,9 @@ def _check_masks(new: Any, names: tuple[str, ...], old: Mapping[str, torch.Tenso
         if not isinstance(mask, torch.Tensor) or mask.shape != old[name].shape:
             raise ValueError(f"strategy {strategy_name!r} returned a mask for {name!r} of "
                              f"{describe(mask)}; expected shape {tuple(old[name].shape)}")
+        if mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any()):
+            raise ValueError(f"strategy {strategy_name!r} returned a mask for {name!r} with values "
+                             "other than 0 and 1")
         mask = mask.bool()
         if not may_grow and bool((mask & ~old[name]).any()):
             raise ValueError(f"strategy {strategy_name!r} revived pruned entries of {name!r}; "
@@ -485,8 +488,8 @@ def find_ticket(model: nn.Module, train: TrainFn, evaluate: EvalFn | None = None
             raise ValueError(f"target_remaining={target_remaining} must be a float in [0, 1)")
         target_remaining = float(target_remaining)
     max_rounds = getattr(instance, "max_rounds", None)
-    if rounds is None and max_rounds is not None:
-        rounds = max_rounds
+    if max_rounds is not None:
+        rounds = max_rounds if rounds is None else min(rounds, max_rounds)
     if rounds is None and target_remaining is None:
         raise ValueError("pass rounds or target_remaining: the run needs a stopping point")
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
@@ -506,16 +509,22 @@ def find_ticket(model: nn.Module, train: TrainFn, evaluate: EvalFn | None = None
             raise TypeError(f"checkpoint_dir must be a path, got {describe(checkpoint_dir)}")
         os.makedirs(checkpoint_dir, exist_ok=True)
     names, pairs = _parameters(model, parameters)
+    validate = getattr(instance, "validate", None)
+    if validate is not None:
+        validate(names)
     plugins = list(plugins)
 
     pm = get_plugin_manager()
+    ours = []  # only what this run registered is unregistered at its end
     try:
         for plugin in plugins:
-            pm.register(plugin)
+            if not pm.is_registered(plugin):
+                pm.register(plugin)
+                ours.append(plugin)
         run = _Run(model, train, evaluate, strategy_name, instance, names, pairs, rounds, target_remaining,
                    optimizer, scheduler, rewind_state, checkpoint_dir, int(seed))
         return run.run()
     finally:
-        for plugin in plugins:
+        for plugin in ours:
             if pm.is_registered(plugin):
                 pm.unregister(plugin)

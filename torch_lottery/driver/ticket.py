@@ -103,6 +103,10 @@ class Ticket:
             self.rewind = RewindPoint(dict(rewind.items()), iteration=rewind.iteration)
         else:
             self.rewind = RewindPoint(rewind)
+        for name, mask in self.masks.items():
+            if name in self.rewind and tuple(self.rewind[name].shape) != tuple(mask.shape):
+                raise ValueError(f"rewind[{name!r}] has shape {tuple(self.rewind[name].shape)} but "
+                                 f"masks[{name!r}] has shape {tuple(mask.shape)}")
         self.history = _check_history(history)
         if config is not None and not isinstance(config, Mapping):
             raise TypeError(f"config must be a dict, got {describe(config)}")

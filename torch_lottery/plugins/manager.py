@@ -124,7 +124,7 @@ def _registry() -> tuple[dict[str, StrategyEntry], list[PluginError]]:
             found.setdefault(name, []).append(StrategyEntry(name, strategy, _plugin))
 
         try:
-            impl.function(register=register)
+            impl.function(**{arg: register for arg in impl.argnames if arg == "register"})
         except Exception as error:
             errors.append(PluginError(
                 f"plugin {plugin!r} failed to register its strategies: {type(error).__name__}: {error}"

@@ -16,7 +16,7 @@ from .magnitude import check_magnitude_options
 
 
 def pool_keep(scores: list[torch.Tensor], eligible: list[torch.Tensor], amount, min_remaining: int,
-              name: str = "amount") -> list[torch.Tensor]:
+              name: str = "amount", clamp: bool = False) -> list[torch.Tensor]:
     """Select one global threshold over several tensors, keeping ``min_remaining`` entries in each.
 
     Args:
@@ -24,6 +24,7 @@ def pool_keep(scores: list[torch.Tensor], eligible: list[torch.Tensor], amount, 
         eligible: per-tensor bool tensors, True where the entry still survives.
         amount: int count or float fraction of all surviving entries to prune.
         min_remaining: floor of surviving entries per tensor (capped at what survives).
+        clamp: prune only what the floors allow instead of raising (strategies use it).
 
     Returns:
         Per-tensor bool keep-masks (False where pruned now or before).
@@ -37,6 +38,8 @@ def pool_keep(scores: list[torch.Tensor], eligible: list[torch.Tensor], amount, 
     k_total = count_to_prune(amount, total, name)
     floors = [min(min_remaining, s) for s in surviving]
     prunable = total - sum(floors)
+    if k_total > prunable and clamp:
+        k_total = prunable
     if k_total > prunable:
         raise ValueError(
             f"{name}={amount} would prune {k_total} of {total} surviving entries, but "

@@ -73,6 +73,12 @@ class Strategy(abc.ABC):
     def prune(self, context: PruneContext) -> dict[str, torch.Tensor]:
         """Return the new mask of every tensor in ``context.names`` (bool, same shapes)."""
 
+    def validate(self, names: tuple[str, ...]) -> None:
+        """Check the options against the names of the tensors to prune (before any training).
+
+        The driver calls it first; raise ``ValueError`` naming the option if they do not fit.
+        """
+
     def options(self) -> dict[str, Any]:
         """Return the options this strategy was built with (JSON-serializable)."""
         return {"rewind_iteration": self.rewind_iteration}
@@ -101,8 +107,8 @@ def check_multipliers(value: Any, rate: float) -> dict[str, float]:
     for key, m in value.items():
         if not isinstance(key, str):
             raise TypeError(f"rate_multipliers keys must be qualified names (str), got {describe(key)}")
-        if isinstance(m, bool) or not isinstance(m, numbers.Real) or not m >= 0:
-            raise ValueError(f"rate_multipliers[{key!r}]={describe(m)} must be a number >= 0")
+        if isinstance(m, bool) or not isinstance(m, numbers.Real) or not 0 <= m < float("inf"):
+            raise ValueError(f"rate_multipliers[{key!r}]={describe(m)} must be a finite number >= 0")
         if rate * float(m) > 1:
             raise ValueError(f"rate_multipliers[{key!r}]={m} times the rate {rate} exceeds 1")
         out[key] = float(m)
@@ -122,7 +128,8 @@ class PoolStrategy(Strategy):
     Tensors with a rate multiplier ``m != 1`` are always pruned on their own at
     ``rate * m`` (``m = 0`` leaves them alone); the others are pruned per tensor
     (``scope="local"``) or in one pool with one threshold (``scope="global"``).
-    Every tensor keeps at least ``min_remaining`` surviving entries.
+    Every tensor keeps at least ``min_remaining`` surviving entries: a floor, so a
+    round prunes less (or nothing) rather than fail once tensors reach it.
     """
 
     def __init__(self, scope: str = "local", rate_multipliers: Mapping[str, float] | None = None,
@@ -134,6 +141,10 @@ class PoolStrategy(Strategy):
         self.min_remaining = int(min_remaining)
         self.rate_multipliers = check_multipliers(rate_multipliers, rate)
 
+    def validate(self, names: tuple[str, ...]) -> None:
+        """Check that every rate multiplier names a tensor being pruned."""
+        check_known_names(self.rate_multipliers, names)
+
     def scores(self, context: PruneContext, name: str) -> torch.Tensor:
         """Return the keep-scores of tensor ``name`` (higher is kept)."""
         raise NotImplementedError
@@ -144,7 +155,7 @@ class PoolStrategy(Strategy):
 
     def prune(self, context: PruneContext) -> dict[str, torch.Tensor]:
         """Return the next masks: ``fraction`` of the survivors pruned, locally or globally."""
-        check_known_names(self.rate_multipliers, context.names)
+        self.validate(context.names)
         masks = {n: context.masks[n].bool() for n in context.names}
         pooled = [n for n in context.names if self.rate_multipliers.get(n, 1.0) == 1.0]
         alone = [n for n in context.names if n not in pooled and self.rate_multipliers[n] != 0.0]
@@ -152,12 +163,12 @@ class PoolStrategy(Strategy):
         for group in groups:
             rate = self.fraction(context, group)
             keeps = pool_keep([self.scores(context, n) for n in group], [masks[n] for n in group],
-                              rate, self.min_remaining, name=f"the rate of {type(self).__name__}")
+                              rate, self.min_remaining, clamp=True)
             masks.update(zip(group, keeps))
         for name in alone:
             rate = min(1.0, self.fraction(context, [name]) * self.rate_multipliers[name])
             (keep,) = pool_keep([self.scores(context, name)], [masks[name]], rate, self.min_remaining,
-                                name=f"the rate of {name}")
+                                clamp=True)
             masks[name] = keep
         return masks
 

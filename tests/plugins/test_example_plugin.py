@@ -1,0 +1,104 @@
+"""docs/example-plugin really installs with pip and is found through its entry point."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO_ROOT / "docs" / "example-plugin"
+
+CHILD = r'''
+import json, sys
+import torch
+from torch import nn
+import torch_lottery as tl
+
+names = tl.list_strategies()
+out = {"strategies": names, "errors": [str(e) for e in tl.plugin_errors()]}
+if "neuron_imp" in names:
+    entry = {e.name: e for e in tl.strategy_entries()}["neuron_imp"]
+    out["plugin"] = entry.plugin
+    out["module_file"] = sys.modules[entry.strategy.__module__].__file__
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 1))
+    x, y = torch.randn(32, 4), torch.randn(32, 1)
+
+    def train(model, context):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        for _ in range(3):
+            optimizer.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            optimizer.step()
+            context.step()
+
+    ticket = tl.find_ticket(model, train, strategy="neuron_imp", strategy_options={"rate": 0.5}, rounds=2)
+    out["config"] = ticket.config
+    out["remaining"] = [h["remaining"] for h in ticket.history]
+    out["masks"] = {n: m.int().tolist() for n, m in ticket.masks.items()}
+print("JSON:" + json.dumps(out))
+'''
+
+
+def _run_child(site: Path, disable_autoload: bool) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(site)
+    env.pop("TORCH_LOTTERY_DISABLE_PLUGIN_AUTOLOAD", None)
+    if disable_autoload:
+        env["TORCH_LOTTERY_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    done = subprocess.run([sys.executable, "-c", CHILD], env=env, cwd=str(site.parent),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (line,) = [l for l in done.stdout.splitlines() if l.startswith("JSON:")]
+    return json.loads(line[len("JSON:"):])
+
+
+@pytest.mark.slow
+def test_example_plugin_installs_with_pip_and_provides_neuron_imp(tmp_path):
+    if importlib.util.find_spec("pip") is None:
+        pytest.skip("pip is not available in this Python environment")
+    # Build from a copy so that the in-tree build (build/, *.egg-info) never writes under docs/.
+    source = tmp_path / "example-plugin"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    site = tmp_path / "site"
+    command = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--disable-pip-version-check"]
+    if importlib.util.find_spec("setuptools") is not None:
+        command.append("--no-build-isolation")
+    command += ["--target", str(site), str(source)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"pip install failed:\n{done.stdout}\n{done.stderr}"
+    assert (site / "torch_lottery_neuron_imp.py").is_file()
+    (dist_info,) = site.glob("torch_lottery_neuron_imp-*.dist-info")
+    assert "neuron_imp = torch_lottery_neuron_imp" in (dist_info / "entry_points.txt").read_text()
+
+    out = _run_child(site, disable_autoload=False)
+    assert out["errors"] == []
+    assert "neuron_imp" in out["strategies"]
+    assert {"imp", "one_shot", "random"} <= set(out["strategies"])
+    assert out["plugin"] == "neuron_imp"
+    assert Path(out["module_file"]).resolve() == (site / "torch_lottery_neuron_imp.py").resolve()
+    assert out["config"]["strategy"] == "neuron_imp"
+    assert out["config"]["strategy_options"]["rate"] == 0.5
+
+    masks = out["masks"]
+    assert set(masks) == {"0.weight", "2.weight", "4.weight"}
+    for name, rows in masks.items():
+        for row in rows:  # whole output neurons are pruned: every row is all-0 or all-1
+            assert set(row) in ({0}, {1}), f"{name} has a partially pruned row {row}"
+    alive_rows = {n: sum(1 for row in rows if row[0] == 1) for n, rows in masks.items()}
+    assert alive_rows == {"0.weight": 4, "2.weight": 2, "4.weight": 1}  # 16->8->4, 8->4->2, 1 (min_rows)
+    remaining = out["remaining"]
+    assert len(remaining) == 3
+    assert remaining[0] == 1.0 and remaining[0] > remaining[1] > remaining[2] > 0
+
+    disabled = _run_child(site, disable_autoload=True)
+    assert "neuron_imp" not in disabled["strategies"]
+    assert {"imp", "one_shot", "random"} <= set(disabled["strategies"])
+    assert disabled["errors"] == []

@@ -1,0 +1,154 @@
+"""The strategy interface (Strategy, PruneContext) and the option checks shared by the built-ins."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+import torch_lottery as tl
+from torch_lottery import IterativeMagnitude, OneShotMagnitude, PruneContext, RandomPruning, Strategy
+from torch_lottery.strategies import PoolStrategy
+
+BUILTINS = {"imp": IterativeMagnitude, "one_shot": OneShotMagnitude, "random": RandomPruning}
+POOL = pytest.mark.parametrize("cls", [IterativeMagnitude, OneShotMagnitude, RandomPruning],
+                               ids=["imp", "one_shot", "random"])
+
+
+class KeepAll(Strategy):
+    def prune(self, context):
+        return {n: context.masks[n].bool().clone() for n in context.names}
+
+
+def test_exports():
+    assert tl.Strategy is Strategy and tl.PruneContext is PruneContext
+    for name, cls in BUILTINS.items():
+        assert tl.get_strategy(name) is cls
+        assert issubclass(cls, PoolStrategy) and issubclass(cls, Strategy)
+
+
+def test_strategy_is_abstract_and_a_minimal_subclass_works(tools):
+    with pytest.raises(TypeError):
+        Strategy()
+
+    class NoPrune(Strategy):
+        pass
+
+    with pytest.raises(TypeError):
+        NoPrune()
+    s = KeepAll()
+    assert s.options() == {"rewind_iteration": 0}
+    assert KeepAll(rewind_iteration=7).options() == {"rewind_iteration": 7}
+    assert repr(KeepAll(rewind_iteration=7)) == "KeepAll(rewind_iteration=7)"
+    assert Strategy.may_grow is False and Strategy.max_rounds is None
+    context = tools.build_context(tools.random_weights((3, 3)))
+    assert tools.check_masks(context, s.prune(context)) == {"0.weight": 0}
+
+
+@pytest.mark.parametrize("value, error", [(-1, ValueError), (1.5, TypeError), ("3", TypeError),
+                                          (True, TypeError), (None, TypeError)])
+@pytest.mark.parametrize("cls", [KeepAll, IterativeMagnitude, OneShotMagnitude, RandomPruning])
+def test_bad_rewind_iteration_is_refused(cls, value, error):
+    with pytest.raises(error, match="rewind_iteration"):
+        cls(rewind_iteration=value)
+
+
+def test_prune_context_is_frozen_and_holds_what_the_driver_passes(tools):
+    context = tools.build_context(tools.random_weights((2, 3), (4, 2)), round_index=3)
+    assert [f.name for f in dataclasses.fields(PruneContext)] == \
+        ["model", "names", "weights", "masks", "rewind", "round_index", "generator"]
+    assert context.names == ("0.weight", "1.weight")
+    assert context.round_index == 3
+    assert isinstance(context.generator, torch.Generator)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        context.round_index = 4
+
+
+@POOL
+def test_masks_only_for_the_named_tensors(tools, cls):
+    """A context naming a subset of the tensors gets masks for that subset only."""
+    full = tools.build_context(tools.random_weights((10, 10), (10, 10)))
+    context = PruneContext(full.model, ("1.weight",), full.weights, full.masks, None, 1, torch.Generator())
+    new = cls().prune(context)
+    assert set(new) == {"1.weight"}
+    assert tools.check_masks(context, new)["1.weight"] > 0
+
+
+@POOL
+@pytest.mark.parametrize("scope", ["both", "LOCAL", None, 1])
+def test_bad_scope_is_refused(cls, scope):
+    with pytest.raises(ValueError, match="scope"):
+        cls(scope=scope)
+
+
+@POOL
+@pytest.mark.parametrize("multipliers, error", [
+    ({"fc.weight": -0.5}, ValueError),
+    ({"fc.weight": float("nan")}, ValueError),
+    ({"fc.weight": "half"}, ValueError),
+    ({"fc.weight": True}, ValueError),
+    ({3: 0.5}, TypeError),
+    ({("fc", "weight"): 0.5}, TypeError),
+    ([("fc.weight", 0.5)], TypeError),
+    (0.5, TypeError),
+])
+def test_bad_rate_multipliers_are_refused(cls, multipliers, error):
+    with pytest.raises(error, match="rate_multipliers"):
+        cls(rate_multipliers=multipliers)
+
+
+@POOL
+def test_unknown_multiplier_name_is_refused_at_prune_time(tools, cls):
+    strategy = cls(rate_multipliers={"classifier.weight": 0.5})  # fine until the tensors are known
+    context = tools.build_context(tools.random_weights((4, 4), (4, 4)))
+    with pytest.raises(ValueError, match=r"rate_multipliers.*classifier\.weight"):
+        strategy.prune(context)
+
+
+@POOL
+@pytest.mark.parametrize("value, error", [(-1, ValueError), (1.5, TypeError), ("2", TypeError),
+                                          (True, TypeError), (None, TypeError)])
+def test_bad_min_remaining_is_refused(cls, value, error):
+    with pytest.raises(error, match="min_remaining"):
+        cls(min_remaining=value)
+
+
+@POOL
+def test_none_multipliers_mean_none(cls):
+    assert cls(rate_multipliers=None).rate_multipliers == {}
+    assert cls(rate_multipliers={}).options()["rate_multipliers"] == {}
+
+
+@POOL
+def test_multipliers_are_copied_not_shared(cls):
+    given = {"fc.weight": 0.5}
+    s = cls(rate_multipliers=given)
+    given["fc.weight"] = 0.0
+    assert s.rate_multipliers == {"fc.weight": 0.5}
+    s.options()["rate_multipliers"]["fc.weight"] = 0.0
+    assert s.options()["rate_multipliers"] == {"fc.weight": 0.5}
+
+
+@pytest.mark.parametrize("strategy", [
+    KeepAll(rewind_iteration=2),
+    IterativeMagnitude(rate=0.3, scope="global", rate_multipliers={"a.weight": 0}, min_remaining=5,
+                       criterion="large_final_same_sign", rewind_iteration=100),
+    OneShotMagnitude(remaining=0.02, scope="global", rate_multipliers={"a.weight": 0.5}, criterion="small_final"),
+    RandomPruning(rate=0.1, rate_multipliers={"b.weight": 3}, min_remaining=0),
+], ids=["base", "imp", "one_shot", "random"])
+def test_options_are_json_and_rebuild_an_equal_strategy(strategy):
+    options = strategy.options()
+    assert json.loads(json.dumps(options, allow_nan=False)) == options
+    rebuilt = type(strategy)(**options)
+    assert rebuilt.options() == options
+    assert repr(rebuilt) == repr(strategy)
+
+
+@POOL
+def test_options_are_plain_python_numbers(cls):
+    options = cls(rate_multipliers={"x.weight": 1}, min_remaining=2).options()
+    assert type(options["rate_multipliers"]["x.weight"]) is float
+    assert type(options["min_remaining"]) is int
+    assert type(options["rewind_iteration"]) is int
