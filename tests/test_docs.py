@@ -36,7 +36,7 @@ def test_readme_starts_with_the_two_setup_commands():
     assert first is not None, "README.md needs a ```sh block with the quick-start commands"
     commands = [line for line in first.group(1).splitlines() if line and not line.startswith("#")]
     assert len(commands) == 2
-    assert commands[0].endswith("examples/sum_of_two.py")
+    assert commands[0].endswith("torch-lottery run")
     assert commands[1].endswith("pytest")
     assert text.index(first.group(0)) < text.index("## In your own code")
 

@@ -1,0 +1,376 @@
+"""The ``torch-lottery`` command line, run for real as a console script and as ``python -m torch_lottery``.
+
+Every command runs in a subprocess with its working directory in a temporary
+folder, so nothing is written into the repository. Subprocesses get one
+OpenMP/MKL thread, like the in-process tests (tests/conftest.py): on a busy
+2-core machine PyTorch's default of 2 threads oversubscribes the cores and
+slows the tiny networks here down many times over.
+
+Independent commands are started together (:func:`_start_all`) to keep the
+wall clock down on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(sys.executable).parent / "torch-lottery"
+ALL_CONTROLS = "reinit,permute,random_pruning,sign_reinit,supermask"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ENTRY = re.compile(r"^    \[(\d+), (\d+)\]: [+-]\d+\.\d{6}$")
+TIMEOUT = 300
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.pop("TORCH_LOTTERY_DATA", None)
+    return env
+
+
+def _command(args, module: bool = False) -> list[str]:
+    return ([sys.executable, "-m", "torch_lottery"] if module else [str(SCRIPT)]) + [str(a) for a in args]
+
+
+def _start_all(cwd: Path, commands: dict[str, list]) -> dict[str, subprocess.CompletedProcess]:
+    """Run ``{name: argv}`` concurrently in ``cwd``; return ``{name: CompletedProcess}`` with ``.seconds``."""
+    logs = cwd / ".logs"
+    logs.mkdir(exist_ok=True)
+    running = {}
+    for name, argv in commands.items():
+        out, err = open(logs / f"{name}.out", "w+b"), open(logs / f"{name}.err", "w+b")
+        process = subprocess.Popen(argv, cwd=cwd, env=_env(), stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        running[name] = (process, out, err, time.perf_counter())
+    done = {}
+    for name, (process, out, err, started) in running.items():
+        process.wait(timeout=TIMEOUT)
+        seconds = time.perf_counter() - started
+        texts = []
+        for handle in (out, err):
+            handle.seek(0)
+            texts.append(handle.read().decode("utf-8"))
+            handle.close()
+        completed = subprocess.CompletedProcess(process.args, process.returncode, *texts)
+        completed.seconds = seconds
+        done[name] = completed
+    shutil.rmtree(logs)
+    return done
+
+
+def _run(cwd: Path, *args, module: bool = False) -> subprocess.CompletedProcess:
+    return _start_all(cwd, {"cmd": _command(args, module)})["cmd"]
+
+
+def _ok(process: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert process.returncode == 0, f"exit {process.returncode}\nstdout:\n{process.stdout}\nstderr:\n{process.stderr}"
+    assert "Traceback" not in process.stderr
+    return process
+
+
+def test_console_script_is_installed():
+    assert SCRIPT.is_file() and os.access(SCRIPT, os.X_OK)
+
+
+# -- help ----------------------------------------------------------------------------------
+SUBCOMMAND_OPTIONS = {
+    "sum-of-two": ["--seed", "--json", "--out", "--device"],
+    "run": ["--dataset", "--model", "--rounds", "--epochs", "--batch-size", "--optimizer", "--lr", "--momentum",
+            "--weight-decay", "--rate", "--scope", "--output-rate", "--rewind-iteration", "--controls",
+            "--replicates", "--seed", "--device", "--data-root", "--download", "--validation",
+            "--evals-per-epoch", "--out", "--metric", "--json", "--no-progress"],
+    "report": ["DIR", "--metric"],
+    "strategies": ["--help"],
+}
+
+
+@pytest.fixture(scope="module")
+def helps(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("help")
+    commands = {"top": _command(["--help"]), "top-module": _command(["--help"], module=True)}
+    commands.update({sub: _command([sub, "--help"]) for sub in SUBCOMMAND_OPTIONS})
+    return _start_all(cwd, commands)
+
+
+@pytest.mark.slow
+def test_top_level_help(helps):
+    script, module = _ok(helps["top"]), _ok(helps["top-module"])
+    assert script.stdout == module.stdout  # the console script and python -m are the same program
+    assert script.stdout.startswith("usage: torch-lottery")
+    for command in SUBCOMMAND_OPTIONS:
+        assert re.search(rf"^\s+{command}\b", script.stdout, re.M), command
+    assert "docs/index.md" in script.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("subcommand", list(SUBCOMMAND_OPTIONS))
+def test_subcommand_help_mentions_every_option(helps, subcommand):
+    text = _ok(helps[subcommand]).stdout
+    assert text.startswith(f"usage: torch-lottery {subcommand}")
+    for option in SUBCOMMAND_OPTIONS[subcommand]:
+        assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text), option
+
+
+@pytest.mark.slow
+def test_run_help_lists_the_choices(helps):
+    text = " ".join(helps["run"].stdout.split())
+    for word in ("mnist1d", "fashion-mnist", "cifar10", "lenet300100", "conv2", "torchvision:<name>",
+                 "reinit", "permute", "random_pruning", "sign_reinit", "supermask", "test_accuracy_at_early_stop"):
+        assert word in text, word
+
+
+# -- strategies -------------------------------------------------------------------------------
+def test_strategies_lists_the_builtins_with_their_plugins(tmp_path):
+    process = _ok(_run(tmp_path, "strategies"))
+    lines = process.stdout.splitlines()
+    assert lines[0].split() == ["name", "plugin"]
+    rows = {line.split()[0]: line.split()[1] for line in lines[1:]}
+    for name in ("imp", "one_shot", "random"):
+        assert rows[name] == f"torch_lottery.strategies.{name}"
+    assert "error:" not in process.stderr
+
+
+# -- sum-of-two ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sum_of_two(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("sum_of_two")
+    runs = _start_all(cwd, {"text": _command(["sum-of-two", "--out", "res"]),
+                            "json": _command(["sum-of-two", "--json"], module=True)})
+    return cwd, runs
+
+
+@pytest.mark.slow
+def test_sum_of_two_prints_the_ticket_and_the_rmse(sum_of_two):
+    cwd, runs = sum_of_two
+    process = _ok(runs["text"])
+    assert process.seconds < 30
+    text = process.stdout
+    assert re.match(r"\d+ rounds of 25% pruning per layer: 4 of 600 weights remain", text)
+    section = text.split("winning ticket:\n", 1)[1].split("random-reinit ticket:", 1)[0]
+    rows = [line for line in section.splitlines() if ENTRY.match(line)]
+    assert len(rows) == 4
+    rmse = {}
+    for line in text.split("test RMSE on [1, 2]:\n", 1)[1].splitlines():
+        match = re.match(r"^  (\w+)\s+(\d\.\d{3}e[+-]\d\d)$", line)
+        if match:
+            rmse[match.group(1)] = float(match.group(2))
+    assert set(rmse) == {"winning_ticket", "random_reinit", "random_permutation", "full_model"}
+    assert rmse["winning_ticket"] < 1e-2 and rmse["full_model"] < 1e-2 and rmse["random_permutation"] > 0.1
+    # --out DIR also writes result.json, matching what was printed
+    saved = json.loads((cwd / "res" / "result.json").read_text())
+    assert saved["weights_remaining"] == 4
+    printed = {tuple(map(int, ENTRY.match(line).groups())) for line in rows}
+    assert printed == {tuple(e["index"]) for layer in saved["winning_ticket"] for e in layer}
+    assert {k: float(f"{v:.3e}") for k, v in saved["rmse"].items()} == rmse
+    assert sorted(os.listdir(cwd / "res")) == ["result.json"]
+
+
+@pytest.mark.slow
+def test_sum_of_two_json_prints_one_object(sum_of_two):
+    cwd, runs = sum_of_two
+    process = _ok(runs["json"])
+    lines = process.stdout.splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert isinstance(result, dict)
+    assert {"rmse", "winning_ticket", "weights_remaining", "seed"} <= set(result)
+    assert result["weights_remaining"] == 4 and result["rmse"]["winning_ticket"] < 1e-2
+    # same seed, same figures as the text run's result.json (only the timing differs)
+    saved = json.loads((cwd / "res" / "result.json").read_text())
+    assert {k: v for k, v in result.items() if k != "seconds"} == {k: v for k, v in saved.items() if k != "seconds"}
+
+
+# -- run and report ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("run")
+    process = _run(cwd, "run", "--rounds", 2, "--epochs", 1, "--controls", ALL_CONTROLS, "--no-progress",
+                   "--out", "out")
+    return cwd, process
+
+
+KINDS_ROUNDS = [("ticket", 0), ("ticket", 1), ("ticket", 2)] + [
+    (kind, r) for kind in ALL_CONTROLS.split(",") for r in (1, 2)]
+
+
+def _table(stdout: str) -> str:
+    return stdout.split("\n\n", 1)[0]
+
+
+@pytest.mark.slow
+def test_run_prints_the_table(full_run):
+    cwd, process = full_run
+    _ok(process)
+    assert process.stderr == ""  # --no-progress: no bars, and no warnings either
+    lines = _table(process.stdout).splitlines()
+    assert lines[0] == "test accuracy % (mean ± std over 1 seeds)"
+    header = lines[1]
+    for label in ("round", "weights %", "winning ticket", "random reinit", "random permutation", "random pruning",
+                  "sign-preserving reinit", "supermask (no training)", "early stop (ticket)"):
+        assert label in header
+    rows = lines[3:]
+    assert [row.split()[0] for row in rows] == ["0", "1", "2"]
+    assert rows[0].split()[1] == "100.0"
+    summary = json.loads((cwd / "out" / "results.json").read_text())["summary"]
+    ticket1 = next(r for r in summary if (r["kind"], r["round"]) == ("ticket", 1))
+    assert rows[1].split()[1] == f"{100 * ticket1['remaining']:.1f}"
+    assert f"{100 * ticket1['test_accuracy_mean']:.2f} ± 0.00" in rows[1]
+    assert process.stdout.rstrip().endswith("wrote out/results.json, out/results.csv, out/accuracy.png")
+
+
+@pytest.mark.slow
+def test_run_writes_json_csv_and_png(full_run):
+    cwd, process = full_run
+    _ok(process)
+    out = cwd / "out"
+    assert sorted(os.listdir(out)) == ["accuracy.png", "results.csv", "results.json"]
+    assert sorted(os.listdir(cwd)) == ["out"]  # nothing else written into the working directory
+    png = (out / "accuracy.png").read_bytes()
+    assert png.startswith(PNG_MAGIC) and len(png) > 1000
+    result = json.loads((out / "results.json").read_text())
+    assert result["config"]["rounds"] == 2 and result["config"]["controls"] == ALL_CONTROLS.split(",")
+    assert result["setup"]["epochs"] == 1
+    assert [(r["kind"], r["round"]) for r in result["summary"]] == KINDS_ROUNDS
+    assert len(result["records"]) == len(KINDS_ROUNDS)
+    with open(out / "results.csv", newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        header, rows = reader.fieldnames, list(reader)
+    assert header[:5] == ["kind", "round", "n", "remaining", "test_accuracy_mean"]
+    assert header == list(result["summary"][0])
+    assert [(r["kind"], int(r["round"])) for r in rows] == KINDS_ROUNDS
+    for row, expected in zip(rows, result["summary"]):
+        assert float(row["test_accuracy_mean"]) == pytest.approx(expected["test_accuracy_mean"])
+        assert float(row["remaining"]) == pytest.approx(expected["remaining"])
+
+
+@pytest.mark.slow
+def test_report_re_renders_a_finished_run(full_run, tmp_path):
+    cwd, process = full_run
+    _ok(process)
+    directory = tmp_path / "copy"
+    shutil.copytree(cwd / "out", directory)
+    original_csv = (directory / "results.csv").read_text()
+    (directory / "results.csv").unlink()
+    (directory / "accuracy.png").unlink()
+    report = _ok(_run(tmp_path, "report", "copy"))
+    assert _table(report.stdout) == _table(process.stdout)
+    assert report.stdout.rstrip().endswith("wrote copy/results.json, copy/results.csv, copy/accuracy.png")
+    assert (directory / "results.csv").read_text() == original_csv
+    assert (directory / "accuracy.png").read_bytes().startswith(PNG_MAGIC)
+    assert sorted(os.listdir(directory)) == ["accuracy.png", "results.csv", "results.json"]
+
+
+@pytest.fixture(scope="module")
+def seeded_runs(tmp_path_factory):
+    """The same tiny run twice with --seed 3: with progress bars and --json, and with --no-progress."""
+    cwd = tmp_path_factory.mktemp("seeded")
+    tiny = ["run", "--rounds", 1, "--epochs", 1, "--controls", "reinit", "--seed", 3]
+    return cwd, _start_all(cwd, {"bars": _command(tiny + ["--json", "--out", "a"]),
+                                 "quiet": _command(tiny + ["--no-progress", "--out", "b"], module=True)})
+
+
+@pytest.mark.slow
+def test_run_json_prints_the_summary(seeded_runs):
+    cwd, runs = seeded_runs
+    process = _ok(runs["bars"])
+    lines = process.stdout.splitlines()
+    assert len(lines) == 1
+    summary = json.loads(lines[0])
+    assert summary == json.loads((cwd / "a" / "results.json").read_text())["summary"]
+    assert [(r["kind"], r["round"]) for r in summary] == [("ticket", 0), ("ticket", 1), ("reinit", 1)]
+
+
+@pytest.mark.slow
+def test_progress_bars_on_stderr_unless_disabled(seeded_runs):
+    _, runs = seeded_runs
+    bars, quiet = _ok(runs["bars"]), _ok(runs["quiet"])
+    assert "seed 3: ticket" in bars.stderr and "100%|" in bars.stderr
+    assert "seed 3: controls" in bars.stderr
+    assert "%|" not in bars.stdout
+    assert quiet.stderr == ""
+    assert "winning ticket" in quiet.stdout
+
+
+@pytest.mark.slow
+def test_seed_makes_runs_identical(seeded_runs):
+    cwd, runs = seeded_runs
+    _ok(runs["bars"]), _ok(runs["quiet"])
+    a = json.loads((cwd / "a" / "results.json").read_text())
+    b = json.loads((cwd / "b" / "results.json").read_text())
+    assert a["config"]["seed"] == b["config"]["seed"] == 3
+    assert a["summary"] == b["summary"]
+    assert a["records"] == b["records"]
+
+
+# -- errors ------------------------------------------------------------------------------------------
+ERRORS = {
+    "unknown dataset": (["run", "--dataset", "imagenet", "--no-progress"],
+                        ["torch-lottery run: error: dataset='imagenet' is not one of"]),
+    "unknown model": (["run", "--model", "lenet5", "--rounds", "0", "--epochs", "1", "--no-progress"],
+                      ["torch-lottery run: error:", "'lenet5'", "not a known model"]),
+    "unknown control": (["run", "--controls", "reinit,bogus"],
+                        ["torch-lottery run: error:", "unknown control 'bogus'"]),
+    "rounds x": (["run", "--rounds", "x"], ["torch-lottery run: error:", "--rounds", "'x'"]),
+    "report missing dir": (["report", "nowhere"], ["torch-lottery report: error:", "'nowhere' has no results.json"]),
+    "report corrupt json": (["report", "corrupt"], ["torch-lottery report: error:", "is not valid JSON"]),
+    "report without summary": (["report", "nosummary"], ["torch-lottery report: error:", "no summary"]),
+    "missing mnist": (["run", "--dataset", "mnist", "--data-root", "empty", "--rounds", "0", "--epochs", "1",
+                       "--no-progress"],
+                      ["torch-lottery run: error:", "data set mnist not found", "empty", "--download"]),
+    "sum-of-two on cuda": (["sum-of-two", "--device", "cuda"], ["torch-lottery sum-of-two: error:", "cuda"]),
+}
+if not torch.cuda.is_available():
+    ERRORS["cuda without cuda"] = (["run", "--device", "cuda", "--no-progress"],
+                                   ["torch-lottery run: error:", "device='cuda'", "CUDA is not available"])
+ARGPARSE_ERRORS = {"unknown control", "rounds x"}  # argparse prints its usage before the error line
+
+
+@pytest.fixture(scope="module")
+def errors(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("errors")
+    (cwd / "corrupt").mkdir()
+    (cwd / "corrupt" / "results.json").write_text('{"summary": [1, 2')
+    (cwd / "nosummary").mkdir()
+    (cwd / "nosummary" / "results.json").write_text('{"records": []}')
+    (cwd / "empty").mkdir()
+    runs = _start_all(cwd, {name: _command(args) for name, (args, _) in ERRORS.items()})
+    return cwd, runs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(ERRORS))
+def test_errors_are_one_line_without_traceback(errors, name):
+    _, runs = errors
+    process = runs[name]
+    assert process.returncode == 2, process.stderr
+    assert process.stdout == ""
+    assert "Traceback" not in process.stderr
+    lines = process.stderr.splitlines()
+    error_lines = [line for line in lines if "error:" in line]
+    assert len(error_lines) == 1 and error_lines[0] == lines[-1], process.stderr
+    if name in ARGPARSE_ERRORS:
+        assert lines[0].startswith("usage: torch-lottery run ")
+        assert all(line.startswith(" ") for line in lines[1:-1])
+    else:
+        assert len(lines) == 1, process.stderr
+    for fragment in ERRORS[name][1]:
+        assert fragment in lines[-1], (fragment, lines[-1])
+
+
+@pytest.mark.slow
+def test_errors_write_nothing(errors):
+    cwd, _ = errors
+    assert sorted(os.listdir(cwd)) == ["corrupt", "empty", "nosummary"]
+    assert os.listdir(cwd / "empty") == []  # no download was attempted
+    assert os.listdir(cwd / "corrupt") == ["results.json"]
+    assert (cwd / "corrupt" / "results.json").read_text() == '{"summary": [1, 2'

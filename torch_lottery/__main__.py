@@ -1,0 +1,8 @@
+"""``python -m torch_lottery``: the ``torch-lottery`` command line."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Experiments: models, data sets and runs that reproduce the lottery ticket paper."""

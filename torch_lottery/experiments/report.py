@@ -1,0 +1,146 @@
+"""Tables, CSV, JSON and plots of experiment results (``torch-lottery run`` and ``report``)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from typing import Any
+
+
+#: File names of a run's output directory, defined in one place.
+RESULTS_JSON = "results.json"
+RESULTS_CSV = "results.csv"
+PLOT_PNG = "accuracy.png"
+
+LABELS = {
+    "ticket": "winning ticket",
+    "reinit": "random reinit",
+    "permute": "random permutation",
+    "random_pruning": "random pruning",
+    "sign_reinit": "sign-preserving reinit",
+    "supermask": "supermask (no training)",
+}
+
+
+def _write_text(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def table(result: dict[str, Any], metric: str = "test_accuracy") -> str:
+    """Return a plain-text table: one row per round, columns per kind (mean ± std in %)."""
+    summary = result["summary"]
+    kinds = [k for k in LABELS if any(r["kind"] == k for r in summary)]
+    rounds = sorted({r["round"] for r in summary})
+    cells = {(r["kind"], r["round"]): r for r in summary}
+    header = ["round", "weights %"] + [LABELS[k] for k in kinds] + ["early stop (ticket)"]
+    rows = []
+    for round_index in rounds:
+        ticket = cells.get(("ticket", round_index))
+        remaining = ticket["remaining"] if ticket else next(
+            cells[(k, round_index)]["remaining"] for k in kinds if (k, round_index) in cells)
+        row = [str(round_index), f"{100 * remaining:.1f}"]
+        for kind in kinds:
+            cell = cells.get((kind, round_index))
+            if cell is None or cell[f"{metric}_mean"] is None:
+                row.append("-")
+            elif metric.startswith("test_accuracy"):
+                row.append(f"{_pct(cell[f'{metric}_mean'])} ± {_pct(cell[f'{metric}_std'])}")
+            else:
+                row.append(f"{cell[f'{metric}_mean']:.4g} ± {cell[f'{metric}_std']:.2g}")
+        es = ticket and ticket.get("early_stop_iteration_mean")
+        row.append("-" if es is None else f"{es:.0f}")
+        rows.append(row)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    line = lambda cells_: "  ".join(c.rjust(w) for c, w in zip(cells_, widths))  # noqa: E731
+    unit = " %" if metric.startswith("test_accuracy") else ""
+    title = f"{metric.replace('_', ' ')}{unit} (mean ± std over {max((r['n'] for r in summary), default=0)} seeds)"
+    return "\n".join([title, line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def write_csv(result: dict[str, Any], path: str) -> None:
+    """Write the summary rows as CSV."""
+    summary = result["summary"]
+    fields = list(summary[0]) if summary else ["kind", "round"]
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(summary)
+    os.replace(tmp, path)
+
+
+def plot(result: dict[str, Any], path: str, metric: str = "test_accuracy") -> bool:
+    """Draw ``metric`` against percent of weights remaining (log x axis); return False without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    summary = result["summary"]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for kind, label in LABELS.items():
+        rows = sorted((r for r in summary if r["kind"] == kind and r[f"{metric}_mean"] is not None),
+                      key=lambda r: -r["remaining"])
+        if not rows:
+            continue
+        x = [100 * r["remaining"] for r in rows]
+        mean = [100 * r[f"{metric}_mean"] for r in rows]
+        low = [100 * r[f"{metric}_min"] for r in rows]
+        high = [100 * r[f"{metric}_max"] for r in rows]
+        (line,) = ax.plot(x, mean, marker="o", markersize=3, label=label)
+        if any(r["n"] > 1 for r in rows):
+            ax.fill_between(x, low, high, alpha=0.15, color=line.get_color())
+    dense = [r for r in summary if r["kind"] == "ticket" and r["round"] == 0 and r[f"{metric}_mean"] is not None]
+    if dense:
+        ax.axhline(100 * dense[0][f"{metric}_mean"], color="gray", linestyle="--", linewidth=1, label="dense network")
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("percent of weights remaining")
+    ax.set_ylabel(metric.replace("_", " ") + " (%)")
+    config = result.get("config", {})
+    ax.set_title(f"{config.get('model', '')} on {config.get('dataset', '')} "
+                 f"({max((r['n'] for r in summary), default=0)} seeds; band: min-max)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def write_outputs(result: dict[str, Any], directory: str) -> dict[str, str]:
+    """Write results.json, results.csv and accuracy.png into ``directory``; return the paths written."""
+    os.makedirs(directory, exist_ok=True)
+    paths = {"json": os.path.join(directory, RESULTS_JSON), "csv": os.path.join(directory, RESULTS_CSV)}
+    _write_text(paths["json"], json.dumps(result, indent=1))
+    write_csv(result, paths["csv"])
+    png = os.path.join(directory, PLOT_PNG)
+    if plot(result, png):
+        paths["plot"] = png
+    return paths
+
+
+def load_results(directory: str) -> dict[str, Any]:
+    """Read ``results.json`` of a finished run (``torch-lottery report DIR``)."""
+    path = os.path.join(directory, RESULTS_JSON)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{directory!r} has no {RESULTS_JSON}: is it the output directory of a run?")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            result = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path!r} is not valid JSON: {error}") from None
+    if not isinstance(result, dict) or "summary" not in result:
+        raise ValueError(f"{path!r} is not a torch-lottery results file (no summary)")
+    return result

@@ -1,0 +1,404 @@
+"""The experiment runner behind ``torch-lottery run``: IMP and its controls on real data sets.
+
+Data sets are preloaded tensors on the target device and batches are drawn by
+indexing (no per-sample transforms, no ``DataLoader``). For every replicate the
+runner finds a ticket with :func:`torch_lottery.find_ticket` (strategy ``imp``)
+and, for every round's mask, trains the chosen controls:
+
+- ``reinit``: same mask, fresh initialization (Frankle & Carbin 2019);
+- ``permute``: mask shuffled within each tensor, fresh init (Morcos et al. 2019);
+- ``random_pruning``: its own run of the ``random`` strategy at the same per-round rates;
+- ``sign_reinit``: same mask, fresh magnitudes with the rewind point's signs (Zhou et al. 2019);
+- ``supermask``: Zhou et al.'s ``large_final_same_sign`` mask at the same per-layer sparsity,
+  signed-constant weights, evaluated *without training*.
+
+Each training records the test accuracy at its end and at the early-stopping
+iteration (minimum validation loss), which the LTH paper reports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .._validation import check_choice, check_nonneg_int, describe
+from ..driver.find import find_ticket
+from ..driver.ticket import Ticket
+from ..plugins.hookspecs import hookimpl
+from ..pruning.magnitude import sign_preserving_supermask
+from ..pruning.permutation import random_permutation
+from ..pruning.utils import named_prunable_parameters, prunable_parameters
+from ..rewinding.baselines import random_reinit, sign_preserving_reinit
+from ..rewinding.point import RewindPoint
+from .progress import bar
+
+#: The controls a run can train next to the winning ticket.
+CONTROLS = ("reinit", "permute", "random_pruning", "sign_reinit", "supermask")
+#: Every kind of result: the winning ticket and the controls.
+KINDS = ("ticket",) + CONTROLS
+OPTIMIZERS = ("adam", "sgd")
+METRICS = ("test_accuracy", "test_accuracy_at_early_stop", "early_stop_iteration", "test_loss")
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Settings of one ``torch-lottery run`` (None means: the data set's or model's default).
+
+    Args:
+        dataset: one of :data:`torch_lottery.experiments.data.DATASETS`.
+        model: a name of :data:`torch_lottery.experiments.models.MODELS` or ``torchvision:<name>``.
+        rounds: pruning rounds after the dense run.
+        epochs: training epochs per round.
+        batch_size, optimizer, lr, momentum, weight_decay: training; default: the LTH paper's
+            setup for the model.
+        rate, scope, output_rate, rewind_iteration: IMP options; default: the paper's setup.
+            ``output_rate`` is the output layer's rate (e.g. half of ``rate``).
+        controls: which of :data:`CONTROLS` to run.
+        replicates: independent runs (seeds ``seed``, ``seed + 1``, ...).
+        seed: the first seed.
+        device: ``"cpu"`` or ``"cuda"`` (the data stay resident there).
+        data_root, download: where the torchvision data sets are, and whether to download them.
+        validation: training examples held out for early stopping.
+        evals_per_epoch: validation evaluations per epoch (for the early-stopping iteration).
+        progress: show progress bars.
+    """
+
+    dataset: str = "mnist1d"
+    model: str = "lenet300100"
+    rounds: int = 15
+    epochs: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    rate: float | None = None
+    scope: str | None = None
+    output_rate: float | None = None
+    rewind_iteration: int | None = None
+    controls: tuple[str, ...] = ("reinit", "random_pruning")
+    replicates: int = 2
+    seed: int = 0
+    device: str = "cpu"
+    data_root: str | None = None
+    download: bool = False
+    validation: int | None = None
+    evals_per_epoch: int = 1
+    progress: bool = True
+
+    def check(self) -> None:
+        """Validate every field, raising ``TypeError``/``ValueError`` naming it."""
+        from .data import DATASETS
+        check_choice(self.dataset, DATASETS, "dataset")
+        if not isinstance(self.model, str) or not self.model:
+            raise TypeError(f"model must be a model name, got {describe(self.model)}")
+        check_nonneg_int(self.rounds, "rounds")
+        for name in ("epochs", "batch_size", "rewind_iteration", "validation"):
+            value = getattr(self, name)
+            if value is not None:
+                check_nonneg_int(value, name)
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) == 0:
+                raise ValueError(f"{name}=0 must be at least 1")
+        if self.optimizer is not None:
+            check_choice(self.optimizer, OPTIMIZERS, "optimizer")
+        for name in ("lr", "momentum", "weight_decay", "rate", "output_rate"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value < 0):
+                raise ValueError(f"{name}={value!r} must be a finite number >= 0")
+        for name in ("rate", "output_rate"):
+            value = getattr(self, name)
+            if value is not None and value >= 1:
+                raise ValueError(f"{name}={value} must be below 1")
+        if self.scope is not None:
+            check_choice(self.scope, ("local", "global"), "scope")
+        if (isinstance(self.controls, str) or not isinstance(self.controls, (list, tuple))
+                or not all(isinstance(c, str) for c in self.controls)):
+            raise TypeError(f"controls must be a list of names, got {describe(self.controls)}")
+        for control in self.controls:
+            check_choice(control, CONTROLS, "controls")
+        check_nonneg_int(self.replicates, "replicates")
+        if self.replicates == 0:
+            raise ValueError("replicates=0 must be at least 1")
+        check_nonneg_int(self.seed, "seed")
+        check_nonneg_int(self.evals_per_epoch, "evals_per_epoch")
+        if not isinstance(self.device, str):
+            raise TypeError(f"device must be a str such as 'cpu' or 'cuda', got {describe(self.device)}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device={self.device!r} is not cpu or cuda")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device!r} but CUDA is not available on this machine")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as a JSON-serializable dict."""
+        out = dataclasses.asdict(self)
+        out["controls"] = list(self.controls)
+        return out
+
+
+@dataclasses.dataclass
+class Setup:
+    """Resolved training and pruning settings of a run."""
+
+    epochs: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    momentum: float
+    weight_decay: float
+    strategy_options: dict[str, Any]
+
+
+DATASET_EPOCHS = {"mnist1d": 30, "mnist": 5, "fashion-mnist": 5, "cifar10": 20}
+DATASET_VALIDATION = {"mnist1d": 500, "mnist": 5000, "fashion-mnist": 5000, "cifar10": 5000}
+
+
+def resolve_setup(config: RunConfig, model: nn.Module) -> Setup:
+    """Merge the paper's setup for the model with the explicit settings of ``config``."""
+    from .models import PAPER_SETUPS, output_layer_name, paper_strategy_options
+    paper = PAPER_SETUPS.get(config.model, {})
+    options = paper_strategy_options(config.model, model)
+    if config.rate is not None:
+        options["rate"] = config.rate  # the multipliers keep the paper's per-layer ratios
+    if config.scope is not None:
+        options["scope"] = config.scope
+    if config.output_rate is not None:
+        rate = options.get("rate", 0.2)
+        options.setdefault("rate_multipliers", {})[output_layer_name(model)] = (
+            config.output_rate / rate if rate else 0.0)
+    if config.rewind_iteration is not None:
+        options["rewind_iteration"] = config.rewind_iteration
+    return Setup(
+        epochs=config.epochs if config.epochs is not None else DATASET_EPOCHS.get(config.dataset, 10),
+        batch_size=config.batch_size or paper.get("batch_size", 60),
+        optimizer=config.optimizer or paper.get("optimizer", "adam"),
+        lr=config.lr if config.lr is not None else paper.get("lr", 1.2e-3),
+        momentum=config.momentum if config.momentum is not None else paper.get("momentum", 0.9),
+        weight_decay=config.weight_decay if config.weight_decay is not None else paper.get("weight_decay", 0.0),
+        strategy_options=options,
+    )
+
+
+class Trainer:
+    """Train and evaluate a model on preloaded tensors (one object per run)."""
+
+    def __init__(self, data, setup: Setup, evals_per_epoch: int, progress: bool) -> None:
+        self.data = data
+        self.setup = setup
+        self.evals_per_epoch = max(1, evals_per_epoch)
+        self.progress = progress
+
+    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        s = self.setup
+        if s.optimizer == "sgd":
+            return torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+        return torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+
+    @torch.no_grad()
+    def _loss_accuracy(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        was_training = model.training
+        model.eval()
+        loss = correct = 0.0
+        for start in range(0, len(x), 4096):
+            out = model(x[start:start + 4096])
+            loss += float(nn.functional.cross_entropy(out, y[start:start + 4096], reduction="sum"))
+            correct += float((out.argmax(1) == y[start:start + 4096]).sum())
+        model.train(was_training)
+        return loss / max(len(x), 1), correct / max(len(x), 1)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Return the test loss and accuracy."""
+        loss, accuracy = self._loss_accuracy(model, self.data.test_x, self.data.test_y)
+        return {"test_loss": loss, "test_accuracy": accuracy}
+
+    def train(self, model: nn.Module, context=None, title: str = "train") -> dict[str, Any]:
+        """Train ``model`` for the configured epochs; track the early-stopping iteration."""
+        from .data import batches
+        s, d = self.setup, self.data
+        optimizer = self._optimizer(model)
+        generator = torch.Generator(device="cpu").manual_seed(int(torch.randint(0, 2 ** 62, (1,))))
+        per_epoch = math.ceil(len(d.train_x) / s.batch_size)
+        eval_points = {max(1, round(per_epoch * (i + 1) / self.evals_per_epoch)) for i in range(self.evals_per_epoch)}
+        best = {"val_loss": math.inf, "iteration": 0, "test_accuracy": float("nan")}
+        iteration = 0
+        model.train()
+        with bar(self.progress, total=s.epochs, desc=title, unit="epoch", leave=False) as epochs:
+            for _ in range(s.epochs):
+                for step, (xb, yb) in enumerate(batches(d.train_x, d.train_y, s.batch_size, generator), start=1):
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = nn.functional.cross_entropy(model(xb), yb)
+                    loss.backward()
+                    optimizer.step()
+                    iteration += 1
+                    if context is not None:
+                        context.step()
+                    if step in eval_points and len(d.val_x):
+                        val_loss, _ = self._loss_accuracy(model, d.val_x, d.val_y)
+                        if val_loss < best["val_loss"]:
+                            best = {"val_loss": val_loss, "iteration": iteration,
+                                    "test_accuracy": self.evaluate(model)["test_accuracy"]}
+                epochs.update()
+                epochs.set_postfix_str(f"loss {loss.item():.3f}")
+        return {"train_loss": loss.item(), "iterations": iteration, "early_stop_iteration": best["iteration"],
+                "val_loss_min": best["val_loss"] if math.isfinite(best["val_loss"]) else None,
+                "test_accuracy_at_early_stop": best["test_accuracy"]}
+
+
+class _Recorder:
+    """Observer plugin: keeps each round's masks and the dense run's trained weights."""
+
+    def __init__(self, on_round: Callable[[], None] | None = None) -> None:
+        self.masks: dict[int, dict[str, torch.Tensor]] = {}
+        self.dense: dict[str, torch.Tensor] | None = None
+        self.on_round = on_round
+
+    @hookimpl
+    def torch_lottery_after_prune(self, round_index, masks):
+        self.masks[round_index] = {k: v.clone() for k, v in masks.items()}
+
+    @hookimpl
+    def torch_lottery_round_end(self, round_index, model):
+        if round_index == 0:
+            self.dense = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if self.on_round is not None:
+            self.on_round()
+
+
+def _record(kind: str, round_index: int, remaining: float, metrics: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": kind, "round": round_index, "remaining": remaining,
+            **{m: metrics.get(m) for m in METRICS}}
+
+
+def _strategy_history(ticket: Ticket, kind: str) -> list[dict[str, Any]]:
+    return [_record(kind, r["round"], r["remaining"], r["metrics"]) for r in ticket.history]
+
+
+def run_replicate(config: RunConfig, data, seed: int, build: Callable[[], nn.Module]) -> list[dict[str, Any]]:
+    """Run IMP and the controls for one seed; return one record per (kind, round)."""
+    torch.manual_seed(seed)
+    model = build()
+    setup = resolve_setup(config, model)
+    trainer = Trainer(data, setup, config.evals_per_epoch, config.progress)
+    records: list[dict[str, Any]] = []
+    with bar(config.progress, total=config.rounds + 1, desc=f"seed {seed}: ticket", unit="round") as rounds:
+        recorder = _Recorder(rounds.update)
+        ticket = find_ticket(model, lambda m, c: trainer.train(m, c, "ticket"), trainer.evaluate,
+                             strategy="imp", strategy_options=setup.strategy_options, rounds=config.rounds,
+                             seed=seed, plugins=[recorder])
+    records += _strategy_history(ticket, "ticket")
+
+    if "random_pruning" in config.controls:
+        options = {k: v for k, v in setup.strategy_options.items() if k != "criterion"}
+        torch.manual_seed(seed)
+        with bar(config.progress, total=config.rounds + 1, desc=f"seed {seed}: random pruning", unit="round") as rounds:
+            other = find_ticket(build(), lambda m, c: trainer.train(m, c, "random pruning"), trainer.evaluate,
+                                strategy="random", strategy_options=options, rounds=config.rounds, seed=seed,
+                                plugins=[_Recorder(rounds.update)])
+        records += [r for r in _strategy_history(other, "random_pruning") if r["round"] > 0]
+
+    trained = [c for c in ("reinit", "permute", "sign_reinit", "supermask") if c in config.controls]
+    if not trained:
+        return records
+    remaining = {r["round"]: r["remaining"] for r in ticket.history}
+    with bar(config.progress, total=len(recorder.masks) * len(trained), desc=f"seed {seed}: controls",
+             unit="model") as controls:
+        for round_index, masks in sorted(recorder.masks.items()):
+            for control in trained:
+                round_seed = seed * 1_000_003 + round_index * 7919 + KINDS.index(control)
+                torch.manual_seed(round_seed)
+                generator = torch.Generator().manual_seed(round_seed)
+                net = build()
+                if control == "supermask":
+                    net.load_state_dict(recorder.dense)
+                    metrics = _supermask(net, masks, ticket.rewind, trainer)
+                else:
+                    Ticket(masks, ticket.rewind).apply(net)
+                    pairs = prunable_parameters(net)
+                    if control == "permute":
+                        for module, name in pairs:
+                            random_permutation(module, name, generator=generator)
+                    if control in ("reinit", "permute"):
+                        random_reinit(net, pairs, generator=generator)
+                    else:
+                        sign_preserving_reinit(net, RewindPoint(dict(ticket.rewind.items())), pairs,
+                                               generator=generator)
+                    metrics = trainer.train(net, title=control)
+                    metrics.update(trainer.evaluate(net))
+                records.append(_record(control, round_index, remaining[round_index], metrics))
+                controls.update()
+    return records
+
+
+def _supermask(net: nn.Module, masks, rewind: RewindPoint, trainer: Trainer) -> dict[str, Any]:
+    """Zhou et al.'s supermask at the ticket's per-tensor sparsity, signed constants, no training.
+
+    ``net`` holds the dense run's trained weights; the mask keeps the largest of the
+    weights whose trained sign equals their rewind-point sign.
+    """
+    named = named_prunable_parameters(net)
+    prunable = {q for q, _, _ in named}
+    RewindPoint({k: v for k, v in rewind.items() if k not in prunable}, model=net).restore()
+    point = RewindPoint({k: v for k, v in rewind.items() if k in prunable}, model=net)
+    for qualified, module, name in named:
+        pruned = int(masks[qualified].numel() - masks[qualified].count_nonzero())
+        sign_preserving_supermask(module, name, amount=pruned, rewind_point=point, values="signed_constant")
+    metrics = trainer.evaluate(net)
+    return {**metrics, "early_stop_iteration": 0, "test_accuracy_at_early_stop": metrics["test_accuracy"]}
+
+
+def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Aggregate replicate records into mean, spread and range per (kind, round)."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault((record["kind"], record["round"]), []).append(record)
+    rows = []
+    for (kind, round_index), group in sorted(groups.items(), key=lambda kv: (KINDS.index(kv[0][0]), kv[0][1])):
+        row: dict[str, Any] = {"kind": kind, "round": round_index, "n": len(group),
+                               "remaining": statistics.fmean(r["remaining"] for r in group)}
+        for metric in METRICS:
+            values = [float(r[metric]) for r in group if r.get(metric) is not None and not math.isnan(float(r[metric]))]
+            row[f"{metric}_mean"] = statistics.fmean(values) if values else None
+            row[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0 if values else None
+            row[f"{metric}_min"] = min(values) if values else None
+            row[f"{metric}_max"] = max(values) if values else None
+        rows.append(row)
+    return rows
+
+
+def run_experiment(config: RunConfig) -> dict[str, Any]:
+    """Run ``config`` (all replicates) and return ``{"config", "setup", "records", "summary", "seconds"}``."""
+    from .data import load_dataset
+    from .models import build_model
+    config.check()
+    started = time.perf_counter()
+    validation = config.validation if config.validation is not None else DATASET_VALIDATION.get(config.dataset, 5000)
+    data = load_dataset(config.dataset, root=config.data_root, download=config.download,
+                        validation=validation, seed=config.seed).to(config.device)
+
+    def build() -> nn.Module:
+        return build_model(config.model, data.input_shape, data.num_classes).to(config.device)
+
+    records: list[dict[str, Any]] = []
+    setup = None
+    for replicate in range(config.replicates):
+        seed = config.seed + replicate
+        records += run_replicate(config, data, seed, build)
+        if setup is None:
+            torch.manual_seed(seed)
+            setup = dataclasses.asdict(resolve_setup(config, build()))
+    return {
+        "config": config.to_dict(),
+        "setup": setup,
+        "data": {"name": data.name, "train": len(data.train_x), "validation": len(data.val_x),
+                 "test": len(data.test_x), "input_shape": list(data.input_shape), "classes": data.num_classes},
+        "records": records,
+        "summary": summarize(records),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
