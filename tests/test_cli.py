@@ -194,8 +194,8 @@ def test_sum_of_two_json_prints_one_object(sum_of_two):
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("run")
-    process = _run(cwd, "run", "--rounds", 2, "--epochs", 1, "--controls", ALL_CONTROLS, "--no-progress",
-                   "--out", "out")
+    process = _run(cwd, "run", "--rounds", 2, "--epochs", 1, "--replicates", 1, "--controls", ALL_CONTROLS,
+                   "--no-progress", "--out", "out")
     return cwd, process
 
 
