@@ -11,7 +11,7 @@ from torch import nn
 from .._validation import check_module_name, check_nonneg_int, count_to_prune, describe
 from ._core import LotteryMethod, attach, check_scores, current_mask
 from ._rewind import parameter_tensor, rewind_tensor, write_rewind
-from ._select import NEEDS_INITIAL, bottom_k, criterion_scores
+from ._select import NEEDS_INITIAL, _Selection, criterion_scores
 from .magnitude import check_magnitude_options
 
 
@@ -21,7 +21,8 @@ def pool_keep(scores: list[torch.Tensor], eligible: list[torch.Tensor], amount, 
 
     Args:
         scores: per-tensor keep-scores (higher is kept first).
-        eligible: per-tensor bool tensors, True where the entry still survives.
+        eligible: per-tensor bool tensors, True where the entry still survives
+            (``None``: every entry survives).
         amount: int count or float fraction of all surviving entries to prune.
         min_remaining: floor of surviving entries per tensor (capped at what survives).
         clamp: prune only what the floors allow instead of raising (strategies use it).
@@ -32,7 +33,19 @@ def pool_keep(scores: list[torch.Tensor], eligible: list[torch.Tensor], amount, 
     Raises:
         ValueError: if ``amount`` cannot be pruned without breaking a floor.
     """
-    flat_scores = [s.reshape(-1)[e.reshape(-1)] for s, e in zip(scores, eligible)]
+    flat_scores, selected = [], []
+    for s, e in zip(scores, eligible):
+        flat = s.detach().reshape(-1)
+        if e is None:  # internal: every entry survives
+            selected.append(None)
+        else:
+            e_flat = e.reshape(-1)
+            if bool(e_flat.all()):
+                selected.append(None)
+            else:
+                flat = flat[e_flat]
+                selected.append(e_flat)
+        flat_scores.append(flat)
     surviving = [f.numel() for f in flat_scores]
     total = sum(surviving)
     k_total = count_to_prune(amount, total, name)
@@ -45,29 +58,35 @@ def pool_keep(scores: list[torch.Tensor], eligible: list[torch.Tensor], amount, 
             f"{name}={amount} would prune {k_total} of {total} surviving entries, but "
             f"min_remaining={min_remaining} per tensor leaves only {prunable} prunable"
         )
-    kept: list[torch.Tensor | None] = [None] * len(scores)
+    # One threshold over the pool, found tensor by tensor (no concatenation, no sort);
+    # tensors pushed below their floor are held at it and the others absorb the rest.
+    selection = _Selection(flat_scores)
+    plans: list = [None] * len(scores)
     fixed: set[int] = set()
     k_left = k_total
     while True:
         free = [i for i in range(len(scores)) if i not in fixed]
         if not free:
             break
-        keep = bottom_k(torch.cat([flat_scores[i] for i in free]), k_left)
-        pieces = torch.split(keep, [surviving[i] for i in free])
-        violators = [i for i, piece in zip(free, pieces) if int(piece.sum()) < floors[i]]
+        planned = selection.bottom(free, k_left)
+        violators = [i for i in free if planned[i][1] < floors[i]]
         if not violators:
-            for i, piece in zip(free, pieces):
-                kept[i] = piece
+            for i in free:
+                plans[i] = planned[i][0]
             break
-        for i in violators:  # hold these at their floor; the others absorb the rest
-            kept[i] = bottom_k(flat_scores[i], surviving[i] - floors[i])
+        for i in violators:
+            plans[i] = selection.bottom([i], surviving[i] - floors[i])[i][0]
             k_left -= surviving[i] - floors[i]
             fixed.add(i)
     out = []
-    for e, k in zip(eligible, kept):
-        mask = torch.zeros_like(e)
-        mask.view(-1)[e.reshape(-1)] = k
-        out.append(mask)
+    for i, (s, e, sel) in enumerate(zip(scores, eligible, selected)):
+        keep = selection.keep(i, plans[i])
+        if sel is None:
+            out.append(keep.view(s.shape if e is None else e.shape))
+        else:
+            mask = torch.zeros_like(e)
+            mask.view(-1)[sel] = keep
+            out.append(mask)
     return out
 
 
@@ -285,7 +304,7 @@ def global_magnitude(parameters, amount, *, importance_scores=None, criterion="l
         final = scores if scores is not None else orig.detach()
         initial = rewind_tensor(rewind_point, module, name, orig) if criterion in NEEDS_INITIAL else None
         mask = current_mask(module, name)
-        eligible = mask != 0 if mask is not None else torch.ones_like(orig, dtype=torch.bool)
+        eligible = mask != 0 if mask is not None else None  # None: every entry survives
         return criterion_scores(criterion, final, initial), eligible
 
     if rewind_point is not None and rewind:  # validate every rewind tensor before changing anything
@@ -297,6 +316,7 @@ def global_magnitude(parameters, amount, *, importance_scores=None, criterion="l
         if pool:
             entries = [entry(m, n) for m, n in pool]
             keeps = pool_keep([s for s, _ in entries], [e for _, e in entries], amount, min_remaining)
+            del entries  # free the scores before the masks are installed
             new_masks += [(m, n, k, amount, True) for (m, n), k in zip(pool, keeps)]
         for module, name, rate in alone:
             scores, eligible = entry(module, name)
@@ -304,9 +324,11 @@ def global_magnitude(parameters, amount, *, importance_scores=None, criterion="l
                                 name=f"amount * rate_multipliers[{type(module).__name__}.{name}]")
             new_masks.append((module, name, keep, rate, False))
 
-    for module, name, keep, rate, pooled in new_masks:
+    while new_masks:  # convert one bool mask at a time, so only one float copy is alive
+        module, name, keep, rate, pooled = new_masks.pop(0)
         method = GlobalMagnitude(rate, criterion=criterion, rewind_point=rewind_point, rewind=False,
                                  min_remaining=min_remaining, _mask=keep.to(parameter_tensor(module, name).dtype))
+        del keep
         method.pooled = pooled
         attach(module, name, method)
     if rewind_point is not None and rewind:

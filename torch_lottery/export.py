@@ -1,0 +1,425 @@
+"""Sparse export of pruned models: compact files and sparse (CSR) inference.
+
+:func:`export` turns a model pruned with :mod:`torch.nn.utils.prune` (stock
+methods or torch-lottery's, any number of rounds) into a :class:`SparseState`:
+every pruned tensor is kept as a bitmask (one bit per entry, packed in uint8)
+plus its surviving values, every other tensor of the ``state_dict`` as it is.
+It never changes the model it reads. :meth:`SparseState.state_dict` gives back
+the dense ``state_dict`` of the model as if ``prune.remove`` had been called on
+every pruned tensor, which loads with ``strict=True`` into a fresh, unpruned
+model of the same architecture.
+
+:func:`to_sparse_inference` returns a new model with pruning made permanent in
+which each sparse enough ``nn.Linear`` becomes a :class:`SparseLinear`, which
+multiplies by a CSR weight (``torch.sparse.addmm``) from ``min_batch`` rows on
+and uses the dense kernel below that.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+import os
+import warnings
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils import prune
+
+from ._validation import describe
+from .rewinding.point import atomic_save
+
+#: The ``format`` field of a saved sparse state; :meth:`SparseState.load` refuses other files.
+FORMAT = "torch_lottery.sparse"
+#: The version of the saved layout.
+VERSION = 1
+
+#: Default batch size (rows) from which :class:`SparseLinear` uses the sparse kernel.
+#: Measured with ``benchmarks/bench_export.py`` (docs/export.md): at batch 1 the CSR kernel
+#: loses below ~95% sparsity, at batch 16 it wins from 80-90% on.
+DEFAULT_MIN_BATCH = 16
+
+_BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
+
+
+# -- bit packing ---------------------------------------------------------------
+def pack_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Pack a bool tensor into uint8, 8 entries a byte, most significant bit first (like ``numpy.packbits``)."""
+    flat = mask.reshape(-1).to(torch.uint8)
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    weights = _BIT_WEIGHTS.to(flat.device)
+    return (flat.view(-1, 8) * weights).sum(dim=1, dtype=torch.uint8)
+
+
+def unpack_mask(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of :func:`pack_mask`: a bool tensor of ``shape``."""
+    numel = math.prod(shape)
+    weights = _BIT_WEIGHTS.to(packed.device)
+    bits = packed.unsqueeze(1).bitwise_and(weights).ne(0).reshape(-1)
+    return bits[:numel].reshape(shape)
+
+
+# -- discovery -----------------------------------------------------------------
+def _pruned_names(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
+    """Map the qualified name of every pruned tensor (without ``_orig``) to ``(module, name)``."""
+    found = {}
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, prune.BasePruningMethod):
+                name = hook._tensor_name
+                if name + "_orig" in module._parameters and name + "_mask" in module._buffers:
+                    found[f"{prefix}.{name}" if prefix else name] = (module, name)
+    return found
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+
+
+# -- sparse state --------------------------------------------------------------
+class SparseState:
+    """The compact state of a pruned model: bitmask + survivors per pruned tensor, the rest dense.
+
+    Build one with :func:`export`; read it back with :meth:`load`. Keys are the
+    ``state_dict`` keys of the model after ``prune.remove`` (``"1.weight"``, not
+    ``"1.weight_orig"``), in the order of the model's ``state_dict``.
+
+    Attributes:
+        pruned (list[str]): the keys stored sparse.
+    """
+
+    def __init__(self, entries: dict[str, dict[str, Any]]) -> None:
+        self._entries = entries
+
+    # -- mapping-like views ----------------------------------------------------
+    def keys(self):
+        """Return the keys of the dense ``state_dict``, in order."""
+        return self._entries.keys()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    @property
+    def pruned(self) -> list[str]:
+        """The keys of the tensors stored as bitmask + surviving values."""
+        return [k for k, e in self._entries.items() if e["kind"] == "sparse"]
+
+    def remaining(self) -> tuple[int, int]:
+        """Return ``(surviving, total)`` entries over the pruned tensors."""
+        kept = total = 0
+        for entry in self._entries.values():
+            if entry["kind"] == "sparse":
+                kept += entry["values"].numel()
+                total += math.prod(entry["shape"])
+        return kept, total
+
+    def __repr__(self) -> str:
+        kept, total = self.remaining()
+        return (f"SparseState(tensors={len(self)}, pruned={len(self.pruned)}, "
+                f"remaining={kept}/{total})")
+
+    # -- dense view ------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Return the dense ``state_dict`` (pruned entries as zeros), new tensors each call."""
+        out = {}
+        for key, entry in self._entries.items():
+            if entry["kind"] == "dense":
+                out[key] = entry["tensor"].clone()
+            else:
+                shape = tuple(entry["shape"])
+                values = entry["values"]
+                dense = torch.zeros(shape, dtype=values.dtype, device=values.device)
+                dense[unpack_mask(entry["mask"], shape).to(values.device)] = values
+                out[key] = dense
+        return out
+
+    # -- files -----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Return the plain dict written by :meth:`save` (format, version, tensors)."""
+        return {"format": FORMAT, "version": VERSION, "tensors": self._entries}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write this state to ``path`` atomically (temporary file, fsync, ``os.replace``).
+
+        Raises:
+            TypeError: if ``path`` is not a str or path-like.
+        """
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {describe(path)}")
+        atomic_save(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: Any = "cpu") -> "SparseState":
+        """Load a state written by :meth:`save` with ``torch.load(weights_only=True)``.
+
+        Raises:
+            TypeError: if ``path`` is not a str or path-like.
+            FileNotFoundError: if ``path`` does not exist.
+            ValueError: if the file is not a sparse state, is damaged or truncated, or
+                holds anything but plain containers and tensors (pickled objects are
+                refused without running their code).
+        """
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {describe(path)}")
+        source = f"path={os.fspath(path)!r}"
+        try:
+            data = torch.load(path, map_location=map_location, weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as error:  # unpickling refused, or the file is damaged
+            raise ValueError(f"{source} is not a readable sparse state: {error}") from None
+        return cls.from_dict(data, source=source)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "data") -> "SparseState":
+        """Check and wrap a dict made by :meth:`to_dict`.
+
+        Raises:
+            ValueError: if ``data`` is not a consistent sparse state of this version.
+        """
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"{source} is not a sparse state (format {found!r}, expected {FORMAT!r})")
+        if data.get("version") != VERSION:
+            raise ValueError(f"{source} has version {data.get('version')!r}; this torch-lottery reads {VERSION}")
+        tensors = data.get("tensors")
+        if not isinstance(tensors, dict):
+            raise ValueError(f"{source} is damaged: 'tensors' is not a dict")
+        for key, entry in tensors.items():
+            _check_entry(key, entry, source)
+        return cls(tensors)
+
+
+def _check_entry(key: Any, entry: Any, source: str) -> None:
+    bad = f"{source} is damaged: entry {key!r}"
+    if not isinstance(key, str) or not isinstance(entry, dict):
+        raise ValueError(f"{bad} is not a str -> dict pair")
+    kind = entry.get("kind")
+    if kind == "dense":
+        if not isinstance(entry.get("tensor"), torch.Tensor):
+            raise ValueError(f"{bad} has no tensor")
+        return
+    if kind != "sparse":
+        raise ValueError(f"{bad} has unknown kind {kind!r}")
+    shape, mask, values = entry.get("shape"), entry.get("mask"), entry.get("values")
+    if not (isinstance(shape, list) and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                            for s in shape)):
+        raise ValueError(f"{bad} has a bad shape {describe(shape)}")
+    numel = math.prod(shape)
+    if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.uint8 and mask.dim() == 1
+            and mask.numel() == (numel + 7) // 8):
+        raise ValueError(f"{bad} has a bad mask {describe(mask)} for shape {shape}")
+    if not (isinstance(values, torch.Tensor) and values.dim() == 1):
+        raise ValueError(f"{bad} has bad values {describe(values)}")
+    bits = unpack_mask(mask, (mask.numel() * 8,))
+    kept = int(bits[:numel].sum())
+    if kept != values.numel() or bool(bits[numel:].any()):
+        raise ValueError(f"{bad}: its mask keeps {kept} entries but it holds {values.numel()} values")
+
+
+def export(model: nn.Module, path: str | os.PathLike | None = None) -> SparseState:
+    """Build the compact :class:`SparseState` of a pruned ``model``, without changing it.
+
+    Each pruned tensor (``<name>_orig`` and ``<name>_mask`` of any
+    :mod:`torch.nn.utils.prune` method) is stored as a packed bitmask and the
+    surviving values of ``<name>_orig * <name>_mask``; every other
+    ``state_dict`` entry (unpruned parameters and buffers) is copied as it is.
+    An unpruned model exports too (all entries dense).
+
+    Args:
+        model (nn.Module): the pruned model; it is only read.
+        path (str or os.PathLike, optional): if given, also :meth:`~SparseState.save` there.
+
+    Returns:
+        SparseState: keys are the ``state_dict`` keys after ``prune.remove``.
+
+    Raises:
+        TypeError: if ``model`` is not a module or ``path`` not a path.
+        ValueError: if a mask holds values other than 0 and 1.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from torch.nn.utils import prune
+        >>> from torch_lottery.export import export
+        >>> net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> _ = prune.l1_unstructured(net[0], "weight", amount=0.75)
+        >>> state = export(net)
+        >>> state.pruned, state.remaining()
+        (['0.weight'], (16, 64))
+        >>> fresh = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> _ = fresh.load_state_dict(state.state_dict(), strict=True)
+        >>> x = torch.randn(3, 8)
+        >>> torch.equal(fresh(x), net(x))
+        True
+    """
+    _check_model(model)
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be None, a str or os.PathLike, got {describe(path)}")
+    pruned = _pruned_names(model)
+    entries: dict[str, dict[str, Any]] = {}
+    with torch.no_grad():
+        for key, tensor in model.state_dict().items():
+            if key.endswith("_mask") and key[: -len("_mask")] in pruned:
+                continue
+            if key.endswith("_orig") and key[: -len("_orig")] in pruned:
+                name = key[: -len("_orig")]
+                module, attr = pruned[name]
+                mask = module._buffers[attr + "_mask"].detach()
+                if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+                    raise ValueError(f"model's mask {name}_mask holds values other than 0 and 1; "
+                                     "export stores binary masks only")
+                keep = mask.to(torch.bool)
+                values = (tensor.detach() * mask.to(tensor.dtype))[keep].clone()
+                entries[name] = {"kind": "sparse", "shape": list(tensor.shape),
+                                 "mask": pack_mask(keep), "values": values}
+            else:
+                entries[key] = {"kind": "dense", "tensor": tensor.detach().clone()}
+    state = SparseState(entries)
+    if path is not None:
+        state.save(path)
+    return state
+
+
+# -- sparse inference ----------------------------------------------------------
+class SparseLinear(nn.Module):
+    """A frozen ``nn.Linear`` whose weight is also kept as a CSR tensor (int32 indices).
+
+    For inputs with at least ``min_batch`` rows (leading dimensions flattened),
+    it computes ``x @ W.T + b`` with ``torch.sparse.addmm`` on the CSR weight;
+    below that it calls the dense ``F.linear`` on :attr:`weight`. For 2-D
+    sparse-kernel outputs the result is a transposed (non-contiguous) view:
+    call ``.contiguous()`` before ``.view``. Inference only: no gradients flow to
+    the weights (they are buffers).
+
+    Args:
+        linear (nn.Linear): the (unpruned) layer to convert; it is not changed.
+        min_batch (int): rows from which the sparse kernel is used (>= 1).
+    """
+
+    def __init__(self, linear: nn.Linear, min_batch: int = DEFAULT_MIN_BATCH) -> None:
+        super().__init__()
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be an nn.Linear, got {describe(linear)}")
+        _check_min_batch(min_batch)
+        self.in_features = linear.in_features
+        self.out_features = linear.out_features
+        self.min_batch = int(min_batch)
+        weight = linear.weight.detach().clone()
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            csr = weight.to_sparse_csr()
+            self.weight_csr = torch.sparse_csr_tensor(
+                csr.crow_indices().to(torch.int32), csr.col_indices().to(torch.int32),
+                csr.values(), weight.shape)
+        bias = self.bias if self.bias is not None else weight.new_zeros(self.out_features)
+        self._bias_column = bias.unsqueeze(1)
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of zero weights."""
+        return 1.0 - self.weight_csr.values().numel() / max(1, self.weight.numel())
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, sparsity={self.sparsity:.3f}, min_batch={self.min_batch}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // self.in_features if self.in_features else 0
+        if rows < self.min_batch or x.dim() == 0:
+            return F.linear(x, self.weight, self.bias)
+        lead = x.shape[:-1]
+        flat = x.reshape(-1, self.in_features)
+        # W @ x^T with x^T contiguous is the fast CSR layout; the output is (out, rows).
+        out = torch.sparse.addmm(self._bias_column.to(flat.dtype), self.weight_csr,
+                                 flat.t().contiguous()).t()
+        return out if x.dim() == 2 else out.reshape(*lead, self.out_features)
+
+    def _apply(self, fn, recurse=True):  # keep the CSR copy on the same device/dtype
+        super()._apply(fn, recurse)
+        self.weight_csr = fn(self.weight_csr)
+        bias = self.bias if self.bias is not None else self.weight.new_zeros(self.out_features)
+        self._bias_column = bias.unsqueeze(1)
+        return self
+
+
+def _check_min_batch(min_batch: Any) -> None:
+    if isinstance(min_batch, bool) or not isinstance(min_batch, numbers.Integral):
+        raise TypeError(f"min_batch must be an int, got {describe(min_batch)}")
+    if min_batch < 1:
+        raise ValueError(f"min_batch={min_batch} must be >= 1")
+
+
+def permanent_copy(model: nn.Module) -> nn.Module:
+    """Return a deep copy of ``model`` with every pruned tensor made permanent (``prune.remove``)."""
+    _check_model(model)
+    pruned = _pruned_names(model)
+    memo: dict[int, Any] = {}
+    for module, name in pruned.values():
+        computed = module.__dict__.get(name)
+        if isinstance(computed, torch.Tensor):
+            # Stock prune leaves a non-leaf tensor there, which deepcopy refuses (pytorch 37322).
+            memo[id(computed)] = computed.detach().clone()
+    clone = copy.deepcopy(model, memo)
+    for module, name in _pruned_names(clone).values():
+        prune.remove(module, name)
+    return clone
+
+
+def to_sparse_inference(model: nn.Module, min_sparsity: float = 0.9,
+                        min_batch: int = DEFAULT_MIN_BATCH) -> nn.Module:
+    """Return a new model for inference, with sparse ``nn.Linear`` layers as :class:`SparseLinear`.
+
+    The copy has pruning made permanent; each ``nn.Linear`` (exact type, float32
+    or float64) whose weight has at least ``min_sparsity`` zeros becomes a
+    :class:`SparseLinear`; other layers (convolutions, denser linears) stay as
+    they are. ``model`` is not changed. The copy is in eval mode.
+
+    Args:
+        model (nn.Module): a model, pruned or not.
+        min_sparsity (float): fraction of zeros in [0, 1] from which a linear is converted.
+        min_batch (int): rows from which :class:`SparseLinear` uses the sparse kernel.
+
+    Raises:
+        TypeError: on a non-module ``model`` or non-numeric arguments.
+        ValueError: if ``min_sparsity`` is outside [0, 1] or ``min_batch`` < 1.
+    """
+    _check_model(model)
+    if isinstance(min_sparsity, bool) or not isinstance(min_sparsity, numbers.Real):
+        raise TypeError(f"min_sparsity must be a float, got {describe(min_sparsity)}")
+    if not (math.isfinite(float(min_sparsity)) and 0.0 <= float(min_sparsity) <= 1.0):
+        raise ValueError(f"min_sparsity={min_sparsity} must be in [0, 1]")
+    _check_min_batch(min_batch)
+    clone = permanent_copy(model)
+    targets = []
+    for prefix, module in clone.named_modules():
+        if type(module) is nn.Linear and module.weight.dtype in (torch.float32, torch.float64) \
+                and module.weight.layout == torch.strided and module.weight.numel() > 0:
+            zeros = int((module.weight == 0).sum())
+            if zeros / module.weight.numel() >= float(min_sparsity):
+                targets.append(prefix)
+    for prefix in targets:
+        parent_name, _, child = prefix.rpartition(".")
+        parent = clone.get_submodule(parent_name) if parent_name else clone
+        if not prefix:  # the model itself is a Linear
+            return SparseLinear(clone, min_batch).eval()
+        setattr(parent, child, SparseLinear(getattr(parent, child), min_batch))
+    return clone.eval()
+
+
+__all__ = ["FORMAT", "VERSION", "SparseLinear", "SparseState", "export", "pack_mask",
+           "permanent_copy", "to_sparse_inference", "unpack_mask"]
