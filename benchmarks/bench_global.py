@@ -1,136 +1,254 @@
-"""Global pooling benchmark: stock L1Unstructured vs global_magnitude vs LotteryMagnitude.
+"""Global pooling: stock L1Unstructured vs global_magnitude vs LotteryMagnitude, in one global pool.
 
-    python benchmarks/bench_global.py [--quick] [--threads N]
+    python benchmarks/bench_global.py [--quick] [--threads N] [--reps N] [--models a,b] [--profile MODEL]
 
-Every measurement runs in a fresh subprocess that builds the torchvision model
-(weights=None) and prunes its conv/linear weights once (amount=0.2); methods
-alternate within each repetition. Time: wall clock of the pruning call.
-Memory: peak RSS growth = ru_maxrss after the call minus the RSS just before it
-(torch CPU tensors are invisible to tracemalloc); "working" memory = peak growth
-minus the RSS still held after the call (the masks and recomputed weights that
-every method installs). Writes benchmarks/results/global.json.
+Each measurement runs in its own forked process: it builds the torchvision model
+(weights=None, seed 0) and prunes all its conv/linear weights once with
+amount=0.2, by one of
+
+* ``stock_l1``: ``prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=0.2)``
+* ``global_magnitude``: ``torch_lottery.global_magnitude(params, amount=0.2, min_remaining=0)``
+* ``stock_lottery``: ``prune.global_unstructured(params, pruning_method=torch_lottery.LotteryMagnitude, amount=0.2)``
+* ``stock_floor`` (not on VGG-19): ``prune.global_unstructured`` with a method that prunes nothing
+  (``compute_mask`` returns its ``default_mask``): stock's own cost, the floor no pruning
+  method passed to ``global_unstructured`` can go below
+
+Within a repetition the methods run back to back, in alternating order (A B C, then
+C B A); the speedup of a method is stock_l1's time / its time in the same
+repetition, reported as median (min-max) over the repetitions.
+
+Memory: ``peak`` is the growth of the process's resident set during the call
+(VmHWM reset just before it, minus the RSS before it), ``retained`` the RSS still
+added after the call (the masks and masked weights that every method installs:
+2x the weights for ours, 3x for stock, which keeps a third copy in its hooks),
+``working`` = peak - retained. All are given in multiples of the weights' bytes.
+Writes benchmarks/results/global.json and prints Markdown tables.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import resource
-import statistics
-import subprocess
+import cProfile
+import gc
+import io
+import pstats
 import sys
 import time
 from pathlib import Path
 
-METHODS = ("stock_l1", "global_magnitude", "stock_lottery")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
+import _harness as h  # noqa: E402
+
+METHODS = ("stock_l1", "global_magnitude", "stock_lottery", "stock_floor")
+MODELS = ("resnet18", "resnet50", "vgg19")
+FULL_REPS = {"resnet18": 3, "resnet50": 5, "vgg19": 3}
+AMOUNT = 0.2
 
 
-def rss_kib() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
-
-
-def worker(model_name: str, method: str, threads: int) -> None:
+def _build(model_name: str, threads: int):
     import torch
     import torchvision
     from torch import nn
+    from torch.nn.utils import prune  # noqa: F401  (imported before the timed call)
+
+    import torch_lottery  # noqa: F401
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, model_name)(weights=None)
+    params = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    return model, params
+
+
+def _noop_method():
+    from torch.nn.utils import prune
+
+    class PruneNothing(prune.BasePruningMethod):
+        """Prune nothing: what stock global_unstructured costs by itself."""
+
+        PRUNING_TYPE = "unstructured"
+
+        def __init__(self, amount):
+            self.amount = amount
+
+        def compute_mask(self, t, default_mask):
+            return default_mask
+
+    return PruneNothing
+
+
+def _call(method: str, params) -> None:
     from torch.nn.utils import prune
 
     from torch_lottery import LotteryMagnitude, global_magnitude
 
-    if threads:
-        torch.set_num_threads(threads)
-    model = getattr(torchvision.models, model_name)(weights=None)
-    params = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    weight_bytes = sum(m.weight.numel() * m.weight.element_size() for m, _ in params)
-    before = rss_kib()
-    start = time.perf_counter()
-    if method == "stock_l1":
-        prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=0.2)
+    if method == "stock_floor":
+        prune.global_unstructured(params, pruning_method=_noop_method(), amount=AMOUNT)
+    elif method == "stock_l1":
+        prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=AMOUNT)
     elif method == "global_magnitude":
-        global_magnitude(params, amount=0.2, min_remaining=0)
+        global_magnitude(params, amount=AMOUNT, min_remaining=0)
+    elif method == "stock_lottery":
+        prune.global_unstructured(params, pruning_method=LotteryMagnitude, amount=AMOUNT)
     else:
-        prune.global_unstructured(params, pruning_method=LotteryMagnitude, amount=0.2)
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    after = rss_kib()
-    print(json.dumps({"seconds": seconds, "peak_bytes": (peak - before) * 1024,
-                      "retained_bytes": (after - before) * 1024, "weight_bytes": weight_bytes,
-                      "survivors": int(sum(m.weight_mask.sum() for m, _ in params))}))
+        raise ValueError(method)
+
+
+def _warm_up(method: str) -> None:
+    """Prune a small model once, so that code paths (and library pages) are loaded before measuring."""
+    from torch import nn
+
+    small = nn.Sequential(nn.Conv2d(64, 64, 3), nn.Flatten(), nn.Linear(512, 512))
+    _call(method, [(small[0], "weight"), (small[2], "weight")])
 
 
 def measure(model_name: str, method: str, threads: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", model_name, method, str(threads)],
-                         check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def machine() -> dict:
+    """In a fresh (forked) process: build the model, prune it once, report time and memory."""
     import torch
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    return {"nproc": os.cpu_count(), "cpu": cpu, "torch": torch.__version__, "python": platform.python_version(),
-            "loadavg_at_start": os.getloadavg()}
+
+    model, params = _build(model_name, threads)
+    _warm_up(method)
+    weight_bytes = sum(m.weight.numel() * m.weight.element_size() for m, _ in params)
+    gc.collect()
+    h.trim()
+    before = h.rss_bytes()
+    exact_peak = h.reset_peak()
+    start = time.perf_counter()
+    _call(method, params)
+    seconds = time.perf_counter() - start
+    peak = h.peak_rss_bytes()
+    after = h.rss_bytes()
+    h.trim()
+    after_trim = h.rss_bytes()  # without the freed memory the C allocator still keeps
+    survivors = [int(torch.count_nonzero(m.weight_mask)) for m, _ in params]
+    return {"seconds": seconds, "peak_bytes": peak - before, "retained_bytes": after - before,
+            "held_bytes": after_trim - before,
+            "weight_bytes": weight_bytes, "weights": sum(m.weight.numel() for m, _ in params),
+            "tensors": len(params), "survivors": survivors, "threads": torch.get_num_threads(),
+            "exact_peak": exact_peak}
 
 
-def main() -> None:
+def profile(model_name: str, method: str, threads: int, top: int = 12) -> dict:
+    """In a fresh process: cProfile one call; return the top functions by own time."""
+    model, params = _build(model_name, threads)
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    _call(method, params)
+    profiler.disable()
+    seconds = time.perf_counter() - start
+    stream = io.StringIO()
+    stats = pstats.Stats(profiler, stream=stream)
+    rows = []
+    for (file, line, func), (cc, nc, tt, ct, callers) in sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:top]:
+        where = func if file == "~" else f"{Path(file).name}:{line}({func})"
+        rows.append({"function": where, "calls": nc, "own_s": tt, "cumulative_s": ct})
+    return {"seconds": seconds, "top": rows}
+
+
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="resnet18 only, 3 repetitions")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads in the workers (0: torch's default)")
-    parser.add_argument("--reps", type=int, default=None)
-    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        worker(args.worker[0], args.worker[1], int(args.worker[2]))
-        return
-    models = ["resnet18"] if args.quick else ["resnet18", "resnet50", "vgg19"]
-    reps = args.reps or (3 if args.quick else 5)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads in the measurements (default 1: the cores are shared; 0: torch's default)")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions per model (default: ResNet-50 5, others 3)")
+    parser.add_argument("--models", default=None, help=f"comma-separated subset of {','.join(MODELS)}")
+    parser.add_argument("--profile", metavar="MODEL", default=None,
+                        help="instead: cProfile each method once on MODEL and print where the time goes")
+    args = parser.parse_args(argv)
+
+    if args.profile:
+        report = {}
+        for method in METHODS:
+            report[method] = h.forked(profile, args.profile, method, args.threads)
+            print(f"\n### {method} on {args.profile}: {report[method]['seconds']:.3f} s (under cProfile)\n")
+            print(h.table(["function", "calls", "own s", "cumulative s"],
+                          [[r["function"], r["calls"], f"{r['own_s']:.3f}", f"{r['cumulative_s']:.3f}"]
+                           for r in report[method]["top"]]))
+        return report
+
+    models = args.models.split(",") if args.models else (["resnet18"] if args.quick else list(MODELS))
     if "vgg19" in models:
+        avail = 0
         try:
-            avail = int(next(l for l in open("/proc/meminfo") if l.startswith("MemAvailable")).split()[1])
+            avail = int(next(l for l in open("/proc/meminfo") if l.startswith("MemAvailable")).split()[1]) * 1024
         except (OSError, StopIteration):
-            avail = 0
-        if avail < 8 * 1024 * 1024:  # vgg19: 143 M weights, stock needs several copies
+            pass
+        if avail < 10 * 2**30:  # stock needs about 11x VGG-19's 0.57 GB of weights
+            print(f"skipping vgg19: {avail / 2**30:.1f} GiB available, 10 GiB needed", file=sys.stderr)
             models.remove("vgg19")
-    results = {"machine": machine(), "threads": args.threads or "default", "reps": reps, "models": {}}
-    rows = []
+    machine = h.machine(args.threads or None)
+    results = {"machine": machine, "amount": AMOUNT, "models": {}}
+    rows, goal_rows = [], []
     for model_name in models:
-        runs = {m: [] for m in METHODS}
+        reps = args.reps or (3 if args.quick else FULL_REPS.get(model_name, 3))
+        methods = METHODS if model_name != "vgg19" else METHODS[:3]  # the floor would add 3 x 15 s
+        runs = {m: [] for m in methods}
         for rep in range(reps):
-            order = METHODS if rep % 2 == 0 else METHODS[::-1]  # alternate
-            for method in order:
-                runs[method].append(measure(model_name, method, args.threads))
-        survivors = {m: {r["survivors"] for r in runs[m]} for m in METHODS}
-        summary = {"weight_bytes": runs[METHODS[0]][0]["weight_bytes"], "survivors": survivors["stock_l1"].pop()}
-        for m in METHODS:
-            t = [r["seconds"] for r in runs[m]]
-            p = [r["peak_bytes"] for r in runs[m]]
-            w = [r["peak_bytes"] - r["retained_bytes"] for r in runs[m]]
-            summary[m] = {"seconds": t, "median_s": statistics.median(t), "min_s": min(t), "max_s": max(t),
-                          "peak_bytes_median": statistics.median(p), "working_bytes_median": statistics.median(w),
-                          "survivors_equal_stock": survivors[m] == {summary["survivors"]}}
-        # ratios per repetition (side by side), then median and range
-        for m in ("global_magnitude", "stock_lottery"):
-            ratios = [a["seconds"] / b["seconds"] for a, b in zip(runs["stock_l1"], runs[m])]
-            summary[m]["speedup_vs_stock"] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
-        results["models"][model_name] = summary
-        wb = summary["weight_bytes"]
-        for m in METHODS:
-            s = summary[m]
-            sp = s.get("speedup_vs_stock")
-            rows.append(f"| {model_name} | {m} | {s['median_s']:.3f} ({s['min_s']:.3f}-{s['max_s']:.3f}) | "
-                        + (f"{sp['median']:.1f}x ({sp['min']:.1f}-{sp['max']:.1f})" if sp else "1.0x")
-                        + f" | {s['peak_bytes_median'] / wb:.2f}x | {s['working_bytes_median'] / wb:.2f}x |")
-    print(f"threads: {results['threads']}, repetitions: {reps}, machine: {results['machine']}")
-    print("| model | method | time s, median (min-max) | speedup vs stock, median (range) "
-          "| peak RSS growth / weight bytes | working (peak - retained) / weight bytes |")
-    print("|---|---|---|---|---|---|")
-    print("\n".join(rows))
-    out = Path(__file__).parent / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    name = "global.json" if not args.threads else f"global_threads{args.threads}.json"
-    (out / name).write_text(json.dumps(results, indent=2))
+            for method in (methods if rep % 2 == 0 else methods[::-1]):  # alternate the order
+                runs[method].append(h.forked(measure, model_name, method, args.threads))
+        first = runs["stock_l1"][0]
+        wb = first["weight_bytes"]
+        entry = {"weights": first["weights"], "weight_bytes": wb, "tensors": first["tensors"], "reps": reps,
+                 "survivors": sum(first["survivors"])}
+        for method in methods:
+            r = runs[method]
+            same = all(x["survivors"] == first["survivors"] for x in r)
+            entry[method] = {
+                "seconds": h.summary(x["seconds"] for x in r),
+                "peak_x_weights": h.summary(x["peak_bytes"] / wb for x in r),
+                "retained_x_weights": h.summary(x["retained_bytes"] / wb for x in r),
+                "working_x_weights": h.summary((x["peak_bytes"] - x["retained_bytes"]) / wb for x in r),
+                "same_survivors_per_tensor_as_stock": same,
+                "runs": r,
+            }
+            if method != "stock_l1":
+                entry[method]["speedup_vs_stock"] = h.summary(
+                    a["seconds"] / b["seconds"] for a, b in zip(runs["stock_l1"], r))
+        results["models"][model_name] = entry
+        for method in methods:
+            e = entry[method]
+            t = e["seconds"]
+            rows.append([model_name, f"{entry['weights'] / 1e6:.1f} M", method,
+                         f"{t['median']:.3f} ({t['min']:.3f}-{t['max']:.3f})",
+                         h.ratio_text(e["speedup_vs_stock"]) if "speedup_vs_stock" in e else "1 (reference)",
+                         f"{e['peak_x_weights']['median']:.2f}x", f"{e['retained_x_weights']['median']:.2f}x",
+                         f"{e['working_x_weights']['median']:.2f}x",
+                         "n/a (prunes nothing)" if method == "stock_floor"
+                         else "yes" if e["same_survivors_per_tensor_as_stock"] else "NO"])
+        if "stock_floor" in entry:
+            entry["stock_lottery_over_floor"] = h.summary(
+                a["seconds"] / b["seconds"] for a, b in zip(runs["stock_lottery"], runs["stock_floor"]))
+            entry["best_possible_speedup_in_global_unstructured"] = h.summary(
+                a["seconds"] / b["seconds"] for a, b in zip(runs["stock_l1"], runs["stock_floor"]))
+        if model_name == "resnet50":
+            gm, lm = entry["global_magnitude"], entry["stock_lottery"]
+            goal_rows += [
+                ["global_magnitude >= 10x faster than stock L1 (ResNet-50)", h.ratio_text(gm["speedup_vs_stock"]),
+                 "met" if gm["speedup_vs_stock"]["median"] >= 10 else "missed"],
+                ["global_magnitude peak extra memory <= 2x the weights (ResNet-50)",
+                 f"{gm['peak_x_weights']['median']:.2f}x (range {gm['peak_x_weights']['min']:.2f}-"
+                 f"{gm['peak_x_weights']['max']:.2f}; of which retained {gm['retained_x_weights']['median']:.2f}x)",
+                 "met" if gm["peak_x_weights"]["median"] <= 2.0 else "missed"],
+                ["LotteryMagnitude in stock global_unstructured >= 2x faster than L1Unstructured (ResNet-50)",
+                 h.ratio_text(lm["speedup_vs_stock"]) + "; stock's own floor (a method that prunes nothing): "
+                 + h.ratio_text(entry["best_possible_speedup_in_global_unstructured"])
+                 + ", LotteryMagnitude / floor time " + h.ratio_text(entry["stock_lottery_over_floor"], 2),
+                 "met" if lm["speedup_vs_stock"]["median"] >= 2 else "missed"],
+            ]
+    results["goals"] = goal_rows
+    md = [f"Machine: {h.machine_line(machine)}", f"Command: `{h.command()}`", "",
+          h.table(["model", "weights", "method", "time s, median (min-max)", "speedup vs stock, median (min-max)",
+                   "peak / weights", "retained / weights", "working / weights", "same survivors as stock"], rows)]
+    if goal_rows:
+        md += ["", h.table(["goal", "measured", "status"], goal_rows)]
+    markdown = "\n".join(md)
+    print(markdown)
+    h.write_result("global", results, markdown)
+    return results
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 import pytest
@@ -281,3 +282,38 @@ def test_unpruned_model_to_sparse_inference():
     assert not any(isinstance(m, SparseLinear) for m in fast.modules())
     x = torch.randn(3, 784)
     assert torch.equal(fast(x), net(x))
+
+
+def test_sparse_linear_follows_load_state_dict_and_dtype():
+    """The CSR copy is derived from the weight buffer: loading or casting rebuilds it."""
+    net, other = pruned_lenet(), pruned_lenet()
+    with torch.no_grad():
+        for module in other:
+            if isinstance(module, nn.Linear):
+                module.weight_orig.mul_(-2.0)  # same masks, other values
+    fast = to_sparse_inference(net, min_sparsity=0.0, min_batch=1)
+    target = to_sparse_inference(other, min_sparsity=0.0, min_batch=1)
+    x = torch.randn(64, 1, 28, 28)
+    with torch.no_grad():
+        assert not torch.allclose(fast(x), target(x), atol=1e-3)
+        fast.load_state_dict(target.state_dict())
+        assert torch.allclose(fast(x), other(x), atol=1e-5)  # sparse kernel (64 rows >= min_batch)
+        double = fast.double()
+        assert double[1].weight_csr.dtype == torch.float64
+        assert torch.allclose(double(x.double()), other.double()(x.double()), atol=1e-10)
+
+
+def test_sparse_linear_dense_path_below_min_batch_is_exact():
+    """Below min_batch the layer runs the same F.linear as nn.Linear: bitwise equal outputs."""
+    net = pruned_lenet()
+    fast = to_sparse_inference(net, min_sparsity=0.0, min_batch=16)
+    dense = copy.deepcopy(net)
+    for module in dense:
+        if isinstance(module, nn.Linear):
+            prune.remove(module, "weight")
+    with torch.no_grad():
+        for batch in (1, 15):
+            x = torch.randn(batch, 1, 28, 28)
+            assert torch.equal(fast(x), dense(x))
+    with pytest.raises(TypeError, match="linear"):
+        SparseLinear(nn.Conv2d(1, 1, 1))

@@ -30,12 +30,14 @@ from torch.nn import functional as F
 from torch.nn.utils import prune
 
 from ._validation import describe
-from .rewinding.point import atomic_save
+from ._files import load_state, save_state
 
 #: The ``format`` field of a saved sparse state; :meth:`SparseState.load` refuses other files.
 FORMAT = "torch_lottery.sparse"
-#: The version of the saved layout.
-VERSION = 1
+#: The version of the saved layout (2: files carry a SHA-256 digest of their content).
+VERSION = 2
+#: Versions :meth:`SparseState.load` reads (version 1 files have no digest).
+READS = (1, 2)
 
 #: Default batch size (rows) from which :class:`SparseLinear` uses the sparse kernel.
 #: Measured with ``benchmarks/bench_export.py`` (docs/export.md): at batch 1 the CSR kernel
@@ -47,7 +49,23 @@ _BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
 
 # -- bit packing ---------------------------------------------------------------
 def pack_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Pack a bool tensor into uint8, 8 entries a byte, most significant bit first (like ``numpy.packbits``)."""
+    """Pack a bool tensor into uint8, 8 entries a byte, most significant bit first (like ``numpy.packbits``).
+
+    Args:
+        mask (Tensor): bool (or 0/1) tensor of any shape; it is read flattened.
+
+    Returns:
+        Tensor: 1-D uint8 tensor of ``ceil(mask.numel() / 8)`` bytes (the last one zero-padded).
+
+    Examples:
+        >>> import torch
+        >>> from torch_lottery.export import pack_mask, unpack_mask
+        >>> mask = torch.tensor([[True, False, True], [False, False, True]])
+        >>> pack_mask(mask)
+        tensor([164], dtype=torch.uint8)
+        >>> torch.equal(unpack_mask(pack_mask(mask), (2, 3)), mask)
+        True
+    """
     flat = mask.reshape(-1).to(torch.uint8)
     pad = (-flat.numel()) % 8
     if pad:
@@ -57,7 +75,15 @@ def pack_mask(mask: torch.Tensor) -> torch.Tensor:
 
 
 def unpack_mask(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Inverse of :func:`pack_mask`: a bool tensor of ``shape``."""
+    """Unpack a mask packed by :func:`pack_mask` into a bool tensor of ``shape``.
+
+    Args:
+        packed (Tensor): 1-D uint8 tensor from :func:`pack_mask`.
+        shape (tuple of int): the shape of the mask that was packed.
+
+    Returns:
+        Tensor: bool tensor of ``shape`` (the padding bits are dropped).
+    """
     numel = math.prod(shape)
     weights = _BIT_WEIGHTS.to(packed.device)
     bits = packed.unsqueeze(1).bitwise_and(weights).ne(0).reshape(-1)
@@ -151,14 +177,14 @@ class SparseState:
         return {"format": FORMAT, "version": VERSION, "tensors": self._entries}
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write this state to ``path`` atomically (temporary file, fsync, ``os.replace``).
+        """Write this state to ``path`` atomically (temporary file, fsync, ``os.replace``), with a SHA-256 digest.
 
         Raises:
             TypeError: if ``path`` is not a str or path-like.
         """
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or os.PathLike, got {describe(path)}")
-        atomic_save(self.to_dict(), path)
+        save_state(self.to_dict(), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: Any = "cpu") -> "SparseState":
@@ -167,19 +193,14 @@ class SparseState:
         Raises:
             TypeError: if ``path`` is not a str or path-like.
             FileNotFoundError: if ``path`` does not exist.
-            ValueError: if the file is not a sparse state, is damaged or truncated, or
-                holds anything but plain containers and tensors (pickled objects are
-                refused without running their code).
+            ValueError: if the file is not a sparse state, is damaged or truncated (its
+                SHA-256 digest does not match), or holds anything but plain containers
+                and tensors (pickled objects are refused without running their code).
         """
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or os.PathLike, got {describe(path)}")
         source = f"path={os.fspath(path)!r}"
-        try:
-            data = torch.load(path, map_location=map_location, weights_only=True)
-        except FileNotFoundError:
-            raise
-        except Exception as error:  # unpickling refused, or the file is damaged
-            raise ValueError(f"{source} is not a readable sparse state: {error}") from None
+        data = load_state(path, "sparse state", FORMAT, map_location=map_location)  # checks the digest
         return cls.from_dict(data, source=source)
 
     @classmethod
@@ -192,8 +213,9 @@ class SparseState:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise ValueError(f"{source} is not a sparse state (format {found!r}, expected {FORMAT!r})")
-        if data.get("version") != VERSION:
-            raise ValueError(f"{source} has version {data.get('version')!r}; this torch-lottery reads {VERSION}")
+        if type(data.get("version")) is not int or data["version"] not in READS:
+            raise ValueError(f"{source} has version {data.get('version')!r}; this torch-lottery reads "
+                             f"{', '.join(map(str, READS))}")
         tensors = data.get("tensors")
         if not isinstance(tensors, dict):
             raise ValueError(f"{source} is damaged: 'tensors' is not a dict")
@@ -295,18 +317,36 @@ def export(model: nn.Module, path: str | os.PathLike | None = None) -> SparseSta
 
 # -- sparse inference ----------------------------------------------------------
 class SparseLinear(nn.Module):
-    """A frozen ``nn.Linear`` whose weight is also kept as a CSR tensor (int32 indices).
+    """Compute a frozen, pruned ``nn.Linear`` with a CSR weight (int32 indices) from ``min_batch`` rows on.
 
     For inputs with at least ``min_batch`` rows (leading dimensions flattened),
     it computes ``x @ W.T + b`` with ``torch.sparse.addmm`` on the CSR weight;
-    below that it calls the dense ``F.linear`` on :attr:`weight`. For 2-D
-    sparse-kernel outputs the result is a transposed (non-contiguous) view:
-    call ``.contiguous()`` before ``.view``. Inference only: no gradients flow to
-    the weights (they are buffers).
+    below that it calls the dense ``F.linear`` on :attr:`weight`, with no more
+    work than ``nn.Linear`` itself. For 2-D sparse-kernel outputs the result is a
+    transposed (non-contiguous) view, which the next ``SparseLinear`` consumes
+    without a copy: call ``.contiguous()`` before ``.view``. Inference only: no
+    gradients flow to the weights (they are buffers). ``load_state_dict`` and
+    ``.to(...)`` rebuild the CSR copy.
 
     Args:
         linear (nn.Linear): the (unpruned) layer to convert; it is not changed.
         min_batch (int): rows from which the sparse kernel is used (>= 1).
+
+    Raises:
+        TypeError: if ``linear`` is not an ``nn.Linear`` or ``min_batch`` not an int.
+        ValueError: if ``min_batch < 1``.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from torch_lottery.export import SparseLinear
+        >>> dense = nn.Linear(64, 32)
+        >>> with torch.no_grad():
+        ...     _ = dense.weight.mul_(torch.rand(32, 64) < 0.05)   # about 95% zeros
+        >>> sparse = SparseLinear(dense, min_batch=16)
+        >>> x = torch.randn(128, 64)
+        >>> torch.allclose(sparse(x), dense(x), atol=1e-5)
+        True
     """
 
     def __init__(self, linear: nn.Linear, min_batch: int = DEFAULT_MIN_BATCH) -> None:
@@ -317,17 +357,22 @@ class SparseLinear(nn.Module):
         self.in_features = linear.in_features
         self.out_features = linear.out_features
         self.min_batch = int(min_batch)
-        weight = linear.weight.detach().clone()
-        self.register_buffer("weight", weight)
+        self.register_buffer("weight", linear.weight.detach().clone())
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Derive the CSR weight, the bias column and the plain references from the buffers."""
+        weight, bias = self._buffers["weight"], self._buffers["bias"]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-            csr = weight.to_sparse_csr()
+            csr = weight.detach().to_sparse_csr()
             self.weight_csr = torch.sparse_csr_tensor(
                 csr.crow_indices().to(torch.int32), csr.col_indices().to(torch.int32),
                 csr.values(), weight.shape)
-        bias = self.bias if self.bias is not None else weight.new_zeros(self.out_features)
-        self._bias_column = bias.unsqueeze(1)
+        self._bias_column = (bias if bias is not None else weight.new_zeros(self.out_features)).unsqueeze(1)
+        # Plain attributes skip nn.Module.__getattr__ on the dense path (what nn.Linear pays twice).
+        self.__dict__["_dense_weight"], self.__dict__["_dense_bias"] = weight, bias
 
     @property
     def sparsity(self) -> float:
@@ -339,9 +384,9 @@ class SparseLinear(nn.Module):
                 f"bias={self.bias is not None}, sparsity={self.sparsity:.3f}, min_batch={self.min_batch}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // self.in_features if self.in_features else 0
+        rows = x.shape[0] if x.dim() == 2 else (x.numel() // self.in_features if self.in_features else 0)
         if rows < self.min_batch or x.dim() == 0:
-            return F.linear(x, self.weight, self.bias)
+            return F.linear(x, self._dense_weight, self._dense_bias)
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)
         # W @ x^T with x^T contiguous is the fast CSR layout; the output is (out, rows).
@@ -349,12 +394,14 @@ class SparseLinear(nn.Module):
                                  flat.t().contiguous()).t()
         return out if x.dim() == 2 else out.reshape(*lead, self.out_features)
 
-    def _apply(self, fn, recurse=True):  # keep the CSR copy on the same device/dtype
+    def _apply(self, fn, recurse=True):  # keep the CSR copy on the buffers' device and dtype
         super()._apply(fn, recurse)
-        self.weight_csr = fn(self.weight_csr)
-        bias = self.bias if self.bias is not None else self.weight.new_zeros(self.out_features)
-        self._bias_column = bias.unsqueeze(1)
+        self._rebuild()
         return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._rebuild()  # the CSR copy follows the loaded weight
 
 
 def _check_min_batch(min_batch: Any) -> None:
@@ -365,7 +412,31 @@ def _check_min_batch(min_batch: Any) -> None:
 
 
 def permanent_copy(model: nn.Module) -> nn.Module:
-    """Return a deep copy of ``model`` with every pruned tensor made permanent (``prune.remove``)."""
+    """Return a deep copy of ``model`` with every pruned tensor made permanent (``prune.remove``).
+
+    Works for stock and torch-lottery pruning, also right after a forward pass
+    (when stock prune's computed tensors cannot be deep-copied). ``model`` is not
+    changed.
+
+    Args:
+        model (nn.Module): a model, pruned or not.
+
+    Returns:
+        nn.Module: the copy, with plain parameters (zeros where pruned) and no pruning hooks.
+
+    Raises:
+        TypeError: if ``model`` is not an ``nn.Module``.
+
+    Examples:
+        >>> from torch import nn
+        >>> from torch.nn.utils import prune
+        >>> from torch_lottery.export import permanent_copy
+        >>> net = nn.Sequential(nn.Linear(4, 4))
+        >>> _ = prune.l1_unstructured(net[0], "weight", amount=0.5)
+        >>> plain = permanent_copy(net)
+        >>> sorted(plain.state_dict()), int((plain[0].weight == 0).sum()), prune.is_pruned(net)
+        (['0.bias', '0.weight'], 8, True)
+    """
     _check_model(model)
     pruned = _pruned_names(model)
     memo: dict[int, Any] = {}
@@ -394,9 +465,28 @@ def to_sparse_inference(model: nn.Module, min_sparsity: float = 0.9,
         min_sparsity (float): fraction of zeros in [0, 1] from which a linear is converted.
         min_batch (int): rows from which :class:`SparseLinear` uses the sparse kernel.
 
+    Returns:
+        nn.Module: the inference copy, in eval mode.
+
     Raises:
         TypeError: on a non-module ``model`` or non-numeric arguments.
         ValueError: if ``min_sparsity`` is outside [0, 1] or ``min_batch`` < 1.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> import torch_lottery as tl
+        >>> from torch_lottery.export import SparseLinear, to_sparse_inference
+        >>> net = nn.Sequential(nn.Linear(100, 50), nn.ReLU(), nn.Linear(50, 10))
+        >>> for layer in (net[0], net[2]):
+        ...     _ = tl.lottery_magnitude(layer, "weight", amount=0.95)
+        >>> fast = to_sparse_inference(net)
+        >>> [type(m).__name__ for m in fast]
+        ['SparseLinear', 'ReLU', 'SparseLinear']
+        >>> x = torch.randn(64, 100)
+        >>> with torch.no_grad():
+        ...     torch.allclose(fast(x), net(x), atol=1e-5)
+        True
     """
     _check_model(model)
     if isinstance(min_sparsity, bool) or not isinstance(min_sparsity, numbers.Real):

@@ -1,6 +1,7 @@
 """Exactness of the sort-free global selection against stock pruning and a sort-based reference."""
 
 import copy
+import random
 
 import pytest
 import torch
@@ -182,3 +183,200 @@ def check_against_reference(sizes, frac, values, seed):
     again = pool_keep(scores, [None] * len(sizes), k, 0)
     for a, b in zip(keeps, again):
         assert torch.equal(a, b)
+
+
+# -- the sampled-pivot selection under forced small knobs -------------------------------
+# Small chunks, samples and limits make tiny pools take every path of _Pool.threshold:
+# several chunks per tensor, bracket misses (no margin), refinement rounds, the gather of
+# whatever is left after the last round, and ties at a pivot.
+KNOBS = [
+    {"_CHUNK": 7, "_SMALL": 4, "_SAMPLE": 16, "_SIGMAS": 0.0, "_ROUNDS": 6},
+    {"_CHUNK": 64, "_SMALL": 8, "_SAMPLE": 4, "_SIGMAS": 1.0, "_ROUNDS": 1},
+    {"_CHUNK": 1000, "_SMALL": 16, "_SAMPLE": 256, "_SIGMAS": 4.0, "_ROUNDS": 3},
+]
+
+
+@pytest.fixture(params=range(len(KNOBS)), ids=["misses", "one-round", "defaults-small"])
+def knobs(request, monkeypatch):
+    for name, value in KNOBS[request.param].items():
+        monkeypatch.setattr(_select, name, value)
+    return KNOBS[request.param]
+
+
+def reference_eligible(scores, eligible, k):
+    """Sort-based reference over the surviving entries only (ties: lower tensor, lower flat index first)."""
+    flat = torch.cat([s.reshape(-1).double() for s in scores])
+    alive = torch.cat([torch.ones(s.numel(), dtype=torch.bool) if e is None else e.reshape(-1)
+                       for s, e in zip(scores, eligible)])
+    index = alive.nonzero().reshape(-1)
+    keep = alive.clone()
+    if k > 0:
+        keep[index[torch.sort(flat[index], stable=True).indices[:k]]] = False
+    return list(torch.split(keep, [s.numel() for s in scores]))
+
+
+def random_scores(kind, sizes, dtype, g):
+    out = []
+    for n in sizes:
+        if kind == "normal":
+            s = torch.randn(n, generator=g, dtype=dtype).abs()
+        elif kind == "integers":  # heavy ties
+            s = torch.randint(-3, 4, (n,), generator=g).to(dtype)
+        elif kind == "negative":
+            s = -torch.rand(n, generator=g, dtype=dtype) * 5
+            s[: n // 7] = -0.0
+        else:  # infinities and zeros among normal values
+            s = torch.randn(n, generator=g, dtype=dtype)
+            s[torch.rand(n, generator=g) < 0.1] = float("inf")
+            s[torch.rand(n, generator=g) < 0.1] = -float("inf")
+            s[torch.rand(n, generator=g) < 0.1] = 0.0
+        out.append(s)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["normal", "integers", "negative", "infinities"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_forced_paths_match_reference(knobs, kind, dtype):
+    rng = random.Random(f"{kind}{dtype}")
+    g = torch.Generator().manual_seed(7)
+    for _ in range(12):
+        sizes = [rng.choice([0, 1, 9, 200, 700]) for _ in range(rng.randint(1, 4))]
+        scores = random_scores(kind, sizes, dtype, g)
+        eligible = [None if rng.random() < 0.5 else torch.rand(n, generator=g) < rng.random() for n in sizes]
+        for s, e in zip(scores, eligible):  # NaN where the entry is already pruned must be ignored
+            if e is not None and rng.random() < 0.5:
+                s[~e] = float("nan")
+        alive = sum(s.numel() if e is None else int(e.sum()) for s, e in zip(scores, eligible))
+        for k in sorted({0, min(1, alive), alive // 3, alive // 2, max(alive - 1, 0), alive}):
+            keeps = pool_keep(scores, eligible, k, 0)
+            for got, exp in zip(keeps, reference_eligible(scores, eligible, k)):
+                assert torch.equal(got.reshape(-1), exp)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_models_over_rounds_match_stock_and_reference(knobs, ties, dtype):
+    """global_magnitude and LotteryMagnitude in stock global_unstructured, round after round, chunked."""
+    torch.manual_seed(3)
+    net = nn.ModuleList([nn.Linear(i, o, bias=False).to(dtype) for i, o in [(30, 20), (20, 10), (17, 3)]])
+    if ties:
+        with torch.no_grad():
+            for m in net:
+                m.weight.copy_(torch.randint(-3, 4, m.weight.shape).to(dtype))
+    stock, ours, lottery = copy.deepcopy(net), copy.deepcopy(net), copy.deepcopy(net)
+    pairs = lambda model: [(m, "weight") for m in model]  # noqa: E731
+    for amount in (0.3, 17, 0.5, 0.25):
+        before = [getattr(m, "weight_mask", torch.ones_like(m.weight)).bool() for m in ours]
+        prune.global_unstructured(pairs(stock), pruning_method=prune.L1Unstructured, amount=amount)
+        global_magnitude(pairs(ours), amount=amount, min_remaining=0)
+        prune.global_unstructured(pairs(lottery), pruning_method=LotteryMagnitude, amount=amount)
+        k = amount if isinstance(amount, int) else round(amount * sum(int(e.sum()) for e in before))
+        expected = reference_eligible([m.weight_orig.detach().abs() for m in ours], before, k)
+        for s, o, lm, exp in zip(stock, ours, lottery, expected):
+            assert o.weight_mask.dtype == dtype
+            assert torch.equal(o.weight_mask.bool().reshape(-1), exp)
+            assert torch.equal(lm.weight_mask, o.weight_mask)
+            assert torch.equal(o.weight, o.weight_orig * o.weight_mask)
+            if not ties:  # stock's topk breaks ties arbitrarily
+                assert torch.equal(s.weight_mask, o.weight_mask)
+        assert sum(int(m.weight_mask.sum()) for m in stock) == sum(int(m.weight_mask.sum()) for m in ours)
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op")
+def test_importance_scores_and_empty_tensor_match_stock(knobs):
+    torch.manual_seed(5)
+    net = nn.ModuleList([nn.Linear(40, 30), nn.Linear(0, 4), nn.Linear(30, 9)])
+    stock = copy.deepcopy(net)
+    g = torch.Generator().manual_seed(1)
+    for amount in (0.4, 0.4):
+        scores = [torch.randn(m.weight.shape, generator=g) for m in net]
+        global_magnitude([(m, "weight") for m in net], amount, min_remaining=0,
+                         importance_scores={(m, "weight"): s for m, s in zip(net, scores)})
+        prune.global_unstructured([(m, "weight") for m in stock], pruning_method=prune.L1Unstructured,
+                                  amount=amount, importance_scores={(m, "weight"): s for m, s in zip(stock, scores)})
+        for a, b in zip(net, stock):
+            assert torch.equal(a.weight_mask, b.weight_mask)
+    assert net[1].weight_mask.numel() == 0
+
+
+def test_large_pool_multi_pass_matches_stock():
+    """Over the direct-rank size (65536 entries): the sampled pivots, counting and gather passes."""
+    torch.manual_seed(6)
+    net = nn.ModuleList([nn.Linear(300, 200, bias=False), nn.Linear(200, 150, bias=False),
+                         nn.Linear(150, 10, bias=False)])
+    assert sum(m.weight.numel() for m in net) > _select._SMALL
+    stock, ours, lottery = copy.deepcopy(net), copy.deepcopy(net), copy.deepcopy(net)
+    for amount in (0.2, 0.2, 0.6):
+        prune.global_unstructured([(m, "weight") for m in stock], pruning_method=prune.L1Unstructured, amount=amount)
+        global_magnitude([(m, "weight") for m in ours], amount=amount, min_remaining=0)
+        prune.global_unstructured([(m, "weight") for m in lottery], pruning_method=LotteryMagnitude, amount=amount)
+        for a, b, c in zip(stock, ours, lottery):
+            assert torch.equal(a.weight_mask, b.weight_mask)
+            assert torch.equal(a.weight_mask, c.weight_mask)
+
+
+def test_large_pool_with_ties_at_the_threshold():
+    """Heavy ties over 65536 entries: the k-th score equals a pivot; lower flat index pruned first."""
+    g = torch.Generator().manual_seed(8)
+    scores = [torch.randint(0, 5, (n,), generator=g).float() for n in (90_000, 0, 40_000, 1)]
+    total = sum(s.numel() for s in scores)
+    for k in (1, 17_999, 26_001, total // 2, total - 1):
+        keeps = pool_keep(scores, [None] * len(scores), k, 0)
+        for got, exp in zip(keeps, reference_keep(scores, k)):
+            assert torch.equal(got, exp)
+
+
+def test_no_pool_sized_concatenation(monkeypatch):
+    """The pool is never concatenated: every torch.cat stays far below the pool's size."""
+    sizes = []
+    real_cat = torch.cat
+
+    def recording_cat(tensors, *args, **kwargs):
+        out = real_cat(tensors, *args, **kwargs)
+        sizes.append(out.numel())
+        return out
+
+    monkeypatch.setattr(torch, "cat", recording_cat)
+    torch.manual_seed(9)
+    net = nn.ModuleList([nn.Linear(500, 400), nn.Linear(400, 300)])
+    global_magnitude([(m, "weight") for m in net], amount=0.3)
+    total = sum(m.weight.numel() for m in net)
+    assert sum(int(m.weight_mask.sum()) for m in net) == total - round(0.3 * total)
+    assert sizes and max(sizes) < total // 8
+
+
+def test_nan_in_a_later_chunk_raises_before_any_change(monkeypatch):
+    monkeypatch.setattr(_select, "_CHUNK", 1000)
+    torch.manual_seed(10)
+    net = nn.ModuleList([nn.Linear(300, 300), nn.Linear(300, 10)])
+    with torch.no_grad():
+        net[0].weight[250, 7] = float("nan")  # flat index 75_007: the 76th chunk
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(ValueError, match="NaN"):
+        global_magnitude([(m, "weight") for m in net], amount=0.3)
+    assert list(net.state_dict()) == list(state)
+    assert all(torch.equal(net.state_dict()[k], v, ) or torch.isnan(v).any() for k, v in state.items())
+    assert not hasattr(net[0], "weight_mask")
+
+
+@pytest.mark.parametrize("criterion", ["movement", "large_final_same_sign", "small_final", "magnitude_increase"])
+def test_criteria_chunked_match_reference(knobs, criterion):
+    from torch_lottery import RewindPoint
+    from torch_lottery.pruning._select import criterion_scores
+
+    torch.manual_seed(11)
+    net = nn.ModuleList([nn.Linear(30, 20, bias=False), nn.Linear(20, 7, bias=False)])
+    init = RewindPoint.capture(net)
+    for round_ in range(2):
+        with torch.no_grad():
+            for m in net.parameters():
+                m.add_(torch.randn(m.shape) * 0.3)  # stand-in for training
+        before = [getattr(m, "weight_mask", torch.ones_like(m.weight)).bool() for m in net]
+        final = [(m.weight_orig if hasattr(m, "weight_orig") else m.weight).detach().clone() for m in net]
+        initial = [init[f"{i}.weight"] for i in range(len(net))]
+        global_magnitude([(m, "weight") for m in net], amount=0.4, criterion=criterion, rewind_point=init,
+                         rewind=False, min_remaining=0)
+        k = round(0.4 * sum(int(e.sum()) for e in before))
+        expected = reference_eligible([criterion_scores(criterion, f, i) for f, i in zip(final, initial)], before, k)
+        for m, exp in zip(net, expected):
+            assert torch.equal(m.weight_mask.bool().reshape(-1), exp)

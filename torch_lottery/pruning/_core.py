@@ -31,6 +31,12 @@ from torch.nn.utils import prune
 
 from .._validation import check_finite, check_module_name, describe
 
+try:
+    from torch.compiler import is_compiling as _is_compiling
+except ImportError:  # torch < 2.3: compiled models take a graph break at the pre-hook
+    def _is_compiling() -> bool:
+        return False
+
 
 class MaskedTensor(torch.Tensor):
     """The computed ``module.<name>`` of a tensor pruned by torch-lottery.
@@ -52,7 +58,50 @@ class MaskedTensor(torch.Tensor):
 
 def masked_weight(method: prune.BasePruningMethod, module: nn.Module) -> torch.Tensor:
     """Return ``mask * orig`` for ``method``'s tensor as a :class:`MaskedTensor`."""
-    return method.apply_mask(module).as_subclass(MaskedTensor)
+    weight = method.apply_mask(module)
+    return weight if type(weight) is MaskedTensor else weight.as_subclass(MaskedTensor)
+
+
+def masked_product(module: nn.Module, name: str) -> MaskedTensor:
+    """Return ``<name>_mask * <name>_orig`` of ``module`` as a :class:`MaskedTensor`.
+
+    The same product as stock ``BasePruningMethod.apply_mask`` (same operands, same
+    order, bit for bit) on the forward path's budget: the tensors are read from the
+    module's dicts instead of through ``nn.Module.__getattr__``, and the product
+    itself becomes the :class:`MaskedTensor` (its class is switched in place), so
+    the autograd graph is stock's: one ``MulBackward0``, no alias node, which
+    ``as_subclass`` would add to every forward and backward pass. Under
+    ``torch.compile`` (which cannot trace a class switch) and for results that are
+    themselves tensor subclasses, it uses ``as_subclass``.
+    """
+    try:
+        orig = module._parameters[name + "_orig"]
+        mask = module._buffers[name + "_mask"]
+    except KeyError:  # not where stock prune puts them: the ordinary lookup (and its error)
+        orig = getattr(module, name + "_orig")
+        mask = getattr(module, name + "_mask")
+    if mask.dtype != orig.dtype:
+        mask = mask.to(dtype=orig.dtype)
+    product = torch.mul(mask, orig)
+    if type(product) is not torch.Tensor or _is_compiling():  # e.g. a tensor subclass's own result type
+        return product.as_subclass(MaskedTensor)
+    product.__class__ = MaskedTensor  # a fresh plain result that nothing else refers to yet
+    return product
+
+
+def install_weight(module: nn.Module, name: str, weight: torch.Tensor) -> None:
+    """Set ``module.<name> = weight`` as stock prune's pre-hook does.
+
+    Once ``<name>`` is a plain attribute (which a parameter, buffer or submodule
+    never is), it is written straight into the instance dict, skipping the checks
+    of ``nn.Module.__setattr__``; otherwise ``setattr`` runs them (and raises
+    where stock would).
+    """
+    attributes = module.__dict__
+    if name in attributes:
+        attributes[name] = weight
+    else:
+        setattr(module, name, weight)
 
 
 def release_round_state(method: prune.BasePruningMethod) -> None:
@@ -75,11 +124,14 @@ class LotteryContainer(prune.PruningContainer):
     """
 
     def __call__(self, module: nn.Module, inputs: Any) -> None:
-        setattr(module, self._tensor_name, masked_weight(self, module))
+        install_weight(module, self._tensor_name, self.apply_mask(module))
 
     def apply_mask(self, module: nn.Module) -> torch.Tensor:
         """Return ``mask * orig`` as a :class:`MaskedTensor` (also when stock ``apply`` sets it)."""
-        return super().apply_mask(module).as_subclass(MaskedTensor)
+        name = getattr(self, "_tensor_name", None)
+        if name is None:
+            raise ValueError("this LotteryContainer is not attached to a tensor (its _tensor_name is not set)")
+        return masked_product(module, name)
 
     def remove(self, module: nn.Module) -> None:
         """Make the pruning permanent, as stock ``remove`` does, with a plain tensor."""
@@ -97,6 +149,18 @@ class LotteryContainer(prune.PruningContainer):
         super().add_pruning_method(method)
         for earlier in self._pruning_methods[:-1]:
             release_round_state(earlier)
+
+    def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
+        """Compute the new round's mask (stock composition), then drop what the rounds' methods hold.
+
+        Stock ``apply`` (e.g. ``prune.global_unstructured`` adding a ``CustomFromMask``
+        to this container) asks for the mask once and never again, so the new
+        method's tensors are released here too, not only at the next round.
+        """
+        mask = super().compute_mask(t, default_mask)
+        for method in self._pruning_methods:
+            release_round_state(method)
+        return mask
 
 
 def make_container(name: str, methods: tuple[prune.BasePruningMethod, ...]) -> LotteryContainer:
@@ -163,6 +227,7 @@ def attach(
     name: str,
     method: "LotteryMethod",
     importance_scores: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> "LotteryMethod":
     """Compute ``method``'s mask for ``module.<name>`` and install it, all or nothing.
 
@@ -170,27 +235,33 @@ def attach(
     only then is the reparametrization installed (or the existing container
     extended), the rewind values written to ``<name>_orig`` and ``module.<name>``
     recomputed.
+
+    ``mask``, if given, is the final mask, already computed (e.g. by
+    :func:`global_magnitude` for a whole pool): it becomes the ``<name>_mask``
+    buffer as it is, without the copies that computing a mask needs.
     """
     orig = check_module_name(module, name)
     scores = check_scores(importance_scores, orig, name)
     key, old = find_hook(module, name)
     pruned = is_pruned_tensor(module, name)
-    if pruned:
-        default_mask = module._buffers[name + "_mask"].detach().clone(memory_format=torch.contiguous_format)
-    else:
-        default_mask = torch.ones_like(orig, memory_format=torch.contiguous_format)
-    if scores is None:
-        scores = orig.detach()
+    if mask is not None and mask.shape != orig.shape:
+        raise ValueError(f"mask has shape {tuple(mask.shape)}, {name} has {tuple(orig.shape)}")
 
     method._tensor_name = name
     method._target = (module, name)
-    method._default_mask = default_mask
     previous = () if old is None else (tuple(old) if isinstance(old, prune.PruningContainer) else (old,))
     try:
         rewind_values = method._prepare(module, name, orig)
         container = make_container(name, previous + (method,))
-        with torch.no_grad():
-            mask = container.compute_mask(scores, default_mask)
+        if mask is None:
+            if pruned:
+                default_mask = module._buffers[name + "_mask"].detach().clone(memory_format=torch.contiguous_format)
+            else:
+                default_mask = torch.ones_like(orig, memory_format=torch.contiguous_format)
+            method._default_mask = default_mask
+            with torch.no_grad():
+                mask = container.compute_mask(orig.detach() if scores is None else scores, default_mask)
+            del default_mask
     except BaseException:
         method._release()
         raise
@@ -244,7 +315,11 @@ def compact_hooks(model: nn.Module) -> int:
     converted = 0
     for module in model.modules():
         for key, hook in list(module._forward_pre_hooks.items()):
-            if not isinstance(hook, prune.BasePruningMethod) or isinstance(hook, LotteryContainer):
+            if not isinstance(hook, prune.BasePruningMethod):
+                continue
+            if isinstance(hook, LotteryContainer):
+                for done in hook:
+                    release_round_state(done)
                 continue
             methods = tuple(hook) if isinstance(hook, prune.PruningContainer) else (hook,)
             container = make_container(hook._tensor_name, methods)
@@ -269,7 +344,7 @@ class LotteryMethod(prune.BasePruningMethod):
     _default_mask: torch.Tensor | None = None
 
     def __call__(self, module: nn.Module, inputs: Any) -> None:
-        setattr(module, self._tensor_name, masked_weight(self, module))
+        install_weight(module, self._tensor_name, masked_weight(self, module))
 
     @classmethod
     def apply(cls, module, name, *args, importance_scores=None, **kwargs):  # type: ignore[override]

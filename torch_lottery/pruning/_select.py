@@ -1,10 +1,10 @@
-"""Mask selection primitives: deterministic bottom-k selection and criteria scores."""
+"""Mask selection primitives: deterministic bottom-k selection over pools of tensors, and criteria scores."""
 
 from __future__ import annotations
 
-import torch
+import math
 
-from .._validation import check_finite
+import torch
 
 #: Mask criteria of Zhou et al. (2019), "Deconstructing Lottery Tickets".
 #: Each maps (final weights, rewind-point weights) to a score; low scores are pruned.
@@ -54,179 +54,342 @@ def same_sign(final: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
     return (torch.sign(final) * torch.sign(initial)) > 0
 
 
-def _rankable(scores: torch.Tensor, name: str) -> torch.Tensor:
-    check_finite(scores, name)
-    if scores.dtype not in (torch.float32, torch.float64):
-        scores = scores.float()
-    return scores
-
-
 # -- selection without sorting ------------------------------------------------------
-# The k-th smallest score of a pool of tensors is found by a radix select on the
-# scores' bit patterns: a float's bits, read as a signed integer (with the low bits
-# of negative numbers flipped), order like the floats.  Each pass histograms the
-# next _BITS bits of the entries that share the prefix found so far, tensor by
-# tensor, so no pool-sized copy is made; once the bucket holding the k-th score is
-# small, its entries are gathered and ``torch.kthvalue`` finishes the job.
+# The k-th smallest surviving score of a pool of tensors is found without sorting,
+# without topk and without any pool-sized copy:
+#
+# 1. A fixed-seed random sample of the scores gives two pivots that bracket the k-th
+#    score with high probability (sample order statistics a few standard errors
+#    either side of the target rank).
+# 2. One counting pass, tensor by tensor and chunk by chunk, counts the surviving
+#    scores below and at each pivot. If the k-th score equals a pivot (ties), done;
+#    otherwise it lies strictly between two consecutive pivots.
+# 3. When few entries lie in that open interval, one more pass gathers them and
+#    ``torch.kthvalue`` ranks them; otherwise (heavy ties, or a sample that missed)
+#    a new sample is drawn inside the interval and step 2 repeats.
+#
+# Scores are computed chunk by chunk (``criterion(final, initial)`` on at most _CHUNK
+# entries into reused buffers); entries that no longer survive get NaN, which every
+# comparison treats as False, so they are neither counted, gathered nor kept. The
+# result is exact whatever the sample: the sample only decides how fast it is.
+# Ties at the threshold are pruned in order of (tensor, flat index).
 
-_BITS = 12
-#: Pools (or buckets) at most this large are ranked directly with kthvalue.
+#: Entries scored at once (buffers of this size are reused; counts in float32 stay exact).
+_CHUNK = 1 << 20
+#: Pools with at most this many surviving entries are ranked directly with kthvalue.
 _SMALL = 1 << 16
-_INT = {torch.float32: (torch.int32, 32, 0x7F800000), torch.float64: (torch.int64, 64, 0x7FF0000000000000)}
+#: Sample size drawn to place the pivots.
+_SAMPLE = 1 << 16
+#: Standard errors of the sample rank either side of the target (the bracket's width).
+_SIGMAS = 4.0
+#: Refinement rounds before the remaining interval is gathered whatever its size.
+_ROUNDS = 6
+#: Seed of the sample (fixed: the same input takes the same path).
+_SEED = 0x5EED
 _DEFAULT_NAME = "the scores (weights or importance_scores)"
 
 
-class _Selection:
-    """Flattened 1-D scores of a pool of tensors and the bottom-k machinery over any subset of them."""
+def _float_dtype(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
-    def __init__(self, flat: list[torch.Tensor], name: str = _DEFAULT_NAME) -> None:
-        dtype = flat[0].dtype
-        for f in flat[1:]:
-            dtype = torch.promote_types(dtype, f.dtype)
-        if dtype not in _INT:
-            dtype = torch.float32
-        self.flat = [f.detach().reshape(-1).to(dtype) for f in flat]
-        self.sizes = [f.numel() for f in self.flat]
+
+class _Source:
+    """The flattened scores of one tensor, computed on demand: ``criterion(final, initial)``.
+
+    ``criterion=None`` means ``final`` already holds the scores. ``eligible`` (bool or
+    a 0/1 mask of any dtype; non-zero means "still surviving") restricts the pool.
+    """
+
+    def __init__(self, final: torch.Tensor, criterion: str | None = None, initial: torch.Tensor | None = None,
+                 eligible: torch.Tensor | None = None) -> None:
+        self.final = final.detach().reshape(-1)
+        self.initial = None if initial is None else initial.detach().reshape(-1)
+        self.criterion = criterion
+        self.eligible = None if eligible is None else eligible.detach().reshape(-1)
+        self.numel = self.final.numel()
+        self.raw_dtype = (self.final.dtype if self.initial is None
+                          else torch.promote_types(self.final.dtype, self.initial.dtype))
+        self.surviving = self.numel
+        self.nan_checked = False
+
+    @property
+    def device(self) -> torch.device:
+        return self.final.device
+
+    def raw(self, index) -> torch.Tensor:
+        """Scores of the entries ``index`` (a slice or an index tensor), before the eligibility mask."""
+        final = self.final[index]
+        if self.criterion is None:
+            return final
+        initial = None if self.initial is None else self.initial[index]
+        return criterion_scores(self.criterion, final, initial)
+
+
+class _Pool:
+    """Bottom-k machinery over several :class:`_Source` (one threshold for any subset of them)."""
+
+    def __init__(self, sources: list[_Source], name: str = _DEFAULT_NAME) -> None:
+        dtype = None
+        for s in sources:
+            dtype = s.raw_dtype if dtype is None else torch.promote_types(dtype, s.raw_dtype)
+        self.dtype = _float_dtype(dtype) if dtype is not None else torch.float32
+        self.sources = sources
         self.name = name
-        self._nonneg: dict[int, bool] = {}
-        self._hist0: dict[tuple[int, bool, int], torch.Tensor] = {}
+        self._buffers: dict = {}
+        self._ranked = 0  # surviving entries being ranked (for the NaN message)
+        for s in sources:
+            self._count_surviving(s)
+        self.surviving = [s.surviving for s in sources]
 
-    # -- per-tensor helpers ------------------------------------------------------
-    def _check(self, ids: list[int]) -> None:
-        """Raise on NaN (as check_finite does for the concatenated pool); record sign-free tensors."""
-        n = sum(self.sizes[i] for i in ids)
-        for i in ids:
-            if i in self._nonneg or self.sizes[i] == 0:
-                continue
-            f = self.flat[i]
-            ity, _, inf_bits = _INT[f.dtype]
-            lo, hi = torch.aminmax(f.view(ity))
-            if int(lo) >= 0 and int(hi) <= inf_bits:  # only +0.0, positive numbers, +inf
-                self._nonneg[i] = True
-                continue
-            if bool(torch.isnan(f).any()):
-                raise ValueError(f"{self.name} contains NaN values (shape ({n},)); cannot rank entries")
-            self._nonneg[i] = False
+    # -- buffers and chunks ------------------------------------------------------
+    def _buffer(self, kind: str, device: torch.device, size: int) -> torch.Tensor:
+        key = (kind, device)
+        buf = self._buffers.get(key)
+        if buf is None or buf.numel() < size:
+            buf = self._buffers[key] = torch.empty(min(_CHUNK, max(size, 1)), dtype=self.dtype, device=device)
+        return buf[:size]
 
-    def _keys(self, i: int, nonneg: bool) -> torch.Tensor:
-        """Integer keys ordered like the scores of tensor ``i`` (a view when no sign bit is set)."""
-        f = self.flat[i]
-        ity, width, _ = _INT[f.dtype]
-        if nonneg:
-            return f.view(ity)
-        u = (f + 0.0).view(ity)  # -0.0 + 0.0 == +0.0: equal floats get equal keys
-        return u ^ ((u >> (width - 1)) & ((1 << (width - 1)) - 1))
+    def release(self) -> None:
+        """Free the reused buffers."""
+        self._buffers.clear()
 
-    def _value(self, key: int, nonneg: bool) -> torch.Tensor:
-        dtype = self.flat[0].dtype
-        ity, width, _ = _INT[dtype]
-        if not nonneg and key < 0:
-            key ^= (1 << (width - 1)) - 1
-        return torch.tensor([key], dtype=ity, device=self.flat[0].device).view(dtype)[0]
-
-    # -- selection ---------------------------------------------------------------
-    def threshold(self, ids: list[int], k: int) -> tuple[torch.Tensor, list[int], list[int]]:
-        """Return (k-th smallest score of tensors ``ids``, per-tensor counts below it, counts equal to it).
-
-        Needs ``0 < k < sum of sizes``; NaN must have been ruled out by :meth:`_check`.
-        """
-        ids = [i for i in ids if self.sizes[i] > 0]
-        n = sum(self.sizes[i] for i in ids)
-        below = dict.fromkeys(ids, 0)
-        if n <= _SMALL:
-            pieces = [self.flat[i] for i in ids]
-            thr = torch.kthvalue(torch.cat(pieces) if len(pieces) > 1 else pieces[0], k).values
-            return (thr, [int(torch.count_nonzero(p < thr)) for p in pieces],
-                    [int(torch.count_nonzero(p == thr)) for p in pieces])
-        nonneg = all(self._nonneg[i] for i in ids)
-        _, width_total, _ = _INT[self.flat[0].dtype]
-        limit = max(_SMALL, n >> 3)
-        active, prefix, top, rank, count = ids, None, width_total, k, n
-        last_counts: list[int] = []
-        while top > 0 and count > limit:
-            # A wide first pass (when the pool has few tensors) usually leaves a bucket small enough to gather.
-            width = min(16 if prefix is None and len(active) <= 256 else _BITS, top)
-            shift, bins = top - width, 1 << width
-            hists = []
-            for i in active:
-                key = self._keys(i, nonneg)
-                if prefix is None:
-                    h = self._hist0.get((i, nonneg, width))
-                    if h is None:
-                        digit = key >> shift
-                        if not nonneg:
-                            digit += bins >> 1
-                        h = self._hist0[(i, nonneg, width)] = torch.bincount(digit, minlength=bins)
-                else:
-                    inside = key[(key >> top) == prefix]
-                    h = torch.bincount((inside >> shift) & (bins - 1), minlength=bins)
-                hists.append(h)
-            table = torch.stack(hists)
-            cum = table.sum(0).cumsum(0)
-            d = int(torch.searchsorted(cum, torch.tensor([rank], dtype=cum.dtype, device=cum.device)))
-            for i, b in zip(active, table[:, :d].sum(1).tolist()):
-                below[i] += b
-            if d > 0:
-                rank -= int(cum[d - 1])
-            column = table[:, d].tolist()
-            count = int(cum[d]) - (int(cum[d - 1]) if d > 0 else 0)
-            if prefix is None:
-                prefix = d - (bins >> 1) if not nonneg else d
+    def _count_surviving(self, s: _Source) -> None:
+        if s.eligible is None:
+            s.surviving = s.numel
+            return
+        total = 0
+        for start in range(0, s.numel, _CHUNK):
+            e = s.eligible[start:start + _CHUNK]
+            if e.dtype == torch.bool:
+                total += int(torch.count_nonzero(e))
             else:
-                prefix = (prefix << width) | d
-            top = shift
-            active = [i for i, c in zip(active, column) if c > 0]
-            last_counts = [c for c in column if c > 0]
-        if top == 0:  # every bit resolved: the bucket holds only the threshold
-            at = dict(zip(active, last_counts))
-            return (self._value(prefix, nonneg), [below[i] for i in ids], [at.get(i, 0) for i in ids])
-        pieces = []
-        for i in active:
-            f = self.flat[i]
-            pieces.append(f if prefix is None else f[(self._keys(i, nonneg) >> top) == prefix])
-        thr = torch.kthvalue(torch.cat(pieces) if len(pieces) > 1 else pieces[0], rank).values
-        at = {}
-        for i, p in zip(active, pieces):
-            below[i] += int(torch.count_nonzero(p < thr))
-            at[i] = int(torch.count_nonzero(p == thr))
-        return thr, [below[i] for i in ids], [at.get(i, 0) for i in ids]
+                total += int(torch.ne(e, 0, out=self._buffer("count", s.device, e.numel())).sum())
+        s.surviving = total
+        if total == s.numel:
+            s.eligible = None  # every entry survives: no masking needed
 
-    def bottom(self, ids: list[int], k: int) -> dict[int, tuple]:
-        """Plan the bottom-``k`` pruning of tensors ``ids`` (ties: lower flat index first).
+    def _chunks(self, s: _Source):
+        """Yield ``(start, scores)`` chunk by chunk; NaN where the entry no longer survives."""
+        for start in range(0, s.numel, _CHUNK):
+            stop = min(start + _CHUNK, s.numel)
+            yield start, self._scores(s, start, stop)
+        s.nan_checked = True
 
-        Returns ``{i: (plan, kept count)}``; a plan is ``"all"``, ``"none"`` or
-        ``(threshold, ties pruned, ties in the tensor)``.
-        """
-        n = sum(self.sizes[i] for i in ids)
-        if k <= 0 or n == 0:
-            return {i: ("all", self.sizes[i]) for i in ids}
-        if k >= n:
-            return {i: ("none", 0) for i in ids}
-        self._check(ids)
-        thr, below, at = self.threshold(ids, k)
-        need = k - sum(below)
-        nonempty = [i for i in ids if self.sizes[i] > 0]
-        out = {i: ("all", 0) for i in ids}
-        for i, b, a in zip(nonempty, below, at):
-            p = min(a, need)
-            need -= p
-            out[i] = ((thr, p, a), self.sizes[i] - b - p)
+    def _scores(self, s: _Source, start: int, stop: int) -> torch.Tensor:
+        size = stop - start
+        if s.criterion is None or (s.criterion == "large_final" and s.final.dtype == self.dtype):
+            out = self._buffer("scores", s.device, size)
+            if s.criterion is None:
+                out.copy_(s.final[start:stop])
+            else:
+                torch.abs(s.final[start:stop], out=out)
+        else:  # a new tensor: criterion_scores never returns a view of its inputs
+            out = s.raw(slice(start, stop)).to(self.dtype)
+        if not s.nan_checked and size:
+            top = torch.amax(out)
+            if bool(torch.isnan(top)):
+                bad = torch.isnan(out)
+                if s.eligible is not None:
+                    bad &= s.eligible[start:stop] != 0
+                if bool(bad.any()):
+                    raise ValueError(f"{self.name} contains NaN values (shape ({self._ranked},)); "
+                                     "cannot rank entries")
+        if s.eligible is not None:
+            e = torch.ne(s.eligible[start:stop], 0, out=self._buffer("eligible", s.device, size))
+            out.div_(e).mul_(e)  # x / 1 * 1 == x; x / 0 * 0 is NaN (also for x = 0 and x = inf)
         return out
 
-    def keep(self, i: int, plan) -> torch.Tensor:
-        """Return the 1-D bool keep-mask of tensor ``i`` under ``plan``."""
-        f = self.flat[i]
-        if plan == "all":
-            return torch.ones(f.shape, dtype=torch.bool, device=f.device)
+    # -- passes over the pool ----------------------------------------------------
+    def _count(self, ids: list[int], pivots: list[float]) -> list[tuple[list[int], list[int]]]:
+        """Per pivot: (surviving entries < pivot, entries <= pivot), per tensor of ``ids``."""
+        lt = [[0] * len(ids) for _ in pivots]
+        le = [[0] * len(ids) for _ in pivots]
+        for j, i in enumerate(ids):
+            s = self.sources[i]
+            for start, scores in self._chunks(s):
+                tmp = self._buffer("count", s.device, scores.numel())
+                for p, pivot in enumerate(pivots):
+                    lt[p][j] += int(torch.lt(scores, pivot, out=tmp).sum())
+                    le[p][j] += int(torch.le(scores, pivot, out=tmp).sum())
+        return list(zip(lt, le))
+
+    def _gather(self, ids: list[int], lo: float | None, hi: float | None) -> list[torch.Tensor]:
+        """Per tensor of ``ids``: its surviving scores strictly between ``lo`` and ``hi`` (None: unbounded)."""
+        out = []
+        for i in ids:
+            s = self.sources[i]
+            pieces = []
+            for _, scores in self._chunks(s):
+                if lo is None and hi is None:
+                    inside = scores == scores  # not NaN
+                elif lo is None:
+                    inside = scores < hi
+                elif hi is None:
+                    inside = scores > lo
+                else:
+                    inside = (scores > lo) & (scores < hi)
+                pieces.append(scores[inside])
+            out.append(torch.cat(pieces) if len(pieces) != 1 else pieces[0])
+        return out
+
+    def _pivots(self, ids: list[int], lo: float | None, hi: float | None, rank: int, inside: int,
+                round_: int) -> list[float]:
+        """Sample scores strictly inside (lo, hi) and return pivots that bracket the ``rank``-th of them."""
+        sizes = [self.sources[i].numel for i in ids]
+        total = sum(sizes)
+        wanted = max(1, min(_SAMPLE, inside >> 4))  # a sample far smaller than the pool
+        draws = min(int(wanted * total / inside) + 1, 16 * wanted)
+        generator = torch.Generator().manual_seed(_SEED + round_)
+        found = []
+        for i, size in zip(ids, sizes):
+            m = min(size, max(1, round(draws * size / total)))
+            s = self.sources[i]
+            index = torch.randint(size, (m,), generator=generator).to(s.device)
+            values = s.raw(index).to(self.dtype)
+            if s.eligible is not None:
+                values = torch.where(s.eligible[index] != 0, values, torch.full_like(values, math.nan))
+            keep = values == values
+            if lo is not None:
+                keep &= values > lo
+            if hi is not None:
+                keep &= values < hi
+            found.append(values[keep])
+        sample = torch.cat(found)
+        m = sample.numel()
+        if m == 0:
+            return []
+        q = rank / inside
+        centre = q * m
+        margin = _SIGMAS * math.sqrt(m * q * (1 - q)) + _SIGMAS
+        pivots = set()
+        below, above = math.floor(centre - margin), math.ceil(centre + margin)
+        if below >= 1:
+            pivots.add(float(torch.kthvalue(sample, below).values))
+        if above <= m:
+            pivots.add(float(torch.kthvalue(sample, above).values))
+        return sorted(pivots)
+
+    # -- selection ---------------------------------------------------------------
+    def threshold(self, ids: list[int], k: int) -> tuple[float, list[int], list[int]]:
+        """Return (k-th smallest surviving score of tensors ``ids``, per-tensor counts below it, equal to it).
+
+        Needs ``0 < k <= surviving entries of ids``.
+        """
+        n = self._ranked = sum(self.surviving[i] for i in ids)
+        lo = hi = None
+        le_lo = [0] * len(ids)
+        lt_hi = [self.surviving[i] for i in ids]
+        limit = max(_SMALL, n >> 5)
+        for round_ in range(_ROUNDS):
+            inside = sum(lt_hi) - sum(le_lo)
+            if inside <= limit:
+                break
+            pivots = self._pivots(ids, lo, hi, k - sum(le_lo), inside, round_)
+            if not pivots:
+                break
+            counts = self._count(ids, pivots)
+            prev_le, prev_pivot = le_lo, lo
+            for pivot, (lt, le) in zip(pivots, counts):
+                if k <= sum(lt):  # strictly below this pivot
+                    lo, le_lo, hi, lt_hi = prev_pivot, prev_le, pivot, lt
+                    break
+                if k <= sum(le):  # the k-th score equals the pivot
+                    return pivot, lt, [b - a for a, b in zip(lt, le)]
+                prev_le, prev_pivot = le, pivot
+            else:  # above the last pivot
+                lo, le_lo = prev_pivot, prev_le
+        pieces = self._gather(ids, lo, hi)
+        rank = k - sum(le_lo)
+        nonempty = [p for p in pieces if p.numel()]
+        values = torch.cat(nonempty) if len(nonempty) > 1 else nonempty[0]
+        thr = float(torch.kthvalue(values, rank).values)
+        below = [b + int(torch.count_nonzero(p < thr)) for b, p in zip(le_lo, pieces)]
+        at = [int(torch.count_nonzero(p == thr)) for p in pieces]
+        return thr, below, at
+
+    def bottom(self, ids: list[int], k: int) -> dict[int, tuple]:
+        """Plan the bottom-``k`` pruning of tensors ``ids`` (ties: lower tensor, then lower flat index first).
+
+        Returns ``{i: (plan, kept count)}``; a plan is ``"all"`` (keep every survivor),
+        ``"none"`` or ``(threshold, ties pruned, ties in the tensor)``.
+        """
+        n = sum(self.surviving[i] for i in ids)
+        if k <= 0 or n == 0:
+            return {i: ("all", self.surviving[i]) for i in ids}
+        if k >= n:
+            return {i: ("none", 0) for i in ids}
+        live = [i for i in ids if self.surviving[i] > 0]
+        thr, below, at = self.threshold(live, k)
+        need = k - sum(below)
+        out = {i: ("all", 0) for i in ids}
+        for i, b, a in zip(live, below, at):
+            p = min(a, need)
+            need -= p
+            out[i] = ((thr, p, a), self.surviving[i] - b - p)
+        return out
+
+    def write(self, i: int, plan, out: torch.Tensor) -> torch.Tensor:
+        """Write the keep-mask of tensor ``i`` under ``plan`` into ``out`` (bool or float, any shape) and return it."""
+        s = self.sources[i]
+        flat = out.view(-1)
         if plan == "none":
-            return torch.zeros(f.shape, dtype=torch.bool, device=f.device)
+            return out.zero_()
+        if plan == "all":
+            if s.eligible is None:
+                return out.fill_(1)
+            for start in range(0, s.numel, _CHUNK):
+                torch.ne(s.eligible[start:start + _CHUNK], 0, out=flat[start:start + _CHUNK])
+            return out
         thr, pruned, ties = plan
-        if pruned == 0:
-            return f >= thr
-        if pruned >= ties:
-            return f > thr
-        at = f == thr
-        return (f > thr) | (at & (torch.cumsum(at, 0) > pruned))
+        seen = 0
+        for start, scores in self._chunks(s):
+            o = flat[start:start + scores.numel()]
+            if pruned == 0 or (pruned < ties and seen >= pruned):  # every tie (left) is kept
+                torch.ge(scores, thr, out=o)
+            elif pruned >= ties:  # every tie is pruned
+                torch.gt(scores, thr, out=o)
+            else:  # the first `pruned` ties in flat order are pruned
+                torch.gt(scores, thr, out=o)
+                at = scores == thr
+                count = int(torch.count_nonzero(at))
+                if seen + count > pruned:  # the last pruned tie is in this chunk
+                    rank = torch.cumsum(at, 0, dtype=torch.int64) + seen
+                    o[at & (rank > pruned)] = 1
+                seen += count
+        return out
+
+    def write_mask(self, i: int, plan, out: torch.Tensor, old: torch.Tensor | None = None) -> torch.Tensor:
+        """Write ``keep * old`` into the float tensor ``out`` and return it (``old``: the current mask or None).
+
+        ``old`` must be the mask the source's ``eligible`` came from (or None if it had
+        none). Unless ties at the threshold are split, ``out`` itself holds the scores
+        while they are compared, so no buffer is allocated.
+        """
+        s = self.sources[i]
+        plain = s.criterion is None or (s.criterion == "large_final" and s.final.dtype == self.dtype)
+        if plan == "all" and old is not None:
+            return out.copy_(old)
+        if not (isinstance(plan, tuple) and (plan[1] == 0 or plan[1] >= plan[2]) and plain
+                and out.dtype == self.dtype and out.is_contiguous()):
+            self.write(i, plan, out)
+        else:
+            thr, pruned, _ = plan
+            compare = torch.ge if pruned == 0 else torch.gt
+            flat = out.view(-1)
+            for start in range(0, s.numel, _CHUNK):
+                o, f = flat[start:start + _CHUNK], s.final[start:start + _CHUNK]
+                o.copy_(f) if s.criterion is None else torch.abs(f, out=o)
+                compare(o, thr, out=o)  # entries that no longer survive are zeroed by `old` below
+        if old is not None:
+            out.mul_(old)
+        return out
+
+
+def pool_of(scores: list[torch.Tensor], eligible: list[torch.Tensor | None] | None = None,
+            name: str = _DEFAULT_NAME) -> _Pool:
+    """Return a :class:`_Pool` over given score tensors (``eligible``: bool tensors, or None for all)."""
+    eligible = [None] * len(scores) if eligible is None else eligible
+    return _Pool([_Source(s, eligible=e) for s, e in zip(scores, eligible)], name)
 
 
 def bottom_k(scores: torch.Tensor, k: int, name: str = _DEFAULT_NAME) -> torch.Tensor:
@@ -236,13 +399,13 @@ def bottom_k(scores: torch.Tensor, k: int, name: str = _DEFAULT_NAME) -> torch.T
     index is pruned first. Without ties the result equals stock
     ``L1Unstructured``'s ``topk`` selection.
 
-    The threshold is found by a radix select (no sort, no topk); see :class:`_Selection`.
+    The threshold is found without sorting or topk; see :class:`_Pool`.
     """
     n = scores.numel()
     if k <= 0 or n == 0:
         return torch.ones(n, dtype=torch.bool, device=scores.device)
     if k >= n:
         return torch.zeros(n, dtype=torch.bool, device=scores.device)
-    selection = _Selection([scores], name)
-    ((plan, _),) = selection.bottom([0], k).values()
-    return selection.keep(0, plan)
+    pool = pool_of([scores], name=name)
+    ((plan, _),) = pool.bottom([0], k).values()
+    return pool.write(0, plan, torch.empty(n, dtype=torch.bool, device=scores.device))

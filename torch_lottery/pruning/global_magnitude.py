@@ -8,11 +8,53 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from .._validation import check_module_name, check_nonneg_int, count_to_prune, describe
+from .._validation import check_finite, check_module_name, check_nonneg_int, count_to_prune, describe
 from ._core import LotteryMethod, attach, check_scores, current_mask
 from ._rewind import parameter_tensor, rewind_tensor, write_rewind
-from ._select import NEEDS_INITIAL, _Selection, criterion_scores
-from .magnitude import check_magnitude_options
+from ._select import NEEDS_INITIAL, _Pool, _Source, criterion_scores, pool_of
+from .magnitude import _check_rankable, check_magnitude_options
+
+
+def plan_pool(pool: _Pool, amount, min_remaining: int, name: str = "amount", clamp: bool = False) -> list:
+    """Plan one global threshold over ``pool``, keeping ``min_remaining`` surviving entries per tensor.
+
+    Returns one plan per tensor of the pool (see :meth:`_Pool.bottom`); nothing is written.
+
+    Raises:
+        ValueError: if ``amount`` cannot be pruned without breaking a floor (unless ``clamp``).
+    """
+    surviving = pool.surviving
+    total = sum(surviving)
+    k_total = count_to_prune(amount, total, name)
+    floors = [min(min_remaining, s) for s in surviving]
+    prunable = total - sum(floors)
+    if k_total > prunable and clamp:
+        k_total = prunable
+    if k_total > prunable:
+        raise ValueError(
+            f"{name}={amount} would prune {k_total} of {total} surviving entries, but "
+            f"min_remaining={min_remaining} per tensor leaves only {prunable} prunable"
+        )
+    # One threshold over the pool; tensors pushed below their floor are held at it
+    # and the others absorb the rest.
+    plans: list = [None] * len(surviving)
+    fixed: set[int] = set()
+    k_left = k_total
+    while True:
+        free = [i for i in range(len(surviving)) if i not in fixed]
+        if not free:
+            break
+        planned = pool.bottom(free, k_left)
+        violators = [i for i in free if planned[i][1] < floors[i]]
+        if not violators:
+            for i in free:
+                plans[i] = planned[i][0]
+            break
+        for i in violators:
+            plans[i] = pool.bottom([i], surviving[i] - floors[i])[i][0]
+            k_left -= surviving[i] - floors[i]
+            fixed.add(i)
+    return plans
 
 
 def pool_keep(scores: list[torch.Tensor], eligible: list[torch.Tensor], amount, min_remaining: int,
@@ -33,60 +75,13 @@ def pool_keep(scores: list[torch.Tensor], eligible: list[torch.Tensor], amount, 
     Raises:
         ValueError: if ``amount`` cannot be pruned without breaking a floor.
     """
-    flat_scores, selected = [], []
-    for s, e in zip(scores, eligible):
-        flat = s.detach().reshape(-1)
-        if e is None:  # internal: every entry survives
-            selected.append(None)
-        else:
-            e_flat = e.reshape(-1)
-            if bool(e_flat.all()):
-                selected.append(None)
-            else:
-                flat = flat[e_flat]
-                selected.append(e_flat)
-        flat_scores.append(flat)
-    surviving = [f.numel() for f in flat_scores]
-    total = sum(surviving)
-    k_total = count_to_prune(amount, total, name)
-    floors = [min(min_remaining, s) for s in surviving]
-    prunable = total - sum(floors)
-    if k_total > prunable and clamp:
-        k_total = prunable
-    if k_total > prunable:
-        raise ValueError(
-            f"{name}={amount} would prune {k_total} of {total} surviving entries, but "
-            f"min_remaining={min_remaining} per tensor leaves only {prunable} prunable"
-        )
-    # One threshold over the pool, found tensor by tensor (no concatenation, no sort);
-    # tensors pushed below their floor are held at it and the others absorb the rest.
-    selection = _Selection(flat_scores)
-    plans: list = [None] * len(scores)
-    fixed: set[int] = set()
-    k_left = k_total
-    while True:
-        free = [i for i in range(len(scores)) if i not in fixed]
-        if not free:
-            break
-        planned = selection.bottom(free, k_left)
-        violators = [i for i in free if planned[i][1] < floors[i]]
-        if not violators:
-            for i in free:
-                plans[i] = planned[i][0]
-            break
-        for i in violators:
-            plans[i] = selection.bottom([i], surviving[i] - floors[i])[i][0]
-            k_left -= surviving[i] - floors[i]
-            fixed.add(i)
+    pool = pool_of(list(scores), list(eligible))
+    plans = plan_pool(pool, amount, min_remaining, name, clamp)
     out = []
-    for i, (s, e, sel) in enumerate(zip(scores, eligible, selected)):
-        keep = selection.keep(i, plans[i])
-        if sel is None:
-            out.append(keep.view(s.shape if e is None else e.shape))
-        else:
-            mask = torch.zeros_like(e)
-            mask.view(-1)[sel] = keep
-            out.append(mask)
+    for i, (s, e) in enumerate(zip(scores, eligible)):
+        shape = s.shape if e is None else e.shape
+        out.append(pool.write(i, plans[i], torch.empty(shape, dtype=torch.bool, device=s.device)))
+    pool.release()
     return out
 
 
@@ -167,6 +162,7 @@ class GlobalMagnitude(LotteryMethod):
             raise ValueError(
                 "GlobalMagnitude with a rewind-point criterion works through apply() or global_magnitude()"
             )
+        _check_rankable(self, t, self._initial, default_mask)
         scores = criterion_scores(self.criterion, t, self._initial)
         (keep,) = pool_keep([scores], [default_mask != 0], self.amount, self.min_remaining)
         return keep.to(default_mask.dtype)
@@ -298,38 +294,50 @@ def global_magnitude(parameters, amount, *, importance_scores=None, criterion="l
                 raise ValueError(f"amount={amount} * rate_multipliers[{type(module).__name__}.{name}]={m} exceeds 1")
             alone.append((module, name, float(amount) * m))
 
-    def entry(module, name):
+    def source(module, name):
         orig = parameter_tensor(module, name)
         scores = check_scores(_lookup(importance_scores, module, name, None), orig, name)
         final = scores if scores is not None else orig.detach()
         initial = rewind_tensor(rewind_point, module, name, orig) if criterion in NEEDS_INITIAL else None
-        mask = current_mask(module, name)
-        eligible = mask != 0 if mask is not None else None  # None: every entry survives
-        return criterion_scores(criterion, final, initial), eligible
+        check_finite(final, f"{type(module).__name__}.{name}", current_mask(module, name))  # NaN/inf: no ranking
+        if initial is not None:
+            check_finite(initial, f"rewind_point (for {type(module).__name__}.{name})", current_mask(module, name))
+        # Scores are computed chunk by chunk while ranking: no copy of the pool is made.
+        return _Source(final, criterion, initial, eligible=current_mask(module, name))
 
     if rewind_point is not None and rewind:  # validate every rewind tensor before changing anything
         for module, name in pairs:
             rewind_tensor(rewind_point, module, name, parameter_tensor(module, name))
 
-    new_masks: list[tuple[nn.Module, str, torch.Tensor, float, bool]] = []
+    # Plan every mask (one threshold per pool) before changing anything.
+    jobs: list[tuple[_Pool, int, Any, nn.Module, str, float, bool]] = []
     with torch.no_grad():
         if pool:
-            entries = [entry(m, n) for m, n in pool]
-            keeps = pool_keep([s for s, _ in entries], [e for _, e in entries], amount, min_remaining)
-            del entries  # free the scores before the masks are installed
-            new_masks += [(m, n, k, amount, True) for (m, n), k in zip(pool, keeps)]
+            shared = _Pool([source(m, n) for m, n in pool])
+            plans = plan_pool(shared, amount, min_remaining)
+            shared.release()
+            jobs += [(shared, i, plan, m, n, amount, True) for i, (plan, (m, n)) in enumerate(zip(plans, pool))]
         for module, name, rate in alone:
-            scores, eligible = entry(module, name)
-            (keep,) = pool_keep([scores], [eligible], rate, min_remaining,
+            single = _Pool([source(module, name)])
+            (plan,) = plan_pool(single, rate, min_remaining,
                                 name=f"amount * rate_multipliers[{type(module).__name__}.{name}]")
-            new_masks.append((module, name, keep, rate, False))
+            single.release()
+            jobs.append((single, 0, plan, module, name, rate, False))
 
-    while new_masks:  # convert one bool mask at a time, so only one float copy is alive
-        module, name, keep, rate, pooled = new_masks.pop(0)
-        method = GlobalMagnitude(rate, criterion=criterion, rewind_point=rewind_point, rewind=False,
-                                 min_remaining=min_remaining, _mask=keep.to(parameter_tensor(module, name).dtype))
-        del keep
-        method.pooled = pooled
-        attach(module, name, method)
+        # Write each mask straight into its new buffer and install it, one tensor at a time, so that
+        # the only memory added is what the pruned layout holds (the mask and the masked weight).
+        for selection, i, plan, module, name, rate, pooled in jobs:
+            orig = parameter_tensor(module, name)
+            old = current_mask(module, name)
+            mask = torch.empty(orig.shape, dtype=orig.dtype if old is None else old.dtype, device=orig.device)
+            selection.write_mask(i, plan, mask, old)  # keep * old, as GlobalMagnitude.compute_mask does
+            method = GlobalMagnitude(rate, criterion=criterion, rewind_point=rewind_point, rewind=False,
+                                     min_remaining=min_remaining, _mask=mask)
+            method.pooled = pooled
+            attach(module, name, method, mask=mask)
+            del mask, method
+        for selection, *_ in jobs:
+            selection.release()
+    del jobs
     if rewind_point is not None and rewind:
         write_rewind(pairs, rewind_point)

@@ -7,10 +7,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validation import check_amount, check_bool, check_choice, count_to_prune
+from .._validation import check_amount, check_bool, check_choice, check_finite, count_to_prune
 from ._core import LotteryMethod
 from ._rewind import check_rewind_point, pooled, rewind_tensor, signed_constant, write_rewind
-from ._select import CRITERIA, NEEDS_INITIAL, bottom_k, criterion_scores, same_sign
+from ._select import CRITERIA, NEEDS_INITIAL, _Pool, _Source, same_sign
 
 SUPERMASK_VALUES = ("rewind", "signed_constant")
 
@@ -25,6 +25,16 @@ def check_magnitude_options(amount: Any, criterion: Any, rewind_point: Any, rewi
         raise ValueError(
             f"criterion={criterion!r} compares trained and rewind-point weights; pass rewind_point"
         )
+
+
+def _check_rankable(method, t, initial, default_mask) -> None:
+    """Refuse NaN or infinite scores (or rewind values a criterion uses) among the surviving entries."""
+    target = method._target
+    name = (f"{type(target[0]).__name__}.{target[1]}" if target is not None
+            else "the pooled weights (or importance_scores)")
+    check_finite(t, name, default_mask)
+    if initial is not None and method.criterion in NEEDS_INITIAL:
+        check_finite(initial, f"rewind_point (for {name})", default_mask)
 
 
 class LotteryMagnitude(LotteryMethod):
@@ -128,13 +138,25 @@ class LotteryMagnitude(LotteryMethod):
         pairs, initial = None, None
         if self.rewind_point is not None:
             pairs, initial = self._aligned_initial(t)
-        eligible = default_mask != 0
-        final = t[eligible]
-        init = initial[eligible] if initial is not None else None
+        _check_rankable(self, t, initial, default_mask)
+        if default_mask.numel() and bool(default_mask.amin() > 0):
+            # Every entry survives (always so inside a PruningContainer or stock
+            # global_unstructured, which pass the survivors only): no gather, no copy.
+            eligible, final, init = None, t, initial
+        else:
+            eligible = default_mask != 0
+            final = t[eligible]
+            init = initial[eligible] if initial is not None else None
         k = self._prune_count(final.numel(), final, init)
-        scores = criterion_scores(self.criterion, final, init)
-        mask = default_mask.clone(memory_format=torch.contiguous_format)
-        mask[eligible] = bottom_k(scores, k).to(mask.dtype)
+        # Scores are computed chunk by chunk while ranking, and the mask written in place.
+        pool = _Pool([_Source(final, self.criterion, init)])
+        ((plan, _),) = pool.bottom([0], k).values()
+        if eligible is None:
+            mask = pool.write_mask(0, plan, torch.empty(final.shape, dtype=default_mask.dtype, device=final.device))
+        else:
+            mask = default_mask.clone(memory_format=torch.contiguous_format)
+            mask[eligible] = pool.write(0, plan, torch.empty(final.shape, dtype=mask.dtype, device=mask.device))
+        pool.release()
         if pairs is not None and self.rewind:
             # Pool use (stock global_unstructured): rewind every tensor of the pool now.
             write_rewind(pairs, self.rewind_point, self._written)

@@ -1,0 +1,188 @@
+"""Memory held by a pruned model after 1 and after 10 rounds of iterative pruning: stock vs ours.
+
+    python benchmarks/bench_memory.py [--quick]
+
+Counts (does not time) the bytes of every distinct tensor storage the model keeps
+alive: parameters, buffers, tensor attributes (the computed ``module.<name>``) and
+whatever the forward pre-hooks hold (stock ``CustomFromMask`` keeps its mask, a view
+of the whole pool's mask, one more per round). Each scenario prunes 20% of the
+surviving weights per round, 10 rounds, and records the bytes after round 1 and
+after round 10 (``find_ticket`` runs twice, with ``rounds=1`` and ``rounds=10``, and a
+training function that does nothing). The model: LeNet-300-100 (``--quick``), plus
+torchvision ResNet-18's conv/linear weights (weights=None) in the full run.
+Writes benchmarks/results/memory.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
+import _harness as h  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn.utils import prune  # noqa: E402
+
+import torch_lottery as tl  # noqa: E402
+
+ROUNDS = 10
+RATE = 0.2
+
+
+def held_bytes(model: nn.Module) -> int:
+    """Bytes of the distinct tensor storages the model keeps alive (parameters, buffers, attributes, hooks)."""
+    storages: dict[int, int] = {}
+
+    def add(t: torch.Tensor) -> None:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+
+    def walk(obj, depth: int = 0) -> None:
+        if isinstance(obj, torch.Tensor):
+            add(obj)
+        elif depth > 6 or isinstance(obj, (nn.Module, str, bytes, int, float, bool, type(None))):
+            return
+        elif isinstance(obj, dict):
+            for value in obj.values():
+                walk(value, depth + 1)
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            for value in obj:
+                walk(value, depth + 1)
+        elif hasattr(obj, "__dict__"):
+            walk(vars(obj), depth + 1)
+
+    for module in model.modules():
+        for t in list(module._parameters.values()) + list(module._buffers.values()):
+            if t is not None:
+                add(t)
+        for value in vars(module).values():
+            if isinstance(value, torch.Tensor):
+                add(value)
+        for hook in module._forward_pre_hooks.values():
+            walk(hook)
+    return sum(storages.values())
+
+
+def build(name: str) -> tuple[nn.Module, list]:
+    torch.manual_seed(0)
+    if name == "lenet300100":
+        model = nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
+                              nn.Linear(100, 10))
+    else:
+        import torchvision
+
+        model = getattr(torchvision.models, name)(weights=None)
+    return model, [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def stock_global(model, params, compact):
+    prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=RATE)
+    if compact:
+        tl.compact_hooks(model)
+
+
+def stock_local(model, params, compact):
+    for module, name in params:
+        prune.l1_unstructured(module, name, amount=RATE)
+    if compact:
+        tl.compact_hooks(model)
+
+
+def stock_global_lottery(model, params, compact):
+    prune.global_unstructured(params, pruning_method=tl.LotteryMagnitude, amount=RATE)
+    if compact:
+        tl.compact_hooks(model)
+
+
+def ours_local(model, params, compact):
+    for module, name in params:
+        tl.lottery_magnitude(module, name, amount=RATE)
+
+
+def ours_global(model, params, compact):
+    tl.global_magnitude(params, amount=RATE, min_remaining=0)
+
+
+SCENARIOS = [
+    # (label, round function, compact_hooks after each round, ours?)
+    ("stock global_unstructured(L1Unstructured)", stock_global, False, False),
+    ("stock global_unstructured(L1Unstructured) + compact_hooks", stock_global, True, False),
+    ("stock l1_unstructured per tensor", stock_local, False, False),
+    ("stock global_unstructured(LotteryMagnitude)", stock_global_lottery, False, False),
+    ("stock global_unstructured(LotteryMagnitude) + compact_hooks", stock_global_lottery, True, True),
+    ("lottery_magnitude per tensor", ours_local, False, True),
+    ("global_magnitude", ours_global, False, True),
+]
+
+
+def run_scenario(model_name: str, fn, compact: bool) -> tuple[int, int, int]:
+    model, params = build(model_name)
+    weight_bytes = sum(m.weight.numel() * m.weight.element_size() for m, _ in params)
+    after = []
+    with torch.no_grad():
+        for round_ in range(1, ROUNDS + 1):
+            fn(model, params, compact)
+            if round_ in (1, ROUNDS):
+                after.append(held_bytes(model))
+    return after[0], after[1], weight_bytes
+
+
+def run_driver(model_name: str) -> tuple[int, int, int]:
+    out = []
+    for rounds in (1, ROUNDS):
+        model, params = build(model_name)
+        names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        tl.find_ticket(model, lambda m, context: None, strategy="imp",
+                       strategy_options={"rate": RATE, "scope": "global", "min_remaining": 0},
+                       rounds=rounds, parameters=[f"{n}.weight" for n in names])
+        out.append(held_bytes(model))
+    return out[0], out[1], sum(m.weight.numel() * m.weight.element_size() for m, _ in params)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="LeNet-300-100 only")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: the cores are shared; 0: torch's default); counts do not depend on it")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    models = ["lenet300100"] if args.quick else ["lenet300100", "resnet18"]
+    machine = h.machine()
+    results = {"machine": machine, "rounds": ROUNDS, "rate": RATE, "models": {}}
+    rows = []
+    for model_name in models:
+        entries = []
+        for label, fn, compact, ours in SCENARIOS:
+            one, ten, wb = run_scenario(model_name, fn, compact)
+            entries.append({"scenario": label, "ours": ours, "after_1": one, "after_10": ten, "weight_bytes": wb})
+        one, ten, wb = run_driver(model_name)
+        entries.append({"scenario": "find_ticket (strategy imp, global)", "ours": True, "after_1": one,
+                        "after_10": ten, "weight_bytes": wb})
+        results["models"][model_name] = entries
+        for e in entries:
+            wb = e["weight_bytes"]
+            rows.append([model_name, e["scenario"], f"{e['after_1'] / 2**20:.2f}", f"{e['after_10'] / 2**20:.2f}",
+                         f"{e['after_10'] / e['after_1']:.2f}x", f"{e['after_1'] / wb:.2f}x", f"{e['after_10'] / wb:.2f}x",
+                         "yes" if e["after_1"] == e["after_10"] else "no"])
+    flat = all(e["after_1"] == e["after_10"] for m in results["models"].values() for e in m if e["ours"])
+    results["goal"] = {"flat_for_ours": flat}
+    markdown = "\n".join([
+        f"Machine: {h.machine_line(machine)}", f"Command: `{h.command()}`", "",
+        h.table(["model", "scenario", "MiB after 1 round", "MiB after 10 rounds", "10 / 1",
+                 "after 1 / prunable weights", "after 10 / prunable weights", "flat"], rows), "",
+        h.table(["goal", "measured", "status"],
+                [["memory held after 10 rounds equals that after 1 round, with our methods, compact_hooks and "
+                  "the driver", "equal in every such scenario" if flat else "NOT equal", "met" if flat else "missed"]]),
+    ])
+    print(markdown)
+    h.write_result("memory", results, markdown)
+    return results
+
+
+if __name__ == "__main__":
+    main()
