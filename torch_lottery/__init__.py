@@ -36,6 +36,7 @@ from .plugins import (
 )
 from .strategies import IterativeMagnitude, OneShotMagnitude, PruneContext, RandomPruning, Strategy
 from .driver import ApplyReport, RoundContext, Ticket, find_ticket
+from . import distributed  # broadcast_masks, assert_masks_agree, ... (torch_lottery.distributed)
 
 __version__ = "0.1.0"
 

@@ -86,7 +86,8 @@ def check_module_name(module: Any, name: Any) -> torch.Tensor:
 
     Raises:
         TypeError: if ``module`` is not an ``nn.Module`` or ``name`` not a str.
-        ValueError: if the module has no parameter of that name.
+        ValueError: if the module has no parameter of that name, or it is on the
+            meta device (no values).
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {describe(module)}")
@@ -94,13 +95,17 @@ def check_module_name(module: Any, name: Any) -> torch.Tensor:
         raise TypeError(f"name must be a str, got {describe(name)}")
     orig = module._parameters.get(name + "_orig")
     if orig is not None and name + "_mask" in module._buffers:
-        return orig
-    param = module._parameters.get(name)
+        param = orig
+    else:
+        param = module._parameters.get(name)
     if param is None:
         raise ValueError(
             f"name={name!r} is not a parameter of {type(module).__name__} "
             f"(parameters: {', '.join(k for k, v in module._parameters.items() if v is not None) or 'none'})"
         )
+    if param.device.type == "meta":
+        raise ValueError(f"{type(module).__name__}.{name} is on the meta device: it has no values to prune "
+                         "(materialize the model first, e.g. model.to_empty(device='cpu') and initialize it)")
     return param
 
 
@@ -121,7 +126,39 @@ def check_generator(generator: Any, seed: Any) -> torch.Generator | None:
     return None
 
 
-def check_finite(t: torch.Tensor, name: str) -> None:
-    """Check that a floating tensor has no NaN (infinities are allowed)."""
-    if t.is_floating_point() and bool(torch.isnan(t).any()):
-        raise ValueError(f"{name} contains NaN values (shape {tuple(t.shape)}); cannot rank entries")
+def check_finite(t: torch.Tensor, name: str, mask: torch.Tensor | None = None) -> None:
+    """Check that the entries of a floating tensor that will be ranked have no NaN or infinity.
+
+    Only entries where ``mask`` is non-zero are checked (all of them without a
+    mask): a pruned entry is never ranked. The tensor is read in chunks with a
+    min/max reduction, so no tensor of its size is allocated unless a chunk
+    holds a non-finite value.
+
+    Raises:
+        ValueError: naming ``name``, the kind of value (NaN or infinite), an
+            example and its flat index; or if ``t`` is on the meta device (no values).
+    """
+    if not t.is_floating_point():
+        return
+    if t.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device: it has no values to rank")
+    flat = t.detach().reshape(-1)
+    keep = None if mask is None else mask.detach().reshape(-1)
+    for start in range(0, flat.numel(), _CHUNK):
+        chunk = flat[start:start + _CHUNK]
+        low, high = torch.aminmax(chunk)  # NaN propagates into both
+        if math.isfinite(float(low)) and math.isfinite(float(high)):
+            continue
+        bad = ~torch.isfinite(chunk)
+        if keep is not None:
+            bad &= keep[start:start + _CHUNK] != 0
+        if bool(bad.any()):
+            index = int(bad.nonzero()[0])
+            value = float(chunk[index])
+            kind = "NaN" if math.isnan(value) else "infinite"
+            raise ValueError(f"{name} contains {kind} values (shape {tuple(t.shape)}; e.g. {value} at flat index "
+                             f"{start + index}); cannot rank entries")
+
+
+#: Entries read at once by :func:`check_finite`.
+_CHUNK = 1 << 20

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
 EPILOG = "Documentation: docs/index.md; results of our reproductions: docs/results.md."
+#: Set to a non-empty value to get the traceback of an unexpected error instead of one line.
+TRACEBACK_ENV = "TORCH_LOTTERY_TRACEBACK"
 
 
 def _positive_int(text: str) -> int:
@@ -104,14 +107,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_out(path: str | None, option: str = "--out") -> None:
+    """Refuse an output directory that cannot be created or written, before any work is done."""
+    if not path:
+        return
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        where = "is a file" if probe == os.path.abspath(path) else f"is inside a file ({probe!r})"
+        raise ValueError(f"{option}={path!r} {where}, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{option}={path!r} is not writable ({probe!r} refuses new files)")
+
+
 def _sum_of_two(args: argparse.Namespace) -> int:
     from .experiments.sum_of_two import format_result, run
     if args.device != "cpu":
         raise ValueError(f"--device={args.device!r}: sum-of-two runs on the cpu")
+    _check_out(args.out)
     result = run(seed=args.seed)
     if args.out:
         from .experiments.report import _write_text
-        import os
         os.makedirs(args.out, exist_ok=True)
         _write_text(os.path.join(args.out, "result.json"), json.dumps(result, indent=1))
     print(json.dumps(result) if args.json else format_result(result))
@@ -131,6 +148,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     config.check()
     out = args.out or f"runs/{args.dataset}-{args.model.replace(':', '-')}"
+    _check_out(out)
     result = run_experiment(config)
     paths = write_outputs(result, out)
     if args.json:
@@ -142,8 +160,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .experiments.report import load_results, table, write_outputs
+    from .experiments.report import RESULTS_JSON, check_metric, load_results, table, write_outputs
     result = load_results(args.directory)
+    check_metric(result, args.metric, os.path.join(args.directory, RESULTS_JSON))
     paths = write_outputs(result, args.directory)
     print(table(result, args.metric))
     print(f"\nwrote {', '.join(paths.values())}")
@@ -178,6 +197,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"torch-lottery {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except Exception as error:  # a bug: still one line, unless the traceback is asked for
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        text = str(error).splitlines()[0] if str(error) else ""
+        print(f"torch-lottery {args.command}: error: internal error {type(error).__name__}"
+              f"{': ' + text if text else ''} (set {TRACEBACK_ENV}=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

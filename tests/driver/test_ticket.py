@@ -460,6 +460,6 @@ def test_state_dict_is_plain(found):
     _, ticket = found
     state = ticket.state_dict()
     assert state["format"] == "torch_lottery.ticket"
-    assert state["version"] == 1
+    assert state["version"] == 2  # 2: saved files carry a SHA-256 digest
     assert set(state) == {"format", "version", "masks", "rewind", "history", "config"}
     assert_same_ticket(ticket, Ticket.from_state_dict(state))

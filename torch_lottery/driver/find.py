@@ -9,16 +9,19 @@ import random
 import time
 from typing import Any, Callable, Iterable, Mapping
 
+import pluggy
 import torch
 from torch import nn
 
-from .._validation import check_nonneg_int, describe
-from ..plugins.manager import get_plugin_manager, get_strategy
+from .._validation import check_finite, check_nonneg_int, describe
+from ..distributed import RunSync, unwrap
+from ..plugins.manager import PluginError, get_plugin_manager, get_strategy, strategy_entries
 from ..pruning._core import is_pruned_tensor
 from ..pruning._rewind import parameter_tensor
 from ..pruning.fixed import FixedMask
 from ..pruning.utils import get_mask, named_prunable_parameters
-from ..rewinding.point import RewindPoint, atomic_save
+from .._files import save_state
+from ..rewinding.point import RewindPoint
 from ..strategies.base import PruneContext, Strategy
 from . import files
 from .ticket import Ticket
@@ -157,6 +160,58 @@ def _check_masks(new: Any, names: tuple[str, ...], old: Mapping[str, torch.Tenso
     return out
 
 
+def _plugin_label(impl: Any) -> str:
+    name = impl.plugin_name
+    if name.isdigit():  # registered without a name: pluggy uses id(plugin)
+        plugin = impl.plugin
+        name = getattr(plugin, "__name__", None) or f"{type(plugin).__module__}.{type(plugin).__qualname__} object"
+    return name
+
+
+def _culprit(caller: Any, error: BaseException) -> str:
+    """Return the name of the plugin whose hook implementation raised ``error`` (from its traceback)."""
+    codes = {}
+    for impl in caller.get_hookimpls():
+        function = getattr(impl.function, "__func__", impl.function)
+        code = getattr(function, "__code__", None)
+        if code is not None:
+            codes[code] = _plugin_label(impl)
+    tb, found = error.__traceback__, None
+    while tb is not None:
+        found = codes.get(tb.tb_frame.f_code, found)
+        tb = tb.tb_next
+    return found or "unknown"
+
+
+def _origin(strategy_name: str) -> str:
+    for entry in strategy_entries():
+        if entry.name == strategy_name:
+            return f" (plugin {entry.plugin!r})"
+    return ""
+
+
+class _GuardedHooks:
+    """The plugin manager's ``hook`` relay; an exception raised by an observer becomes a
+    :class:`PluginError` naming the plugin, the hook and the round (the original is its cause)."""
+
+    def __init__(self, pm: Any) -> None:
+        self._pm = pm
+
+    def __getattr__(self, hook_name: str) -> Callable[..., Any]:
+        caller = getattr(self._pm.hook, hook_name)
+
+        def call(**kwargs: Any) -> Any:
+            try:
+                return caller(**kwargs)
+            except Exception as error:
+                raise PluginError(
+                    f"plugin {_culprit(caller, error)!r} raised in {hook_name} (round {kwargs.get('round_index')}): "
+                    f"{type(error).__name__}: {error}; the run stops here (finished rounds in checkpoint_dir "
+                    "are kept, so it can be resumed)") from error
+
+        return call
+
+
 class _Run:
     """One run of the driver (kept in one object so resume can rebuild it)."""
 
@@ -172,7 +227,9 @@ class _Run:
         self.rewind_point: RewindPoint | None = None
         self.rewind_extra: dict[str, Any] | None = None
         self.history: list[dict] = []
-        self.hook = get_plugin_manager().hook
+        self.hook = _GuardedHooks(get_plugin_manager())  # an observer that raises is named in the error
+        self.wrapper = model  # what train and evaluate get (e.g. the DDP wrapper of model)
+        self.sync = RunSync(enabled=False)  # identical ranks under torch.distributed
 
     # -- bookkeeping ------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -224,6 +281,7 @@ class _Run:
             self.optimizer.load_state_dict(copy.deepcopy(self.rewind_extra["optimizer"]))
             if self.scheduler is not None and self.rewind_extra["scheduler"] is not None:
                 self.scheduler.load_state_dict(copy.deepcopy(self.rewind_extra["scheduler"]))
+        self.sync.model(self.model)  # rank 0's rewound weights and buffers on every rank
 
     # -- one round --------------------------------------------------------------
     def train_and_record(self, round_index: int, started: float) -> dict[str, Any]:
@@ -236,7 +294,7 @@ class _Run:
         if self.optimizer is not None:
             handle = self.optimizer.register_step_post_hook(lambda *_: context._advance())
         try:
-            metrics = _metrics(self.train_fn(self.model, context), "train")
+            metrics = _metrics(self.train_fn(self.wrapper, context), "train")
         finally:
             if handle is not None:
                 handle.remove()
@@ -247,10 +305,11 @@ class _Run:
                 "or pass optimizer= to find_ticket"
             )
         if self.evaluate_fn is not None:
-            metrics.update(_metrics(self.evaluate_fn(self.model), "evaluate"))
+            metrics.update(_metrics(self.evaluate_fn(self.wrapper), "evaluate"))
         metrics.setdefault("iterations", context.iteration)
         record = {"round": round_index, **self.figures(), "metrics": metrics,
                   "seconds": round(time.perf_counter() - started, 6)}
+        record = self.sync.value(record)  # rank 0's metrics in every rank's history
         self.history.append(record)
         self.hook.torch_lottery_round_end(round_index=round_index, model=self.model, record=copy.deepcopy(record))
         return record
@@ -259,10 +318,21 @@ class _Run:
         old = self.masks()
         generator = torch.Generator().manual_seed(_round_seed(self.seed, round_index, salt=1))
         weights = {n: parameter_tensor(m, name).detach() for n, (m, name) in zip(self.names, self.pairs)}
+        for name, values in weights.items():  # a diverged training run stops here, before anything is pruned
+            check_finite(values, f"the weights of {name!r} after training round {round_index - 1} (diverged?)",
+                         old[name])
         rewind = {n: self.rewind_point[n] for n in self.names if n in self.rewind_point}
         context = PruneContext(self.model, self.names, weights, old, rewind, round_index, generator)
-        new = _check_masks(self.strategy.prune(context), self.names, old, self.strategy_name,
+        try:
+            proposed = self.strategy.prune(context)
+        except (ValueError, TypeError):  # the strategy's own checks, which name what is wrong
+            raise
+        except Exception as error:
+            raise PluginError(f"strategy {self.strategy_name!r}{_origin(self.strategy_name)} raised in prune "
+                              f"(round {round_index}): {type(error).__name__}: {error}; nothing was pruned") from error
+        new = _check_masks(proposed, self.names, old, self.strategy_name,
                            bool(getattr(self.strategy, "may_grow", False)))
+        new = self.sync.masks(new)  # rank 0's masks on every rank, whatever their RNG states
         source = f"{self.strategy_name} round {round_index}"
         for name, (module, tensor_name) in zip(self.names, self.pairs):
             FixedMask.apply(module, tensor_name, new[name], source=source)
@@ -283,6 +353,9 @@ class _Run:
     def save(self, round_index: int) -> None:
         if self.checkpoint_dir is None:
             return
+        self.sync.write(lambda: self._write_round(round_index))  # rank 0 writes; the others wait
+
+    def _write_round(self, round_index: int) -> None:
         state = {
             "format": files.CHECKPOINT_FORMAT,
             "version": files.CHECKPOINT_VERSION,
@@ -296,30 +369,25 @@ class _Run:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "history": copy.deepcopy(self.history),
         }
-        atomic_save(state, files.round_path(self.checkpoint_dir, round_index))
+        save_state(state, files.round_path(self.checkpoint_dir, round_index))  # atomic, with a digest
 
-    def resume(self) -> int:
+    def resume(self, finished: list[int] | None = None) -> int:
         """Load the last finished round from the checkpoint directory; return the next round."""
         if self.checkpoint_dir is None:
             return 0
-        done = files.finished_rounds(self.checkpoint_dir)
+        done = files.finished_rounds(self.checkpoint_dir) if finished is None else finished
         if not done:
             return 0
         path = files.round_path(self.checkpoint_dir, done[-1])
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise ValueError(f"checkpoint {path!r} is damaged and cannot be resumed from: {error}") from None
-        if not isinstance(state, dict) or state.get("format") != files.CHECKPOINT_FORMAT:
-            raise ValueError(f"{path!r} is not a torch-lottery checkpoint")
-        if state.get("version") != files.CHECKPOINT_VERSION:
-            raise ValueError(f"{path!r} has checkpoint version {state.get('version')!r}")
+        state = files.load_checkpoint(path, done)  # digest and layout checked; damage stops the run
         saved, current = state["config"], self.config()
         differ = sorted(k for k in current if saved.get(k) != current[k] and k != "rounds" and k != "target_remaining")
         if differ:
             raise ValueError(f"checkpoint_dir={os.fspath(self.checkpoint_dir)!r} holds a run with other settings "
                              f"({', '.join(f'{k}: {saved.get(k)!r} vs {current[k]!r}' for k in differ)}); "
                              "use another directory or the same settings")
+        files.check_checkpoint_fits(state, path, self.model, self.names, self.pairs, self.optimizer,
+                                    self.scheduler)  # before anything changes
         if state["masks"] is not None:
             for name, (module, tensor_name) in zip(self.names, self.pairs):
                 FixedMask.apply(module, tensor_name, state["masks"][name], source=f"{self.strategy_name} (resumed)")
@@ -336,7 +404,10 @@ class _Run:
 
     # -- the loop ---------------------------------------------------------------
     def run(self) -> Ticket:
-        start_round = self.resume()
+        finished = None
+        if self.checkpoint_dir is not None and self.sync.active:  # every rank resumes rank 0's round
+            finished = self.sync.value(files.finished_rounds(self.checkpoint_dir))
+        start_round = self.sync.together(lambda: self.resume(finished))
         round_index = start_round
         if round_index == 0:
             started = time.perf_counter()
@@ -345,6 +416,7 @@ class _Run:
             if self.rewind_iteration == 0:
                 self.capture(0)
             self.train_and_record(0, started)
+            self.sync.point(self.rewind_point)  # rank 0's rewind point on every rank
             self.save(0)
             round_index = 1
         while not (len(self.history) and self.done(round_index - 1)):
@@ -360,8 +432,24 @@ class _Run:
             round_index += 1
         ticket = Ticket(self.masks(), self.rewind_point, self.history, self.config())
         if self.checkpoint_dir is not None:
-            ticket.save(os.path.join(os.fspath(self.checkpoint_dir), files.TICKET_FILE))
+            path = os.path.join(os.fspath(self.checkpoint_dir), files.TICKET_FILE)
+            self.sync.write(lambda: ticket.save(path))
         return ticket
+
+
+def _check_directory(path: str | os.PathLike) -> None:
+    """Check that ``checkpoint_dir`` is, or can become, a directory (nothing is created here)."""
+    probe = os.path.abspath(os.fspath(path))
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        where = "is a file" if probe == os.path.abspath(os.fspath(path)) else f"is inside a file ({probe!r})"
+        raise ValueError(f"checkpoint_dir={os.fspath(path)!r} {where}, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"checkpoint_dir={os.fspath(path)!r} is not writable ({probe!r} refuses new files)")
 
 
 def _parameters(model: nn.Module, parameters: Any) -> tuple[tuple[str, ...], list[tuple[nn.Module, str]]]:
@@ -390,8 +478,14 @@ def _parameters(model: nn.Module, parameters: Any) -> tuple[tuple[str, ...], lis
             named[qualified] = (module, name)
             names_list.append(qualified)
         names = tuple(names_list)
+        if not names:
+            raise ValueError("parameters is empty: nothing to prune")
     if not names:
         raise ValueError("model has no prunable parameters (pass parameters=...)")
+    for name in names:
+        module, tensor_name = named[name]
+        if parameter_tensor(module, tensor_name).device.type == "meta":
+            raise ValueError(f"the tensor {name!r} to prune is on the meta device (it has no values to train or prune)")
     return names, [named[n] for n in names]
 
 
@@ -401,7 +495,7 @@ def find_ticket(model: nn.Module, train: TrainFn, evaluate: EvalFn | None = None
                 parameters: Iterable | None = None, optimizer: torch.optim.Optimizer | None = None,
                 scheduler: Any = None, rewind_state: bool = False,
                 checkpoint_dir: str | os.PathLike | None = None, seed: int = 0,
-                plugins: Iterable[Any] = ()) -> Ticket:
+                plugins: Iterable[Any] = (), distributed: bool | None = None) -> Ticket:
     """Find a lottery ticket with your own training loop: train, prune, rewind, repeat.
 
     Round 0 trains the dense model (capturing the rewind point at the strategy's
@@ -415,8 +509,16 @@ def find_ticket(model: nn.Module, train: TrainFn, evaluate: EvalFn | None = None
     installed) are seeded from ``seed`` and the round, so two runs with the same
     seed are identical and a resumed run matches an uninterrupted one.
 
+    Under ``torch.distributed`` (e.g. ``torchrun`` with ``DistributedDataParallel``)
+    call it on every rank with the same arguments: rank 0's masks, rewind point,
+    rewound weights and history are broadcast each round (so every rank holds
+    bit-identical masks and weights, whatever its RNG state), and only rank 0
+    writes checkpoints and the ticket. See ``docs/distributed.md``.
+
     Args:
-        model (nn.Module): the model, at its initialization.
+        model (nn.Module): the model, at its initialization, or its
+            ``DistributedDataParallel`` wrapper: ``train`` and ``evaluate`` then get
+            the wrapper, while pruning, tensor names and files use ``model.module``.
         train (callable): ``train(model, context) -> dict | None``: trains the
             model for one round with your own loop; ``context`` is a
             :class:`RoundContext` (call ``context.step()`` after each optimizer
@@ -438,18 +540,28 @@ def find_ticket(model: nn.Module, train: TrainFn, evaluate: EvalFn | None = None
         rewind_state (bool): also rewind the optimizer state, the scheduler
             position and the model's buffers to the rewind iteration (needs ``optimizer``).
         checkpoint_dir (path, optional): write every finished round there
-            (atomically) and the ticket as ``ticket.pt``; a run started again with
-            the same directory and settings resumes after the last finished round.
+            (atomically, with a SHA-256 digest) and the ticket as ``ticket.pt``; a
+            run started again with the same directory and settings resumes after
+            the last finished round. A damaged last round stops the run with a
+            ``ValueError`` saying how to resume from the round before it.
         seed (int): seed of the run.
         plugins (iterable): plugin objects registered for this run only (e.g. loggers).
+        distributed (bool, optional): keep the ranks of a ``torch.distributed``
+            job identical (see above). Default (None): whenever a process group
+            of more than one rank is initialized; False: each rank runs on its own
+            (e.g. one seed per rank; give each its own ``checkpoint_dir``); True:
+            require an initialized process group.
 
     Returns:
         Ticket: final masks, rewind values, per-round history and configuration.
         The model is left pruned and trained (the last round's subnetwork).
 
     Raises:
-        TypeError, ValueError: on bad arguments (before anything runs);
-        StrategyError: on an unknown strategy name.
+        TypeError, ValueError: on bad arguments (before anything runs), a
+            damaged or unfitting checkpoint (before anything is loaded), or
+            NaN/infinite trained weights (before they are pruned);
+        StrategyError: on an unknown strategy name;
+        PluginError: if an observer plugin, or the strategy's ``prune``, raises.
 
     Examples:
         >>> import torch
@@ -474,6 +586,12 @@ def find_ticket(model: nn.Module, train: TrainFn, evaluate: EvalFn | None = None
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+    if distributed is not None and not isinstance(distributed, bool):
+        raise TypeError(f"distributed must be None or a bool, got {describe(distributed)}")
+    if distributed and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        raise ValueError("distributed=True needs an initialized torch.distributed process group "
+                         "(torch.distributed.init_process_group)")
+    wrapper, model = model, unwrap(model)
     if not callable(train):
         raise TypeError(f"train must be callable as train(model, context), got {describe(train)}")
     if evaluate is not None and not callable(evaluate):
@@ -507,23 +625,39 @@ def find_ticket(model: nn.Module, train: TrainFn, evaluate: EvalFn | None = None
     if checkpoint_dir is not None:
         if not isinstance(checkpoint_dir, (str, os.PathLike)):
             raise TypeError(f"checkpoint_dir must be a path, got {describe(checkpoint_dir)}")
-        os.makedirs(checkpoint_dir, exist_ok=True)
+        _check_directory(checkpoint_dir)
     names, pairs = _parameters(model, parameters)
     validate = getattr(instance, "validate", None)
     if validate is not None:
         validate(names)
+    if isinstance(plugins, (str, bytes, nn.Module)) or not isinstance(plugins, Iterable):
+        raise TypeError(f"plugins must be an iterable of plugin objects, got {describe(plugins)}")
     plugins = list(plugins)
+    created = checkpoint_dir is not None and not os.path.exists(checkpoint_dir)
+    if checkpoint_dir is not None:
+        os.makedirs(checkpoint_dir, exist_ok=True)  # only once every argument is known to be good
 
     pm = get_plugin_manager()
     ours = []  # only what this run registered is unregistered at its end
     try:
-        for plugin in plugins:
+        for index, plugin in enumerate(plugins):
             if not pm.is_registered(plugin):
-                pm.register(plugin)
+                try:
+                    pm.register(plugin)
+                except pluggy.PluginValidationError as error:
+                    detail = " ".join(str(error).split())
+                    raise PluginError(f"plugins[{index}]={describe(plugin)} cannot be registered: {detail}") from None
                 ours.append(plugin)
         run = _Run(model, train, evaluate, strategy_name, instance, names, pairs, rounds, target_remaining,
                    optimizer, scheduler, rewind_state, checkpoint_dir, int(seed))
+        run.wrapper = wrapper
+        group = wrapper.process_group if isinstance(wrapper, nn.parallel.DistributedDataParallel) else None
+        run.sync = RunSync(group, enabled=distributed is not False)
         return run.run()
+    except BaseException:
+        if created and os.path.isdir(checkpoint_dir) and not os.listdir(checkpoint_dir):
+            os.rmdir(checkpoint_dir)  # a run that failed before writing anything leaves no empty folder
+        raise
     finally:
         for plugin in ours:
             if pm.is_registered(plugin):

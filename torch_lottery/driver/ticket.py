@@ -11,11 +11,13 @@ import torch
 from torch import nn
 
 from .._validation import describe
+from ..distributed import unwrap
 from ..pruning._core import refresh
 from ..pruning._rewind import parameter_tensor
 from ..pruning.fixed import FixedMask
 from ..pruning.utils import named_prunable_parameters
-from ..rewinding.point import RewindPoint, atomic_save
+from .._files import load_state, save_state
+from ..rewinding.point import RewindPoint
 from . import files
 
 
@@ -96,6 +98,8 @@ class Ticket:
         for name, mask in masks.items():
             if not isinstance(name, str) or not isinstance(mask, torch.Tensor):
                 raise TypeError(f"masks must map str to Tensor, got {describe(name)}: {describe(mask)}")
+            if mask.device.type == "meta":
+                raise ValueError(f"masks[{name!r}] is on the meta device: it has no values")
             if mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any()):
                 raise ValueError(f"masks[{name!r}] must hold only 0 and 1")
             self.masks[name] = mask.detach().bool()
@@ -150,9 +154,9 @@ class Ticket:
         """Build a ticket from :meth:`state_dict` output, checking its layout."""
         if not isinstance(state, dict) or state.get("format") != files.TICKET_FORMAT:
             raise ValueError(f"{source} is not a torch-lottery ticket (no format={files.TICKET_FORMAT!r} field)")
-        if state.get("version") != files.TICKET_VERSION:
+        if type(state.get("version")) is not int or state["version"] not in files.TICKET_READS:
             raise ValueError(f"{source} has ticket version {state.get('version')!r}; "
-                             f"this release reads {files.TICKET_VERSION}")
+                             f"this release reads {', '.join(map(str, files.TICKET_READS))}")
         try:
             rewind = RewindPoint.from_state_dict(state["rewind"], source=f"{source} (rewind)")
             return cls(state["masks"], rewind, state["history"], state["config"])
@@ -160,23 +164,28 @@ class Ticket:
             raise ValueError(f"{source} is a damaged ticket: {type(error).__name__}: {error}") from None
 
     def save(self, path: str | os.PathLike) -> None:
-        """Save to ``path`` atomically (temporary file, fsync, rename)."""
-        atomic_save(self.state_dict(), path)
+        """Save to ``path`` atomically (temporary file, fsync, rename) with a SHA-256 digest of the content.
+
+        Raises:
+            TypeError: if ``path`` is not a str or path-like.
+        """
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {describe(path)}")
+        save_state(self.state_dict(), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: Any = "cpu") -> "Ticket":
         """Load a ticket saved by :meth:`save`, with ``torch.load(weights_only=True)``.
 
         Raises:
+            TypeError: if ``path`` is not a str or path-like.
             FileNotFoundError: if ``path`` does not exist.
-            ValueError: if the file is not a ticket, or is damaged or truncated.
+            ValueError: if the file is not a ticket, or is damaged or truncated
+                (its SHA-256 digest does not match).
         """
-        try:
-            state = torch.load(path, map_location=map_location, weights_only=True)
-        except FileNotFoundError:
-            raise
-        except Exception as error:
-            raise ValueError(f"path={os.fspath(path)!r} is not a readable ticket: {error}") from None
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {describe(path)}")
+        state = load_state(path, "ticket", files.TICKET_FORMAT, map_location=map_location)
         return cls.from_state_dict(state, source=f"path={os.fspath(path)!r}")
 
     # -- applying ----------------------------------------------------------------
@@ -184,6 +193,7 @@ class Ticket:
         """Match the ticket's tensors with ``model``'s by name and shape, without changing it."""
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+        model = unwrap(model)  # a DistributedDataParallel wrapper: its module's names
         report = ApplyReport()
         mask_jobs, rewind_jobs = [], []
         for qualified, mask in self.masks.items():
@@ -220,6 +230,11 @@ class Ticket:
         matching tensors are applied and the rest reported (e.g. a model with a
         new classification head). Prunable tensors of the model that the ticket
         does not cover are reported as ``unexpected`` and left alone.
+
+        A ``DistributedDataParallel`` wrapper is looked through (names are its
+        module's). Loading and applying the same ticket file on every rank gives
+        every rank the same masks and values; the wrapper keeps syncing the
+        gradients (the parameters stay the same objects, moved to ``<name>_orig``).
 
         Returns:
             ApplyReport: what was applied, missing, mismatched and unexpected.

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from typing import Any
+
+from .._files import atomic_write
 
 
 #: File names of a run's output directory, defined in one place.
@@ -24,12 +27,7 @@ LABELS = {
 
 
 def _write_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def _pct(value: float | None) -> str:
@@ -71,12 +69,11 @@ def write_csv(result: dict[str, Any], path: str) -> None:
     """Write the summary rows as CSV."""
     summary = result["summary"]
     fields = list(summary[0]) if summary else ["kind", "round"]
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(summary)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(summary)
+    _write_text(path, text.getvalue())
 
 
 def plot(result: dict[str, Any], path: str, metric: str = "test_accuracy") -> bool:
@@ -114,8 +111,10 @@ def plot(result: dict[str, Any], path: str, metric: str = "test_accuracy") -> bo
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda handle: fig.savefig(handle, format="png"))
+    finally:
+        plt.close(fig)
     return True
 
 
@@ -139,8 +138,36 @@ def load_results(directory: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as handle:
             result = json.load(handle)
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path!r} is not valid JSON: {error}") from None
     if not isinstance(result, dict) or "summary" not in result:
         raise ValueError(f"{path!r} is not a torch-lottery results file (no summary)")
+    summary = result["summary"]
+    if not isinstance(summary, list):
+        raise ValueError(f"{path!r} is not a torch-lottery results file (summary is not a list of rows)")
+    for index, row in enumerate(summary):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path!r} is damaged: summary row {index} is {row!r}, not a dict")
+        bad = [key for key, kind in _ROW_FIELDS.items() if not isinstance(row.get(key), kind)
+               or isinstance(row.get(key), bool)]
+        if bad:
+            raise ValueError(f"{path!r} is damaged: summary row {index} has no valid {', '.join(bad)}")
     return result
+
+
+#: Fields every summary row needs, with their types.
+_ROW_FIELDS = {"kind": str, "round": int, "n": int, "remaining": (int, float)}
+
+
+def check_metric(result: dict[str, Any], metric: str, source: str = "results.json") -> None:
+    """Check that every summary row has the columns ``table`` and ``plot`` read for ``metric``.
+
+    Raises:
+        ValueError: naming ``source``, the row and the missing column.
+    """
+    for index, row in enumerate(result["summary"]):
+        for suffix in ("mean", "std", "min", "max"):
+            value = row.get(f"{metric}_{suffix}", "missing")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"{source!r} has no valid {metric}_{suffix} in summary row {index} "
+                                 f"(found {value!r}); was it written by this version?")

@@ -115,20 +115,25 @@ def _registry() -> tuple[dict[str, StrategyEntry], list[PluginError]]:
     errors: list[PluginError] = []
     for impl in pm.hook.torch_lottery_register_strategies.get_hookimpls():
         plugin = impl.plugin_name
+        mine: list[StrategyEntry] = []  # kept only if the whole hook succeeds
 
-        def register(name: str, strategy: Any, _plugin: str = plugin) -> None:
+        def register(name: str, strategy: Any, _plugin: str = plugin, _mine: list = mine) -> None:
             if not isinstance(name, str) or not name:
                 raise TypeError(f"plugin {_plugin!r}: strategy name must be a non-empty str, got {describe(name)}")
             if not callable(strategy):
                 raise TypeError(f"plugin {_plugin!r}: strategy {name!r} must be callable, got {describe(strategy)}")
-            found.setdefault(name, []).append(StrategyEntry(name, strategy, _plugin))
+            _mine.append(StrategyEntry(name, strategy, _plugin))
 
         try:
             impl.function(**{arg: register for arg in impl.argnames if arg == "register"})
         except Exception as error:
+            names = f" (none of its strategies {', '.join(repr(e.name) for e in mine)} is registered)" if mine else ""
             errors.append(PluginError(
-                f"plugin {plugin!r} failed to register its strategies: {type(error).__name__}: {error}"
+                f"plugin {plugin!r} failed to register its strategies: {type(error).__name__}: {error}{names}"
             ))
+            continue
+        for entry in mine:
+            found.setdefault(entry.name, []).append(entry)
     registry = {}
     for name, entries in found.items():
         if len(entries) > 1:

@@ -40,6 +40,8 @@ class FixedMask(LotteryMethod):
     def __init__(self, mask, source=None) -> None:
         if not isinstance(mask, torch.Tensor):
             raise TypeError(f"mask must be a Tensor, got {describe(mask)}")
+        if mask.device.type == "meta":
+            raise ValueError("mask is on the meta device: it has no values")
         if mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any()):
             raise ValueError("mask must hold only 0 and 1")
         if source is not None and not isinstance(source, str):

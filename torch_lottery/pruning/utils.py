@@ -7,7 +7,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .._validation import describe
+from .._validation import check_bool, describe
 from ._core import current_mask, is_pruned_tensor
 from ._rewind import parameter_tensor
 
@@ -52,6 +52,7 @@ def named_prunable_parameters(model: nn.Module, include_bias: bool = False) -> l
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+    check_bool(include_bias, "include_bias")
     out = []
     for prefix, module in model.named_modules():
         for name in _names(module, include_bias):

@@ -52,6 +52,9 @@ def _fresh(module, name, like, generator, init) -> torch.Tensor:
         return default_init(module, name, like, generator)
     fresh = torch.empty_like(like)
     init(fresh)
+    if fresh.is_floating_point() and not bool(torch.isfinite(fresh).all()):
+        raise ValueError(f"init={describe(init)} filled {type(module).__name__}.{name} with NaN or infinite "
+                         "values; nothing was changed")
     return fresh
 
 

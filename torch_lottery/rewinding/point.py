@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import weakref
 from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
 
+from .._files import atomic_save, load_state, save_state  # noqa: F401 (atomic_save: historical home)
 from .._validation import check_nonneg_int, describe
 from ..pruning._core import refresh
 from ..pruning._rewind import parameter_tensor
@@ -17,8 +17,15 @@ from ..pruning.utils import named_prunable_parameters
 
 #: The ``format`` field of a saved rewind point; :meth:`RewindPoint.load` refuses other files.
 FORMAT = "torch_lottery.rewind_point"
-#: The version of the saved layout.
-VERSION = 1
+#: The version of the saved layout (2: files carry a SHA-256 digest of their content).
+VERSION = 2
+#: Versions :meth:`RewindPoint.load` reads (version 1 files have no digest).
+READS = (1, 2)
+
+
+def _check_path(path: Any) -> None:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {describe(path)}")
 
 
 def _module_prefixes(model: nn.Module) -> dict[int, str]:
@@ -28,23 +35,6 @@ def _module_prefixes(model: nn.Module) -> dict[int, str]:
 def _split(qualified: str) -> tuple[str, str]:
     prefix, _, name = qualified.rpartition(".")
     return prefix, name
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` ``obj`` to ``path`` through a temporary file, fsync and rename."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class RewindPoint:
@@ -92,6 +82,8 @@ class RewindPoint:
         for key, value in tensors.items():
             if not isinstance(key, str) or not isinstance(value, torch.Tensor):
                 raise TypeError(f"tensors must map str to Tensor, got {describe(key)}: {describe(value)}")
+            if value.device.type == "meta":
+                raise ValueError(f"tensors[{key!r}] is on the meta device: it has no values to rewind to")
         check_nonneg_int(iteration, "iteration")
         # Copies: a rewind point must not follow the tensors it was built from as they train.
         self._tensors = {k: v.detach().clone() for k, v in tensors.items()}
@@ -144,6 +136,8 @@ class RewindPoint:
                     tensor = parameter_tensor(module, name)
                 except KeyError:
                     raise ValueError(f"parameters names {qualified!r}, which is not a parameter") from None
+                if tensor.device.type == "meta" or (device is not None and torch.device(device).type == "meta"):
+                    raise ValueError(f"{qualified!r} is on the meta device: it has no values to capture")
                 tensors[qualified] = tensor.detach().to(device=device, copy=True)
         point = cls._wrap(tensors, iteration, model)
         point.explicit_order = parameters is not None
@@ -323,16 +317,18 @@ class RewindPoint:
         """Build a rewind point from :meth:`state_dict` output, checking its layout."""
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ValueError(f"{source} is not a torch-lottery rewind point (no format={FORMAT!r} field)")
-        if state.get("version") != VERSION:
-            raise ValueError(f"{source} has rewind point version {state.get('version')!r}; this release reads {VERSION}")
+        if type(state.get("version")) is not int or state["version"] not in READS:
+            raise ValueError(f"{source} has rewind point version {state.get('version')!r}; "
+                             f"this release reads {', '.join(map(str, READS))}")
         try:
             return cls(state["tensors"], iteration=state["iteration"])
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{source} is a damaged rewind point: {error}") from None
 
     def save(self, path: str | os.PathLike) -> None:
-        """Save to ``path`` atomically (temporary file, fsync, rename)."""
-        atomic_save(self.state_dict(), path)
+        """Save to ``path`` atomically (temporary file, fsync, rename) with a SHA-256 digest of the content."""
+        _check_path(path)
+        save_state(self.state_dict(), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: Any = "cpu",
@@ -340,15 +336,13 @@ class RewindPoint:
         """Load a rewind point saved by :meth:`save` (``weights_only=True``), optionally binding it.
 
         Raises:
+            TypeError: if ``path`` is not a str or path-like.
             FileNotFoundError: if ``path`` does not exist.
-            ValueError: if the file is not a rewind point, is damaged, or does not fit ``model``.
+            ValueError: if the file is not a rewind point, is damaged or truncated
+                (its SHA-256 digest does not match), or does not fit ``model``.
         """
-        try:
-            state = torch.load(path, map_location=map_location, weights_only=True)
-        except FileNotFoundError:
-            raise
-        except Exception as error:  # unpickling refused or file damaged
-            raise ValueError(f"path={os.fspath(path)!r} is not a readable rewind point: {error}") from None
+        _check_path(path)
+        state = load_state(path, "rewind point", FORMAT, map_location=map_location)
         point = cls.from_state_dict(state, source=f"path={os.fspath(path)!r}")
         if model is not None:
             point.bind(model)

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Mapping
 import torch
 from torch import nn
 
-from .._validation import check_choice, check_nonneg_int, describe
+from .._validation import check_choice, check_finite, check_nonneg_int, describe
 from ..pruning._select import CRITERIA, NEEDS_INITIAL, criterion_scores
 from ..pruning.global_magnitude import pool_keep
 
@@ -161,6 +161,10 @@ class PoolStrategy(Strategy):
         alone = [n for n in context.names if n not in pooled and self.rate_multipliers[n] != 0.0]
         groups = [[n] for n in pooled] if self.scope == "local" else ([pooled] if pooled else [])
         for group in groups:
+            devices = {str(context.weights[n].device) for n in group}
+            if len(devices) > 1:
+                raise ValueError(f"scope='global' pools tensors on several devices ({', '.join(sorted(devices))}); "
+                                 "one pool needs one device (use scope='local' or move the model)")
             rate = self.fraction(context, group)
             keeps = pool_keep([self.scores(context, n) for n in group], [masks[n] for n in group],
                               rate, self.min_remaining, clamp=True)
@@ -196,4 +200,5 @@ class MagnitudeScores:
             if context.rewind is None or name not in context.rewind:
                 raise ValueError(f"criterion={self.criterion!r} needs the rewind point of {name!r}")
             initial = context.rewind[name]
+        check_finite(context.weights[name], f"weights[{name!r}]", context.masks[name])  # NaN/inf cannot be ranked
         return criterion_scores(self.criterion, context.weights[name], initial)

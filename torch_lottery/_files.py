@@ -1,0 +1,248 @@
+"""Every file torch-lottery writes: one atomic writer, and SHA-256 digests checked on load.
+
+* :func:`atomic_write` writes through a temporary file in the target's directory
+  (flush, ``fsync`` of the file, ``os.replace``, ``fsync`` of the directory where
+  the platform allows it): a reader, or a process killed at any instant, sees
+  either the old file or the new one, never a torn one. A temporary file left
+  by a writer that was killed is removed the next time the same target is written.
+* :func:`save_state` adds a SHA-256 digest of a state dict's whole content
+  (tensors' bytes, dtypes and shapes, and every other value) under
+  :data:`DIGEST_FIELD`; :func:`load_state` reads with
+  ``torch.load(weights_only=True)`` and checks it, so a flipped byte inside tensor
+  data, which ``torch.load`` itself does not notice, is reported instead of
+  being loaded silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import re
+import secrets
+import sys
+from typing import Any, BinaryIO, Callable
+
+import torch
+
+#: The key under which a saved state stores the SHA-256 digest of the rest of its content.
+DIGEST_FIELD = "sha256"
+#: Layout version from which a file must carry a digest (earlier files are read without one).
+DIGEST_SINCE = 2
+
+
+# -- atomic writes ---------------------------------------------------------------
+def _temporary_name(path: str) -> str:
+    folder, base = os.path.split(path)
+    return os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # exists but not ours, or the platform cannot tell
+        return True
+    return True
+
+
+def _remove_stale_temporaries(path: str) -> None:
+    """Remove temporaries of ``path`` left by writers that no longer run (killed mid-write)."""
+    folder, base = os.path.split(path)
+    pattern = re.compile(rf"^\.{re.escape(base)}\.(\d+)\.[0-9a-f]+\.tmp$")
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        return
+    for name in names:
+        match = pattern.match(name)
+        if match and not _alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, name))
+
+
+def _fsync_directory(folder: str) -> None:
+    """Make a rename in ``folder`` durable (POSIX); a no-op where directories cannot be opened."""
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
+    """Write ``path`` atomically: ``write(handle)`` fills a temporary file that then replaces it.
+
+    The temporary file sits in the same directory (so ``os.replace`` is atomic),
+    is flushed and ``fsync``-ed before the rename, and the directory is
+    ``fsync``-ed after it. If ``write`` raises, the temporary file is removed and
+    ``path`` is left as it was. The new file gets the usual permissions (umask).
+
+    Args:
+        path: the file to write.
+        write: called once with a binary file handle open for writing.
+
+    Raises:
+        ValueError: if ``path`` is a directory.
+        FileNotFoundError: if its folder does not exist.
+    """
+    given = os.fspath(path)
+    path = os.path.abspath(given)
+    folder = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise ValueError(f"path={given!r} is a directory; give a file name to write")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"path={given!r} cannot be written: its folder {folder!r} does not exist")
+    _remove_stale_temporaries(path)
+    tmp = _temporary_name(path)
+    try:
+        with open(tmp, "xb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(folder)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` ``obj`` to ``path`` through :func:`atomic_write`."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+# -- digests ---------------------------------------------------------------------
+def _feed_tensor(h: "hashlib._Hash", t: torch.Tensor) -> None:
+    t = t.detach()
+    if t.layout != torch.strided:
+        t = t.to_dense()
+    h.update(f"T{t.dtype}{tuple(t.shape)};".encode())
+    if t.device.type == "meta":
+        return
+    t = t.cpu().contiguous()
+    nbytes = t.numel() * t.element_size()
+    if nbytes:
+        if sys.byteorder != "little" and t.element_size() > 1:  # hash the little-endian layout
+            data = bytes((ctypes.c_char * nbytes).from_address(t.data_ptr()))
+            step = t.element_size()
+            data = b"".join(data[i:i + step][::-1] for i in range(0, nbytes, step))
+            h.update(data)
+        else:
+            h.update((ctypes.c_char * nbytes).from_address(t.data_ptr()))
+
+
+def _feed(h: "hashlib._Hash", value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        _feed_tensor(h, value)
+    elif isinstance(value, dict):
+        h.update(f"D{len(value)};".encode())
+        for key, item in value.items():
+            _feed(h, key)
+            _feed(h, item)
+    elif isinstance(value, (list, tuple)):
+        h.update(f"{'L' if isinstance(value, list) else 'U'}{len(value)};".encode())
+        for item in value:
+            _feed(h, item)
+    elif isinstance(value, str):
+        data = value.encode("utf-8", "surrogatepass")
+        h.update(f"S{len(data)};".encode())
+        h.update(data)
+    elif value is None or isinstance(value, (bool, int, float)):
+        text = repr(value)
+        h.update(f"{type(value).__name__[0]}{len(text)};{text}".encode())
+    else:  # torch.Size, dtypes, devices and other values weights_only accepts
+        text = f"{type(value).__module__}.{type(value).__qualname__}:{value!r}"
+        h.update(f"O{len(text)};{text}".encode())
+
+
+def digest(state: dict) -> str:
+    """Return the SHA-256 (hex) of everything in ``state`` except its :data:`DIGEST_FIELD`.
+
+    Covers keys and their order, tensor dtypes, shapes and bytes, and every
+    other value, so any change to the content changes the digest.
+    """
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in state.items() if k != DIGEST_FIELD})
+    return h.hexdigest()
+
+
+def save_state(state: dict, path: str | os.PathLike) -> None:
+    """Save ``state`` (a dict with ``format`` and ``version``) with its digest, atomically."""
+    sealed = {k: v for k, v in state.items() if k != DIGEST_FIELD}
+    sealed[DIGEST_FIELD] = digest(sealed)
+    atomic_save(sealed, path)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def load_state(path: str | os.PathLike, what: str, format: str, map_location: Any = "cpu") -> dict:
+    """Read a file written by :func:`save_state` and check its format and digest.
+
+    Loads with ``torch.load(weights_only=True)`` (pickled code is refused without
+    running it). Returns the state without its digest field; its ``version`` is
+    left for the caller to check.
+
+    Args:
+        path: the file.
+        what: what the file should be, for messages (``"ticket"``).
+        format: the expected ``format`` field.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: naming ``path``, if it cannot be read (truncated, damaged,
+            not a torch file, pickled objects), is not a ``format`` file, or its
+            content does not match its digest.
+    """
+    source = f"path={os.fspath(path)!r}"
+    if os.path.isdir(path):
+        raise ValueError(f"{source} is a directory, not a {what} file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # unpickling refused, or the file is truncated or damaged
+        raise ValueError(f"{source} is not a readable {what} (damaged, truncated or not written by "
+                         f"torch-lottery): {_first_line(error)}") from None
+    if not isinstance(state, dict) or state.get("format") != format:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{source} is not a {what}: it is not a torch-lottery {what} file "
+                         f"(format {found!r}, expected {format!r})")
+    check_digest(state, source, what)
+    return {k: v for k, v in state.items() if k != DIGEST_FIELD}
+
+
+def check_digest(state: dict, source: str, what: str) -> None:
+    """Check the :data:`DIGEST_FIELD` of a loaded ``state`` (required from version :data:`DIGEST_SINCE`).
+
+    Raises:
+        ValueError: naming ``source``, if the digest is missing or does not match.
+    """
+    stored = state.get(DIGEST_FIELD)
+    version = state.get("version")
+    if stored is None:
+        if isinstance(version, int) and not isinstance(version, bool) and version < DIGEST_SINCE:
+            return  # written before files carried digests
+        raise ValueError(f"{source} is a damaged {what}: it has no {DIGEST_FIELD} digest, which every "
+                         f"file saved by torch-lottery (version {DIGEST_SINCE} and later) carries; "
+                         "save it with the library's save method")
+    computed = digest(state)
+    if not isinstance(stored, str) or stored != computed:
+        raise ValueError(f"{source} is a damaged {what}: its content does not match its SHA-256 digest "
+                         f"(stored {str(stored)[:16]}..., computed {computed[:16]}...); "
+                         "the file was changed or corrupted after it was written")
