@@ -33,40 +33,6 @@ ROUNDS = 10
 RATE = 0.2
 
 
-def held_bytes(model: nn.Module) -> int:
-    """Bytes of the distinct tensor storages the model keeps alive (parameters, buffers, attributes, hooks)."""
-    storages: dict[int, int] = {}
-
-    def add(t: torch.Tensor) -> None:
-        storage = t.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-
-    def walk(obj, depth: int = 0) -> None:
-        if isinstance(obj, torch.Tensor):
-            add(obj)
-        elif depth > 6 or isinstance(obj, (nn.Module, str, bytes, int, float, bool, type(None))):
-            return
-        elif isinstance(obj, dict):
-            for value in obj.values():
-                walk(value, depth + 1)
-        elif isinstance(obj, (list, tuple, set, frozenset)):
-            for value in obj:
-                walk(value, depth + 1)
-        elif hasattr(obj, "__dict__"):
-            walk(vars(obj), depth + 1)
-
-    for module in model.modules():
-        for t in list(module._parameters.values()) + list(module._buffers.values()):
-            if t is not None:
-                add(t)
-        for value in vars(module).values():
-            if isinstance(value, torch.Tensor):
-                add(value)
-        for hook in module._forward_pre_hooks.values():
-            walk(hook)
-    return sum(storages.values())
-
-
 def build(name: str) -> tuple[nn.Module, list]:
     torch.manual_seed(0)
     if name == "lenet300100":
@@ -127,7 +93,7 @@ def run_scenario(model_name: str, fn, compact: bool) -> tuple[int, int, int]:
         for round_ in range(1, ROUNDS + 1):
             fn(model, params, compact)
             if round_ in (1, ROUNDS):
-                after.append(held_bytes(model))
+                after.append(tl.held_bytes(model))
     return after[0], after[1], weight_bytes
 
 
@@ -139,7 +105,7 @@ def run_driver(model_name: str) -> tuple[int, int, int]:
         tl.find_ticket(model, lambda m, context: None, strategy="imp",
                        strategy_options={"rate": RATE, "scope": "global", "min_remaining": 0},
                        rounds=rounds, parameters=[f"{n}.weight" for n in names])
-        out.append(held_bytes(model))
+        out.append(tl.held_bytes(model))
     return out[0], out[1], sum(m.weight.numel() * m.weight.element_size() for m, _ in params)
 
 

@@ -16,40 +16,6 @@ from torch.nn.utils import prune
 import torch_lottery as tl
 
 
-def held_bytes(model: nn.Module) -> int:
-    """Bytes of the distinct tensor storages the model keeps alive (parameters, buffers, attributes, hooks)."""
-    storages: dict[int, int] = {}
-
-    def add(t: torch.Tensor) -> None:
-        storage = t.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-
-    def walk(obj, depth: int = 0) -> None:
-        if isinstance(obj, torch.Tensor):
-            add(obj)
-        elif depth > 6 or isinstance(obj, (nn.Module, str, bytes, int, float, bool, type(None))):
-            return
-        elif isinstance(obj, dict):
-            for value in obj.values():
-                walk(value, depth + 1)
-        elif isinstance(obj, (list, tuple, set, frozenset)):
-            for value in obj:
-                walk(value, depth + 1)
-        elif hasattr(obj, "__dict__"):
-            walk(vars(obj), depth + 1)
-
-    for module in model.modules():
-        for t in list(module._parameters.values()) + list(module._buffers.values()):
-            if t is not None:
-                add(t)
-        for value in vars(module).values():
-            if isinstance(value, torch.Tensor):
-                add(value)
-        for hook in module._forward_pre_hooks.values():
-            walk(hook)
-    return sum(storages.values())
-
-
 def mlp(seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 30), nn.ReLU(), nn.Linear(30, 5))
@@ -134,7 +100,7 @@ def test_bytes_after_ten_rounds_equal_bytes_after_one(how):
     one, ten = mlp(), mlp()
     FLAT[how](one, 1)
     FLAT[how](ten, 10)
-    assert held_bytes(one) == held_bytes(ten) == expected_bytes(one)
+    assert tl.held_bytes(one) == tl.held_bytes(ten) == expected_bytes(one)
     for module, _ in pairs(ten):  # the rounds really pruned
         assert int(module.weight_mask.sum()) < int(module.weight_mask.numel() * 0.8 ** 5)
 
@@ -146,17 +112,17 @@ def test_stock_global_rounds_without_compaction_grow():
         for _ in range(rounds):
             prune.global_unstructured(pairs(model), pruning_method=prune.L1Unstructured, amount=0.2)
     weights = sum(m.weight_mask.numel() * 4 for m, _ in pairs(one))
-    assert held_bytes(one) == expected_bytes(one) + weights  # + the pool mask of the one round
-    assert held_bytes(ten) == expected_bytes(ten) + 10 * weights
+    assert tl.held_bytes(one) == expected_bytes(one) + weights  # + the pool mask of the one round
+    assert tl.held_bytes(ten) == expected_bytes(ten) + 10 * weights
     tl.compact_hooks(ten)
-    assert held_bytes(ten) == expected_bytes(ten)
+    assert tl.held_bytes(ten) == expected_bytes(ten)
 
 
 def test_counter_sees_tensors_held_by_hooks():
     """held_bytes must see a tensor that only a hook's method holds (otherwise it could not fail)."""
     model = mlp()
     tl.lottery_magnitude(model[0], "weight", amount=0.2)
-    base = held_bytes(model)
+    base = tl.held_bytes(model)
     hook = next(iter(model[0]._forward_pre_hooks.values()))
     hook[-1].stash = {"kept": [torch.zeros(1000)]}
-    assert held_bytes(model) == base + 4000
+    assert tl.held_bytes(model) == base + 4000

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+import torch_lottery as tl
 from torch_lottery import (
     get_mask,
     global_magnitude,
@@ -185,3 +186,14 @@ def test_sparsity_report_counts_nonzero_mask_entries():
     layer = nn.Sequential(nn.Linear(4, 2))
     prune.custom_from_mask(layer[0], "weight", torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]))
     assert sparsity_report(layer)["0.weight"] == {"remaining": 3, "total": 8, "fraction": 0.375}
+
+
+def test_held_bytes_counts_each_storage_once_and_names_a_bad_model():
+    net = nn.Linear(100, 10, bias=False)
+    assert tl.held_bytes(net) == 4000
+    net.alias = net.weight.detach()  # same storage as the parameter: not counted again
+    assert tl.held_bytes(net) == 4000
+    net.other = torch.zeros(10)
+    assert tl.held_bytes(net) == 4040
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got"):
+        tl.held_bytes("net")

@@ -6,7 +6,7 @@ from .fixed import FixedMask, fixed_mask
 from .global_magnitude import GlobalMagnitude, global_magnitude
 from .magnitude import LotteryMagnitude, SignPreservingSupermask, lottery_magnitude, sign_preserving_supermask
 from .permutation import RandomPermutation, random_permutation
-from .utils import get_mask, named_prunable_parameters, prunable_parameters, remaining, sparsity_report
+from .utils import get_mask, held_bytes, named_prunable_parameters, prunable_parameters, remaining, sparsity_report
 
 __all__ = [
     "CRITERIA",
@@ -21,6 +21,7 @@ __all__ = [
     "fixed_mask",
     "get_mask",
     "global_magnitude",
+    "held_bytes",
     "lottery_magnitude",
     "named_prunable_parameters",
     "prunable_parameters",
