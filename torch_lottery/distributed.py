@@ -260,8 +260,14 @@ def _flat(bucket: list[_Entry], device: torch.device) -> tuple[torch.Tensor, lis
     return (torch.cat(pieces) if len(pieces) > 1 else pieces[0].clone()), sizes
 
 
-def _broadcast_entries(entries: list[_Entry], src: int, group: Any) -> None:
-    """Overwrite every entry's tensor with rank ``src``'s bytes and refresh pruned tensors."""
+def _broadcast_entries(entries: list[_Entry], what: str, src: int, group: Any, ref: int) -> None:
+    """Overwrite every entry's tensor with rank ``src``'s bytes and refresh pruned tensors.
+
+    ``ref`` is ``src``'s rank within ``group``. The ranks' layouts (names, shapes,
+    dtypes) are checked first, so nothing is written unless every rank holds the
+    same ``what``.
+    """
+    _check_layout(entries, what, group, ref)
     device = _comm_device(group)
     receiving = dist.get_rank() != src
     with torch.no_grad():
@@ -361,9 +367,7 @@ def broadcast_masks(model_or_params: Any, src: int = 0, group: Any = None) -> An
     entries = _mask_entries(model_or_params)
     if not is_active(group):
         return model_or_params
-    group_src = _check_group_src(src, group)
-    _check_layout(entries, "masks", group, group_src)
-    _broadcast_entries(entries, int(src), group)
+    _broadcast_entries(entries, "masks", int(src), group, _check_group_src(src, group))
     return model_or_params
 
 
@@ -407,9 +411,7 @@ def broadcast_weights(model_or_params: Any, src: int = 0, group: Any = None, *, 
     entries = _weight_entries(model_or_params, buffers)
     if not is_active(group):
         return model_or_params
-    group_src = _check_group_src(src, group)
-    _check_layout(entries, "weights", group, group_src)
-    _broadcast_entries(entries, int(src), group)
+    _broadcast_entries(entries, "weights", int(src), group, _check_group_src(src, group))
     return model_or_params
 
 
@@ -496,8 +498,7 @@ class RunSync:
             return masks
         out = {name: mask.detach().bool().contiguous().clone() for name, mask in masks.items()}
         entries = [_Entry(name, mask) for name, mask in out.items()]
-        _check_layout(entries, "masks", self.group, 0)
-        _broadcast_entries(entries, self.src, self.group)
+        _broadcast_entries(entries, "masks", self.src, self.group, 0)
         return out
 
     def point(self, point: Any) -> None:
@@ -505,8 +506,7 @@ class RunSync:
         if not self.active:
             return
         entries = [_Entry(name, tensor) for name, tensor in point.items()]
-        _check_layout(entries, "rewind points", self.group, 0)
-        _broadcast_entries(entries, self.src, self.group)
+        _broadcast_entries(entries, "rewind points", self.src, self.group, 0)
 
     def model(self, model: nn.Module) -> None:
         """Overwrite every parameter and buffer (masks excepted) with rank 0's."""

@@ -299,11 +299,12 @@ def global_magnitude(parameters, amount, *, importance_scores=None, criterion="l
         scores = check_scores(_lookup(importance_scores, module, name, None), orig, name)
         final = scores if scores is not None else orig.detach()
         initial = rewind_tensor(rewind_point, module, name, orig) if criterion in NEEDS_INITIAL else None
-        check_finite(final, f"{type(module).__name__}.{name}", current_mask(module, name))  # NaN/inf: no ranking
+        mask = current_mask(module, name)
+        check_finite(final, f"{type(module).__name__}.{name}", mask)  # NaN/inf: no ranking
         if initial is not None:
-            check_finite(initial, f"rewind_point (for {type(module).__name__}.{name})", current_mask(module, name))
+            check_finite(initial, f"rewind_point (for {type(module).__name__}.{name})", mask)
         # Scores are computed chunk by chunk while ranking: no copy of the pool is made.
-        return _Source(final, criterion, initial, eligible=current_mask(module, name))
+        return _Source(final, criterion, initial, eligible=mask)
 
     if rewind_point is not None and rewind:  # validate every rewind tensor before changing anything
         for module, name in pairs:
