@@ -93,7 +93,7 @@ def run_scenario(model_name: str, fn, compact: bool) -> tuple[int, int, int]:
         for round_ in range(1, ROUNDS + 1):
             fn(model, params, compact)
             if round_ in (1, ROUNDS):
-                after.append(tl.held_bytes(model))
+                after.append(tl.pruning.held_bytes(model))
     return after[0], after[1], weight_bytes
 
 
@@ -105,7 +105,7 @@ def run_driver(model_name: str) -> tuple[int, int, int]:
         tl.find_ticket(model, lambda m, context: None, strategy="imp",
                        strategy_options={"rate": RATE, "scope": "global", "min_remaining": 0},
                        rounds=rounds, parameters=[f"{n}.weight" for n in names])
-        out.append(tl.held_bytes(model))
+        out.append(tl.pruning.held_bytes(model))
     return out[0], out[1], sum(m.weight.numel() * m.weight.element_size() for m, _ in params)
 
 

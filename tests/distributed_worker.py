@@ -30,12 +30,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import torch_lottery as tl
 from torch_lottery.distributed import (
     RankDisagreementError,
-    RunSync,
     assert_masks_agree,
     broadcast_masks,
     broadcast_weights,
     masks_agree,
 )
+from torch_lottery.driver._sync import RunSync
 
 MODE, OUT, CKPT = sys.argv[1], sys.argv[2], sys.argv[3]
 RANK, WORLD = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -174,7 +174,7 @@ def imp_run(out: dict) -> None:
     out["apply_mask"] = fresh.module[0].weight_mask.clone()
 
 
-class RecordingRandom(tl.RandomPruning):
+class RecordingRandom(tl.strategies.RandomPruning):
     """The ``random`` strategy, remembering what it proposed on this rank (before the broadcast)."""
 
     def __init__(self, **options):

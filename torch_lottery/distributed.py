@@ -20,15 +20,15 @@ Without an initialized process group (or with one process) they do nothing
 from __future__ import annotations
 
 import inspect
-import numbers
-from typing import Any, Callable, Iterable, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from ._validation import check_module_name, describe
-from .pruning._core import is_pruned_tensor, refresh
+from . import _layout
+from ._validation import check_bool, check_number, check_pairs
 
 __all__ = [
     "RankDisagreementError",
@@ -39,8 +39,6 @@ __all__ = [
     "masks_agree",
     "unwrap",
 ]
-
-T = TypeVar("T")
 
 #: Tensors are sent in buckets of at most this many bytes (one collective per bucket).
 BUCKET_BYTES = 64 * 2 ** 20
@@ -105,8 +103,7 @@ def _object_kwargs() -> dict[str, Any]:
 
 
 def _check_src_type(src: Any) -> None:
-    if isinstance(src, bool) or not isinstance(src, numbers.Integral):
-        raise TypeError(f"src must be an int (a global rank), got {describe(src)}")
+    check_number(src, "src", integer=True)
 
 
 def _check_group_src(src: Any, group: Any) -> int:
@@ -157,19 +154,12 @@ class _Entry:
         return (self.label, tuple(self.tensor.shape), str(self.tensor.dtype))
 
 
-def _pairs(target: Any) -> tuple[nn.Module | None, list[tuple[nn.Module, str]] | None]:
-    """Split ``target`` into a model or a list of ``(module, name)`` pairs, checking it."""
+def _split(target: Any) -> tuple[nn.Module | None, list[tuple[nn.Module, str]]]:
+    """Split ``target`` into a model (unwrapped) or a checked list of ``(module, name)`` pairs."""
     target = unwrap(target)
     if isinstance(target, nn.Module):
-        return target, None
-    if isinstance(target, (str, bytes)) or not isinstance(target, Iterable):
-        raise TypeError(f"model_or_params must be a torch.nn.Module or (module, name) pairs, got {describe(target)}")
-    pairs = list(target)
-    for item in pairs:
-        if not (isinstance(item, tuple) and len(item) == 2):
-            raise TypeError(f"model_or_params must hold (module, name) pairs, got {describe(item)}")
-        check_module_name(*item)
-    return None, pairs
+        return target, []
+    return None, check_pairs(target, "model_or_params", allow_empty=True)
 
 
 def _pair_label(index: int, module: nn.Module, name: str) -> str:
@@ -177,39 +167,24 @@ def _pair_label(index: int, module: nn.Module, name: str) -> str:
 
 
 def _mask_entries(target: Any) -> list[_Entry]:
-    model, pairs = _pairs(target)
+    model, pairs = _split(target)
     if model is not None:
-        out = []
-        for prefix, module in model.named_modules():
-            for key in list(module._buffers):
-                name = key[:-5]
-                if key.endswith("_mask") and is_pruned_tensor(module, name):
-                    out.append(_Entry(f"{prefix}.{name}" if prefix else name, module._buffers[key], module, name))
-        return out
-    return [_Entry(_pair_label(i, m, n), m._buffers[n + "_mask"] if is_pruned_tensor(m, n) else None, m, n)
-            for i, (m, n) in enumerate(pairs)]
+        return [_Entry(q, _layout.mask_of(m, n), m, n) for q, m, n in _layout.pruned_tensors(model)]
+    return [_Entry(_pair_label(i, m, n), _layout.mask_of(m, n), m, n) for i, (m, n) in enumerate(pairs)]
 
 
 def _weight_entries(target: Any, buffers: bool) -> list[_Entry]:
-    model, pairs = _pairs(target)
+    model, pairs = _split(target)
     if model is None:
-        return [_Entry(_pair_label(i, m, n), check_module_name(m, n), m, n) for i, (m, n) in enumerate(pairs)]
-    out, seen = [], set()
-    for prefix, module in model.named_modules():
-        for key, value in module._parameters.items():
-            if value is None or id(value) in seen:
-                continue
+        return [_Entry(_pair_label(i, m, n), _layout.original(m, n), m, n) for i, (m, n) in enumerate(pairs)]
+    out, seen = [], set()  # a tensor shared by several names (tied weights) is sent once
+    named = [(q, _layout.original(m, n), m, n) for q, m, n in _layout.named_tensors(model)]
+    if buffers:
+        named += [(q, m._buffers[n], None, None) for q, m, n in _layout.named_buffers(model)]
+    for qualified, value, module, name in named:
+        if id(value) not in seen:
             seen.add(id(value))
-            name = key[:-5] if key.endswith("_orig") and is_pruned_tensor(module, key[:-5]) else key
-            out.append(_Entry(f"{prefix}.{name}" if prefix else name, value, module, name))
-        if buffers:
-            for key, value in module._buffers.items():
-                if value is None or id(value) in seen:
-                    continue
-                if key.endswith("_mask") and is_pruned_tensor(module, key[:-5]):
-                    continue  # masks are broadcast_masks' business
-                seen.add(id(value))
-                out.append(_Entry(f"{prefix}.{key}" if prefix else key, value))
+            out.append(_Entry(qualified, value, module, name))
     return out
 
 
@@ -235,7 +210,11 @@ def _check_layout(entries: list[_Entry], what: str, group: Any, ref: int) -> Non
 
 
 def _byte_view(tensor: torch.Tensor) -> torch.Tensor:
-    """The bytes of ``tensor`` as a flat uint8 tensor (a copy if it is not contiguous)."""
+    """The bytes of ``tensor`` as a flat uint8 tensor (a copy if it is not contiguous).
+
+    WHY bytes: one broadcast then carries tensors of mixed dtypes (float masks,
+    bool masks, int buffers) bit for bit.
+    """
     return tensor.detach().reshape(-1).view(torch.uint8)
 
 
@@ -287,8 +266,8 @@ def _broadcast_entries(entries: list[_Entry], what: str, src: int, group: Any, r
                     tensor.copy_(staged)
     if receiving:
         for entry in entries:
-            if entry.module is not None and is_pruned_tensor(entry.module, entry.name):
-                refresh(entry.module, entry.name)
+            if entry.module is not None:
+                _layout.refresh(entry.module, entry.name)
 
 
 def _differences(entries: list[_Entry], group: Any, ref: int) -> torch.Tensor:
@@ -315,7 +294,7 @@ def _disagreement(target: Any, weights: bool, group: Any) -> str | None:
     checks = [("masks", "mask", _mask_entries(target))]
     if weights:
         checks.append(("weights", "values", _weight_entries(target, buffers=False)))
-    for what, _, entries in checks:
+    for what, _noun, entries in checks:
         _check_layout(entries, what, group, 0)
     for what, noun, entries in checks:
         counts = _differences(entries, group, 0)
@@ -327,6 +306,15 @@ def _disagreement(target: Any, weights: bool, group: Any) -> str | None:
                                    for r, c in ranks)
                 return f"the ranks disagree on the {noun} of {entry.label!r}: {detail}"
     return None
+
+
+def _agreement(target: Any, weights: Any, group: Any) -> str | None:
+    """Check the arguments (on every rank), then return what the ranks disagree on, or None."""
+    check_bool(weights, "weights")
+    _split(target)
+    if not is_active(group):
+        return None
+    return _disagreement(target, weights, group)
 
 
 # --------------------------------------------------------------------------- public helpers
@@ -403,10 +391,9 @@ def broadcast_weights(model_or_params: Any, src: int = 0, group: Any = None, *, 
         >>> broadcast_weights(net) is net
         True
     """
-    if not isinstance(buffers, bool):
-        raise TypeError(f"buffers must be a bool, got {describe(buffers)}")
+    check_bool(buffers, "buffers")
     _check_src_type(src)
-    if buffers and _pairs(model_or_params)[0] is None:
+    if buffers and _split(model_or_params)[0] is None:
         raise ValueError("buffers=True needs a model; model_or_params holds (module, name) pairs")
     entries = _weight_entries(model_or_params, buffers)
     if not is_active(group):
@@ -439,12 +426,7 @@ def masks_agree(model_or_params: Any, *, weights: bool = False, group: Any = Non
         >>> masks_agree(nn.Linear(2, 2), weights=True)   # one process agrees with itself
         True
     """
-    if not isinstance(weights, bool):
-        raise TypeError(f"weights must be a bool, got {describe(weights)}")
-    _mask_entries(model_or_params)  # validates the argument on every rank
-    if not is_active(group):
-        return True
-    return _disagreement(model_or_params, weights, group) is None
+    return _agreement(model_or_params, weights, group) is None
 
 
 def assert_masks_agree(model_or_params: Any, *, weights: bool = False, group: Any = None) -> None:
@@ -463,85 +445,6 @@ def assert_masks_agree(model_or_params: Any, *, weights: bool = False, group: An
         >>> from torch_lottery.distributed import assert_masks_agree
         >>> assert_masks_agree(nn.Linear(2, 2))   # without a process group: nothing to compare
     """
-    if not isinstance(weights, bool):
-        raise TypeError(f"weights must be a bool, got {describe(weights)}")
-    _mask_entries(model_or_params)
-    if not is_active(group):
-        return
-    message = _disagreement(model_or_params, weights, group)
+    message = _agreement(model_or_params, weights, group)
     if message is not None:
         raise RankDisagreementError(message)
-
-
-# --------------------------------------------------------------------------- the driver's side
-class RunSync:
-    """What :func:`~torch_lottery.find_ticket` does to keep the ranks of a job identical.
-
-    Inactive (every method a pass-through) without a process group of more than
-    one rank. Active, rank 0 of ``group`` decides: its masks, rewind point,
-    rewound weights and history records are broadcast, and only it writes files;
-    every write and every resume is followed by an agreement on success, so a
-    failure on one rank is raised on all of them instead of leaving them waiting.
-    Used internally by the driver.
-    """
-
-    def __init__(self, group: Any = None, enabled: bool = True) -> None:
-        self.active = bool(enabled) and is_active(group)
-        self.group = group
-        self.rank = dist.get_rank(group) if self.active else 0
-        self.src = _global_rank(group, 0) if self.active else 0
-        self.writer = self.rank == 0
-
-    def masks(self, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Return rank 0's masks (bool tensors, same names) on every rank."""
-        if not self.active:
-            return masks
-        out = {name: mask.detach().bool().contiguous().clone() for name, mask in masks.items()}
-        entries = [_Entry(name, mask) for name, mask in out.items()]
-        _broadcast_entries(entries, "masks", self.src, self.group, 0)
-        return out
-
-    def point(self, point: Any) -> None:
-        """Overwrite a rewind point's tensors with rank 0's, in place."""
-        if not self.active:
-            return
-        entries = [_Entry(name, tensor) for name, tensor in point.items()]
-        _broadcast_entries(entries, "rewind points", self.src, self.group, 0)
-
-    def model(self, model: nn.Module) -> None:
-        """Overwrite every parameter and buffer (masks excepted) with rank 0's."""
-        if self.active:
-            broadcast_weights(model, src=self.src, group=self.group, buffers=True)
-
-    def value(self, obj: T) -> T:
-        """Return rank 0's ``obj`` (plain data: numbers, strings, lists, dicts, tensors)."""
-        if not self.active:
-            return obj
-        box = [obj if self.writer else None]
-        dist.broadcast_object_list(box, src=self.src, group=self.group, **_object_kwargs())
-        return box[0]
-
-    def together(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` (no collectives inside) on every rank; if it fails anywhere, raise everywhere."""
-        if not self.active:
-            return fn()
-        error: BaseException | None = None
-        result = None
-        try:
-            result = fn()
-        except Exception as caught:  # agreed on below, then re-raised
-            error = caught
-        status = None if error is None else f"{type(error).__name__}: {error}"
-        gathered: list[Any] = [None] * dist.get_world_size(self.group)
-        dist.all_gather_object(gathered, status, group=self.group, **_object_kwargs())
-        if error is not None:
-            raise error
-        failed = [(_global_rank(self.group, r), s) for r, s in enumerate(gathered) if s is not None]
-        if failed:
-            rank, message = failed[0]
-            raise RankDisagreementError(f"rank {rank} failed ({message}); stopping every rank")
-        return result  # type: ignore[return-value]
-
-    def write(self, fn: Callable[[], Any]) -> None:
-        """Run ``fn`` on rank 0 only; every rank returns once it has finished (or raises if it failed)."""
-        self.together(lambda: fn() if self.writer else None)

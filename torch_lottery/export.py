@@ -19,25 +19,24 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 import os
 import warnings
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import prune
 
-from ._validation import describe
+from . import _layout
 from ._files import load_state, save_state
+from ._validation import check_binary_mask, check_fraction, check_module, check_number, check_path, describe
 
 #: The ``format`` field of a saved sparse state; :meth:`SparseState.load` refuses other files.
 FORMAT = "torch_lottery.sparse"
-#: The version of the saved layout (2: files carry a SHA-256 digest of their content).
+#: The version of the saved layout (files carry a SHA-256 digest of their content).
 VERSION = 2
-#: Versions :meth:`SparseState.load` reads (version 1 files have no digest).
-READS = (1, 2)
 
 #: Default batch size (rows) from which :class:`SparseLinear` uses the sparse kernel.
 #: Measured with ``benchmarks/bench_export.py`` (docs/export.md): at batch 1 the CSR kernel
@@ -92,20 +91,12 @@ def unpack_mask(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 # -- discovery -----------------------------------------------------------------
 def _pruned_names(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
-    """Map the qualified name of every pruned tensor (without ``_orig``) to ``(module, name)``."""
-    found = {}
-    for prefix, module in model.named_modules(remove_duplicate=False):
-        for hook in module._forward_pre_hooks.values():
-            if isinstance(hook, prune.BasePruningMethod):
-                name = hook._tensor_name
-                if name + "_orig" in module._parameters and name + "_mask" in module._buffers:
-                    found[f"{prefix}.{name}" if prefix else name] = (module, name)
-    return found
+    """Map the qualified name of every pruned tensor (at every path, as ``state_dict``) to ``(module, name)``."""
+    return {q: (m, n) for q, m, n in _layout.pruned_tensors(model, remove_duplicate=False)}
 
 
 def _check_model(model: Any) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+    check_module(model)
 
 
 # -- sparse state --------------------------------------------------------------
@@ -182,8 +173,7 @@ class SparseState:
         Raises:
             TypeError: if ``path`` is not a str or path-like.
         """
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a str or os.PathLike, got {describe(path)}")
+        check_path(path)
         save_state(self.to_dict(), path)
 
     @classmethod
@@ -197,10 +187,8 @@ class SparseState:
                 SHA-256 digest does not match), or holds anything but plain containers
                 and tensors (pickled objects are refused without running their code).
         """
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a str or os.PathLike, got {describe(path)}")
-        source = f"path={os.fspath(path)!r}"
-        data = load_state(path, "sparse state", FORMAT, map_location=map_location)  # checks the digest
+        source = f"path={check_path(path)!r}"
+        data = load_state(path, "sparse state", FORMAT, (VERSION,), map_location=map_location)  # checks the digest
         return cls.from_dict(data, source=source)
 
     @classmethod
@@ -213,9 +201,8 @@ class SparseState:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise ValueError(f"{source} is not a sparse state (format {found!r}, expected {FORMAT!r})")
-        if type(data.get("version")) is not int or data["version"] not in READS:
-            raise ValueError(f"{source} has version {data.get('version')!r}; this torch-lottery reads "
-                             f"{', '.join(map(str, READS))}")
+        if type(data.get("version")) is not int or data["version"] != VERSION:
+            raise ValueError(f"{source} has version {data.get('version')!r}; this torch-lottery reads {VERSION}")
         tensors = data.get("tensors")
         if not isinstance(tensors, dict):
             raise ValueError(f"{source} is damaged: 'tensors' is not a dict")
@@ -288,21 +275,20 @@ def export(model: nn.Module, path: str | os.PathLike | None = None) -> SparseSta
         True
     """
     _check_model(model)
-    if path is not None and not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be None, a str or os.PathLike, got {describe(path)}")
+    if path is not None:
+        check_path(path)
     pruned = _pruned_names(model)
+    origs = {_layout.orig_name(q): q for q in pruned}
+    masks = {_layout.mask_name(q) for q in pruned}
     entries: dict[str, dict[str, Any]] = {}
     with torch.no_grad():
         for key, tensor in model.state_dict().items():
-            if key.endswith("_mask") and key[: -len("_mask")] in pruned:
+            if key in masks:
                 continue
-            if key.endswith("_orig") and key[: -len("_orig")] in pruned:
-                name = key[: -len("_orig")]
+            if key in origs:
+                name = origs[key]
                 module, attr = pruned[name]
-                mask = module._buffers[attr + "_mask"].detach()
-                if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
-                    raise ValueError(f"model's mask {name}_mask holds values other than 0 and 1; "
-                                     "export stores binary masks only")
+                mask = check_binary_mask(_layout.mask_of(module, attr).detach(), f"model's mask {key}")
                 keep = mask.to(torch.bool)
                 values = (tensor.detach() * mask.to(tensor.dtype))[keep].clone()
                 entries[name] = {"kind": "sparse", "shape": list(tensor.shape),
@@ -405,10 +391,7 @@ class SparseLinear(nn.Module):
 
 
 def _check_min_batch(min_batch: Any) -> None:
-    if isinstance(min_batch, bool) or not isinstance(min_batch, numbers.Integral):
-        raise TypeError(f"min_batch must be an int, got {describe(min_batch)}")
-    if min_batch < 1:
-        raise ValueError(f"min_batch={min_batch} must be >= 1")
+    check_number(min_batch, "min_batch", integer=True, low=1)
 
 
 def permanent_copy(model: nn.Module) -> nn.Module:
@@ -489,10 +472,7 @@ def to_sparse_inference(model: nn.Module, min_sparsity: float = 0.9,
         True
     """
     _check_model(model)
-    if isinstance(min_sparsity, bool) or not isinstance(min_sparsity, numbers.Real):
-        raise TypeError(f"min_sparsity must be a float, got {describe(min_sparsity)}")
-    if not (math.isfinite(float(min_sparsity)) and 0.0 <= float(min_sparsity) <= 1.0):
-        raise ValueError(f"min_sparsity={min_sparsity} must be in [0, 1]")
+    check_fraction(min_sparsity, "min_sparsity")
     _check_min_batch(min_batch)
     clone = permanent_copy(model)
     targets = []

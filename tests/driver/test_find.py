@@ -240,7 +240,7 @@ def test_one_shot_stops_after_its_max_rounds_even_with_more_rounds():
 
 def test_strategy_instance_instead_of_name_gives_same_ticket():
     by_name = find_ticket(make_model(), train, strategy="imp", strategy_options={"rate": 0.3}, rounds=2)
-    by_instance = find_ticket(make_model(), train, strategy=tl.IterativeMagnitude(rate=0.3), rounds=2)
+    by_instance = find_ticket(make_model(), train, strategy=tl.strategies.IterativeMagnitude(rate=0.3), rounds=2)
     for n in NAMES:
         assert torch.equal(by_name.masks[n], by_instance.masks[n])
     assert by_instance.config["strategy_options"] == by_name.config["strategy_options"]
@@ -250,7 +250,7 @@ def test_strategy_options_with_an_instance_is_refused():
     model = make_model()
     before = state_snapshot(model)
     with pytest.raises(ValueError, match="strategy_options"):
-        find_ticket(model, train, strategy=tl.IterativeMagnitude(rate=0.3), strategy_options={"rate": 0.2},
+        find_ticket(model, train, strategy=tl.strategies.IterativeMagnitude(rate=0.3), strategy_options={"rate": 0.2},
                     rounds=1)
     assert_same_state(before, state_snapshot(model))
 
@@ -344,10 +344,10 @@ def test_late_resetting_equals_replayed_training():
     k, seed = 5, 3
     ticket = find_ticket(make_model(), train, strategy="imp", strategy_options={"rate": 0.2, "rewind_iteration": k},
                          rounds=1, seed=seed)
-    from torch_lottery.driver.find import _round_seed  # the documented per-round seeding
+    from torch_lottery.driver.find import round_seed  # the documented per-round seeding
 
     model = make_model()
-    torch.manual_seed(_round_seed(seed, 0))
+    torch.manual_seed(round_seed(seed, 0))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     for _ in range(k):
         x, y = torch.randn(16, 8), torch.randint(0, 2, (16,))
@@ -748,14 +748,14 @@ def test_parameters_as_module_name_pairs():
 def test_plugins_are_unregistered_after_the_run():
     observer = PruneObserver()
     find_ticket(make_model(), train, rounds=1, plugins=[observer])
-    assert not tl.get_plugin_manager().is_registered(observer)
+    assert not tl.plugins.get_plugin_manager().is_registered(observer)
     find_ticket(make_model(), train, rounds=1)
     assert len(observer.masks) == 1
     # also after a failing run
     failing = PruneObserver()
     with pytest.raises(TypeError):
         find_ticket(make_model(), train, lambda m: [1], rounds=1, plugins=[failing])
-    assert not tl.get_plugin_manager().is_registered(failing)
+    assert not tl.plugins.get_plugin_manager().is_registered(failing)
 
 
 # --------------------------------------------------------------------------- custom strategies
@@ -870,3 +870,15 @@ def test_prune_context_sees_trained_weights_and_rewind_values():
         for n in NAMES:
             assert torch.equal(s["rewind"][n], init[n])
             assert torch.equal(s["weights"][n], trained[s["round"] - 1][n])
+
+
+def test_a_diverged_training_round_stops_before_anything_is_pruned():
+    def diverge(model, context):
+        with torch.no_grad():
+            model[0].weight.fill_(float("nan"))
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3))
+    with pytest.raises(ValueError, match=r"weights of '0.weight' after training round 0 \(diverged\?\) contains NaN"):
+        find_ticket(model, diverge, rounds=1)
+    assert not hasattr(model[0], "weight_mask")

@@ -27,7 +27,7 @@ from torch import nn
 from torch_lottery import Ticket, find_ticket
 from torch_lottery import hookimpl as tl_hookimpl
 from torch_lottery.plugins.manager import PluginError
-from torch_lottery.driver import files as files_module
+from torch_lottery.driver import checkpoints
 
 SCRIPT = textwrap.dedent(
     """
@@ -239,7 +239,7 @@ def _unreadable(folder) -> dict[str, str]:
     errors = {}
     for name in _round_files(folder):
         try:
-            files_module.load_checkpoint(str(folder / name), [])
+            checkpoints.load_checkpoint(str(folder / name), [])
         except ValueError as error:
             errors[name] = str(error)
     return errors
@@ -311,9 +311,11 @@ def test_killed_run_resumes_to_the_same_ticket(runs, name, mode, kill_round, kil
                                                trained):
     killed = runs["killed"][name]
     assert killed["code"] == -signal.SIGKILL, killed["stderr"]
-    # only finished rounds were written, each whole; no ticket; at most the killed write's temporary file
+    # only finished rounds were written, each whole; no ticket; at most the killed write's temporary file;
+    # the lock file of the killed run stays (its OS lock died with the process) and the rerun takes it over
     assert killed["files"] == files
-    others = [f for f in killed["all_files"] if f not in files and f != "ticket.pt"]
+    assert checkpoints.LOCK_FILE in killed["all_files"]
+    others = [f for f in killed["all_files"] if f not in files and f not in ("ticket.pt", checkpoints.LOCK_FILE)]
     if torn is None:
         assert others == []
     else:
@@ -328,7 +330,7 @@ def test_killed_run_resumes_to_the_same_ticket(runs, name, mode, kill_round, kil
     # the restart redid the unfinished round from its start and skipped the finished ones
     first_unfinished = len(files)
     assert resumed["log"] == killed["log"] + [str(i) for i in range(first_unfinished, ROUNDS + 1)]
-    assert sorted(os.listdir(resumed["dir"] / "ckpt")) == _rounds(*ALL) + ["ticket.pt"]  # temporaries gone
+    assert sorted(os.listdir(resumed["dir"] / "ckpt")) == _rounds(*ALL) + ["ticket.pt"]  # temporaries, lock gone
 
     baseline = Ticket.load(runs["baseline"][mode] / "out.pt")
     ticket = Ticket.load(resumed["dir"] / "out.pt")

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from torch_lottery import ApplyReport, RewindPoint, Ticket, find_ticket
+from torch_lottery import RewindPoint, Ticket, find_ticket
+from torch_lottery.driver import ApplyReport
 
 NAMES = ["0.weight", "2.weight"]
 ALL_PARAMS = ["0.weight", "0.bias", "2.weight", "2.bias"]
@@ -373,7 +374,7 @@ def test_plan_does_not_change_the_model(found):
     _, ticket = found
     model = make_model(seed=9, out=3)
     before = snapshot(model)
-    report, mask_jobs, rewind_jobs = ticket.plan(model)
+    report, mask_jobs, rewind_jobs = ticket._plan(model)
     assert [q for q, _, _ in mask_jobs] == ["0.weight"]
     assert report.mismatched and report.masked == []
     assert_same_state(before, snapshot(model))

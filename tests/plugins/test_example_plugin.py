@@ -22,9 +22,9 @@ from torch import nn
 import torch_lottery as tl
 
 names = tl.list_strategies()
-out = {"strategies": names, "errors": [str(e) for e in tl.plugin_errors()]}
+out = {"strategies": names, "errors": [str(e) for e in tl.plugins.plugin_errors()]}
 if "neuron_imp" in names:
-    entry = {e.name: e for e in tl.strategy_entries()}["neuron_imp"]
+    entry = {e.name: e for e in tl.plugins.strategy_entries()}["neuron_imp"]
     out["plugin"] = entry.plugin
     out["module_file"] = sys.modules[entry.strategy.__module__].__file__
     torch.manual_seed(0)

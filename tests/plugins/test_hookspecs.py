@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import torch_lottery as tl
-from torch_lottery import IterativeMagnitude, Strategy, find_ticket, hookimpl
+from torch_lottery import Strategy, find_ticket, hookimpl
+from torch_lottery.strategies import IterativeMagnitude
 from torch_lottery.plugins import hookspecs
 from torch_lottery.plugins.manager import get_plugin_manager, get_strategy, list_strategies, strategy_entries
 
@@ -85,11 +86,11 @@ class RoundIndexOnly:
 # -- the markers -------------------------------------------------------------------------------------
 def test_markers_are_exported_at_the_root_for_project_torch_lottery():
     assert tl.hookimpl is hookspecs.hookimpl
-    assert tl.hookspec is hookspecs.hookspec
+    assert tl.plugins.hookspec is hookspecs.hookspec
     assert isinstance(tl.hookimpl, pluggy.HookimplMarker)
-    assert isinstance(tl.hookspec, pluggy.HookspecMarker)
+    assert isinstance(tl.plugins.hookspec, pluggy.HookspecMarker)
     assert tl.hookimpl.project_name == "torch_lottery"
-    assert tl.hookspec.project_name == "torch_lottery"
+    assert tl.plugins.hookspec.project_name == "torch_lottery"
     assert hookspecs.PROJECT == "torch_lottery"
     assert get_plugin_manager().project_name == "torch_lottery"
 

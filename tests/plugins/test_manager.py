@@ -10,7 +10,8 @@ from importlib import metadata
 import pytest
 
 import torch_lottery as tl
-from torch_lottery import IterativeMagnitude, OneShotMagnitude, RandomPruning, hookimpl
+from torch_lottery import hookimpl
+from torch_lottery.strategies import IterativeMagnitude, OneShotMagnitude, RandomPruning
 from torch_lottery.plugins import manager
 from torch_lottery.plugins.manager import (
     DEFAULT_PLUGINS,
@@ -57,7 +58,7 @@ def test_default_plugins_are_the_three_builtin_modules_registered_by_name():
         "torch_lottery.strategies.one_shot",
         "torch_lottery.strategies.random",
     )
-    assert tl.DEFAULT_PLUGINS == DEFAULT_PLUGINS
+    assert tl.plugins.DEFAULT_PLUGINS == DEFAULT_PLUGINS
     pm = get_plugin_manager()
     for name in DEFAULT_PLUGINS:
         assert pm.get_plugin(name) is importlib.import_module(name)
@@ -229,7 +230,8 @@ def fake_entry_points(monkeypatch):
 
 
 GOOD_PLUGIN = '''
-from torch_lottery import hookimpl, IterativeMagnitude
+from torch_lottery import hookimpl
+from torch_lottery.strategies import IterativeMagnitude
 
 class FromEntryPoint(IterativeMagnitude):
     pass
@@ -259,7 +261,8 @@ def test_entry_point_plugin_is_discovered_and_registered(plugin_module, fake_ent
 def test_entry_point_with_an_attribute_reference(plugin_module, fake_entry_points, monkeypatch):
     monkeypatch.delenv(DISABLE_AUTOLOAD_ENV, raising=False)
     module_name = plugin_module('''
-from torch_lottery import hookimpl, RandomPruning
+from torch_lottery import hookimpl
+from torch_lottery.strategies import RandomPruning
 
 class _Plugin:
     @hookimpl

@@ -13,9 +13,7 @@ from torch.nn.utils import prune
 
 from torch_lottery import (
     GlobalMagnitude,
-    LotteryContainer,
     LotteryMagnitude,
-    MaskedTensor,
     RandomPermutation,
     RewindPoint,
     SignPreservingSupermask,
@@ -25,6 +23,8 @@ from torch_lottery import (
     random_permutation,
     sign_preserving_supermask,
 )
+from torch_lottery.pruning import LotteryContainer
+from torch_lottery._layout import _PrunedWeight as MaskedTensor
 
 
 def make_net(seed=0):

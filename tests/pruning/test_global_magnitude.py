@@ -10,14 +10,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from torch_lottery import (
-    GlobalMagnitude,
-    LotteryContainer,
-    LotteryMagnitude,
-    RewindPoint,
-    global_magnitude,
-    lottery_magnitude,
-)
+from torch_lottery import GlobalMagnitude, LotteryMagnitude, RewindPoint, global_magnitude, lottery_magnitude
+from torch_lottery.pruning import LotteryContainer
 
 # --------------------------------------------------------------------------- helpers
 
@@ -246,9 +240,8 @@ def test_rate_multiplier_half_rate_output_layer(key):
         assert isinstance(hook, LotteryContainer)
         assert isinstance(hook[-1], GlobalMagnitude)
         assert hook[-1].amount == pytest.approx(0.1)
-        assert hook[-1].pooled is False
         pool_hook = next(iter(net[0]._forward_pre_hooks.values()))
-        assert pool_hook[-1].amount == 0.2 and pool_hook[-1].pooled is True
+        assert pool_hook[-1].amount == 0.2
     assert (out_surviving, pool_surviving) == (40 - 4 - 4 - 3, 300 - 60 - 48 - 38)
 
 
@@ -324,8 +317,10 @@ def test_min_remaining_holds_over_rounds():
         assert int(tiny.weight_mask.sum()) >= 1
         assert int(big.weight_mask.sum()) >= 1
     assert expected == 3
-    with pytest.raises(ValueError, match="min_remaining=1"):
-        global_magnitude(params, 0.5, min_remaining=1)  # would leave 1 entry for 2 tensors
+    with pytest.raises(ValueError, match="min_remaining=1 .*on_floor='clamp'"):
+        global_magnitude(params, 0.5, min_remaining=1, on_floor="raise")  # would leave 1 entry for 2 tensors
+    global_magnitude(params, 0.5, min_remaining=1)  # the default clamps: each tensor at its floor
+    assert int(tiny.weight_mask.sum()) == int(big.weight_mask.sum()) == 1
 
 
 @pytest.mark.parametrize("amount,min_remaining", [(1.0, 1), (101, 2), (99, 2), (0.99, 2)])
@@ -334,17 +329,21 @@ def test_infeasible_amount_with_min_remaining_raises_and_leaves_model(amount, mi
     holder = nn.ModuleList([big, tiny])
     before = snapshot(holder)
     with pytest.raises(ValueError, match=rf"min_remaining={min_remaining}"):
-        global_magnitude([(big, "weight"), (tiny, "weight")], amount, min_remaining=min_remaining)
+        global_magnitude([(big, "weight"), (tiny, "weight")], amount, min_remaining=min_remaining, on_floor="raise")
     assert_unchanged(holder, before)
+    global_magnitude([(big, "weight"), (tiny, "weight")], amount, min_remaining=min_remaining)  # clamped
+    assert int(big.weight_mask.sum()) == min_remaining and int(tiny.weight_mask.sum()) == min(min_remaining, 2)
 
 
 def test_infeasible_alone_tensor_raises_after_pool_was_computed_and_leaves_model():
     net = lth_net(3)
     before = snapshot(net)
-    with pytest.raises(ValueError, match="min_remaining"):
+    with pytest.raises(ValueError, match=r"amount \* rate_multipliers\[Linear.weight\]=1.0 .*min_remaining"):
         # the pool (net[0], net[2]) is feasible; net[4] alone at 0.5 * 2.0 = 1.0 is not
-        global_magnitude(weights(net), 0.5, rate_multipliers={net[4]: 2.0})
+        global_magnitude(weights(net), 0.5, rate_multipliers={net[4]: 2.0}, on_floor="raise")
     assert_unchanged(net, before)
+    global_magnitude(weights(net), 0.5, rate_multipliers={net[4]: 2.0})  # clamped: net[4] keeps its floor
+    assert int(net[4].weight_mask.sum()) == 1
 
 
 # --------------------------------------------------------------------------- rewinding, criteria, rounds
@@ -368,7 +367,7 @@ def test_rewind_point_rewinds_every_tensor_including_excluded():
 
 def test_rewind_false_only_uses_rewind_point_for_criterion():
     net = lth_net(5)
-    init = RewindPoint.capture(net)
+    init = RewindPoint.capture(net, weights(net))
     perturb(net)
     trained = {k: orig_of(m).detach().clone() for (m, _), k in zip(weights(net), init.keys())}
     global_magnitude(weights(net), 0.4, criterion="large_init", rewind_point=init, rewind=False)
@@ -383,7 +382,7 @@ def test_rewind_false_only_uses_rewind_point_for_criterion():
 @pytest.mark.parametrize("criterion", ["movement", "magnitude_increase", "small_final"])
 def test_criteria_over_the_pool(criterion):
     net = lth_net(6)
-    init = RewindPoint.capture(net)
+    init = RewindPoint.capture(net, weights(net))
     perturb(net, scale=0.3)
     final = torch.cat([m.weight.detach().reshape(-1) for m, _ in weights(net)])
     initial = torch.cat([init[k].reshape(-1) for k in init.keys()])
@@ -468,7 +467,7 @@ def test_apply_with_min_remaining():
     layer = nn.Linear(4, 4)
     before = snapshot(layer)
     with pytest.raises(ValueError, match="min_remaining=2"):
-        GlobalMagnitude.apply(layer, "weight", amount=15, min_remaining=2)
+        GlobalMagnitude.apply(layer, "weight", amount=15, min_remaining=2, on_floor="raise")
     assert_unchanged(layer, before)
     GlobalMagnitude.apply(layer, "weight", amount=14, min_remaining=2)
     assert int(layer.weight_mask.sum()) == 2
@@ -623,3 +622,35 @@ def test_apply_bad_input_leaves_model_unchanged():
         GlobalMagnitude.apply(layer, "weight", amount=0.2, min_remaining="1")
     assert_unchanged(layer, before)
     assert math.isclose(float(layer.weight_mask.sum()), 8.0)
+
+
+# --------------------------------------------------------------------------- one key style everywhere
+@pytest.mark.parametrize("key", ["qualified", "pair", "module"])
+def test_options_are_keyed_by_qualified_name_pair_or_module(key):
+    nets = [lth_net(8), lth_net(8)]
+    keyed = {"qualified": "4.weight", "pair": (nets[0][4], "weight"), "module": nets[0][4]}[key]
+    global_magnitude(nets[0], 0.4, rate_multipliers={keyed: 0.5}, exclude=[{"qualified": "2.weight",
+                     "pair": (nets[0][2], "weight"), "module": nets[0][2]}[key]])
+    global_magnitude(weights(nets[1]), 0.4, rate_multipliers={(nets[1][4], "weight"): 0.5}, exclude=[nets[1][2]])
+    for a, b in zip(nets[0], nets[1]):
+        if hasattr(a, "weight_mask") or hasattr(b, "weight_mask"):
+            assert torch.equal(a.weight_mask, b.weight_mask)
+    assert not hasattr(nets[0][2], "weight_mask")
+
+
+def test_qualified_names_with_pairs_need_a_model():
+    net = lth_net(9)
+    before = snapshot(net)
+    with pytest.raises(ValueError, match=r"rate_multipliers names '4.weight', a qualified name, but parameters are "
+                                         r"\(module, name\) pairs: pass the model itself"):
+        global_magnitude(weights(net), 0.4, rate_multipliers={"4.weight": 0.5})
+    assert_unchanged(net, before)
+    # a rewind point bound to the model names the pairs too
+    global_magnitude(weights(net), 0.4, rate_multipliers={"4.weight": 0.5}, rewind_point=RewindPoint.capture(net))
+    assert int(net[4].weight_mask.sum()) == 40 - round(0.2 * 40)
+
+
+def test_an_unknown_qualified_name_is_refused():
+    net = lth_net(9)
+    with pytest.raises(ValueError, match=r"exclude names '9.weight', which is not in parameters"):
+        global_magnitude(net, 0.4, exclude=["9.weight"])

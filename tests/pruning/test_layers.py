@@ -485,7 +485,7 @@ def test_global_magnitude_model_deepcopy_after_training():
 def test_global_magnitude_model_rewind_round_trip():
     template, model, inputs = all_layers()
     init = RewindPoint.capture(model)
-    assert list(init) == ALL_NAMES
+    assert set(ALL_NAMES) <= set(init)  # every parameter: the prunable weights, biases, ...
     global_magnitude(prunable_parameters(model), amount=AMOUNT)
     masks = {q: mask_of(model, q).clone() for q in ALL_NAMES}
     train_steps(model, _model_run, inputs, steps=2)

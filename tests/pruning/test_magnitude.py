@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import math
 
 import pytest
@@ -10,14 +12,13 @@ from torch import nn
 from torch.nn.utils import prune
 
 from torch_lottery import (
-    CRITERIA,
-    LotteryContainer,
     LotteryMagnitude,
     RewindPoint,
     SignPreservingSupermask,
     lottery_magnitude,
     sign_preserving_supermask,
 )
+from torch_lottery.pruning import CRITERIA, LotteryContainer
 
 # --------------------------------------------------------------------------- helpers
 
@@ -415,15 +416,20 @@ def test_rewind_point_in_global_unstructured_without_select_same_order_works():
         assert torch.equal(m.weight_orig, init[key])
 
 
-def test_rewind_point_wrong_order_without_select_raises_and_leaves_model():
+def test_rewind_point_needs_no_select_and_works_in_any_order():
     net = _three_layer(2)
     init = RewindPoint.capture(net)
     perturb(net)
+    twin = copy.deepcopy(net)
     params = [(net[4], "weight"), (net[2], "weight"), (net[0], "weight")]
-    before = snapshot(net)
-    with pytest.raises(ValueError, match="rewind_point"):
-        prune.global_unstructured(params, pruning_method=LotteryMagnitude, amount=0.3, rewind_point=init)
-    assert_unchanged(net, before)
+    prune.global_unstructured(params, pruning_method=LotteryMagnitude, amount=0.3, rewind_point=init)
+    twin_params = [(twin[0], "weight"), (twin[2], "weight"), (twin[4], "weight")]
+    prune.global_unstructured(twin_params, pruning_method=LotteryMagnitude, amount=0.3,
+                              rewind_point=RewindPoint(dict(init.items()), model=twin).select(twin_params))
+    for i in (0, 2, 4):
+        assert torch.equal(net[i].weight_mask, twin[i].weight_mask)
+        assert torch.equal(net[i].weight_orig, init[f"{i}.weight"])
+        assert torch.equal(net[i].bias, twin[i].bias)  # only the pruned tensors are rewound
 
 
 def test_rewind_point_covering_fewer_tensors_raises_and_leaves_model():

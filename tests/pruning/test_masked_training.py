@@ -17,7 +17,9 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from torch_lottery import LotteryContainer, MaskedTensor, fixed_mask
+from torch_lottery import fixed_mask
+from torch_lottery.pruning import LotteryContainer
+from torch_lottery._layout import _PrunedWeight as MaskedTensor
 
 
 def make_net(seed=0):

@@ -100,7 +100,7 @@ def test_bytes_after_ten_rounds_equal_bytes_after_one(how):
     one, ten = mlp(), mlp()
     FLAT[how](one, 1)
     FLAT[how](ten, 10)
-    assert tl.held_bytes(one) == tl.held_bytes(ten) == expected_bytes(one)
+    assert tl.pruning.held_bytes(one) == tl.pruning.held_bytes(ten) == expected_bytes(one)
     for module, _ in pairs(ten):  # the rounds really pruned
         assert int(module.weight_mask.sum()) < int(module.weight_mask.numel() * 0.8 ** 5)
 
@@ -112,17 +112,17 @@ def test_stock_global_rounds_without_compaction_grow():
         for _ in range(rounds):
             prune.global_unstructured(pairs(model), pruning_method=prune.L1Unstructured, amount=0.2)
     weights = sum(m.weight_mask.numel() * 4 for m, _ in pairs(one))
-    assert tl.held_bytes(one) == expected_bytes(one) + weights  # + the pool mask of the one round
-    assert tl.held_bytes(ten) == expected_bytes(ten) + 10 * weights
+    assert tl.pruning.held_bytes(one) == expected_bytes(one) + weights  # + the pool mask of the one round
+    assert tl.pruning.held_bytes(ten) == expected_bytes(ten) + 10 * weights
     tl.compact_hooks(ten)
-    assert tl.held_bytes(ten) == expected_bytes(ten)
+    assert tl.pruning.held_bytes(ten) == expected_bytes(ten)
 
 
 def test_counter_sees_tensors_held_by_hooks():
     """held_bytes must see a tensor that only a hook's method holds (otherwise it could not fail)."""
     model = mlp()
     tl.lottery_magnitude(model[0], "weight", amount=0.2)
-    base = tl.held_bytes(model)
+    base = tl.pruning.held_bytes(model)
     hook = next(iter(model[0]._forward_pre_hooks.values()))
     hook[-1].stash = {"kept": [torch.zeros(1000)]}
-    assert tl.held_bytes(model) == base + 4000
+    assert tl.pruning.held_bytes(model) == base + 4000

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from torch_lottery import LotteryContainer, RandomPermutation, lottery_magnitude, random_permutation
+from torch_lottery import RandomPermutation, lottery_magnitude, random_permutation
+from torch_lottery.pruning import LotteryContainer
 
 
 def pruned_layer(seed=0, amount=0.6, shape=(8, 10)):

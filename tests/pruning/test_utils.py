@@ -190,10 +190,10 @@ def test_sparsity_report_counts_nonzero_mask_entries():
 
 def test_held_bytes_counts_each_storage_once_and_names_a_bad_model():
     net = nn.Linear(100, 10, bias=False)
-    assert tl.held_bytes(net) == 4000
+    assert tl.pruning.held_bytes(net) == 4000
     net.alias = net.weight.detach()  # same storage as the parameter: not counted again
-    assert tl.held_bytes(net) == 4000
+    assert tl.pruning.held_bytes(net) == 4000
     net.other = torch.zeros(10)
-    assert tl.held_bytes(net) == 4040
+    assert tl.pruning.held_bytes(net) == 4040
     with pytest.raises(TypeError, match="model must be a torch.nn.Module, got"):
-        tl.held_bytes("net")
+        tl.pruning.held_bytes("net")

@@ -10,13 +10,13 @@ from torch import nn
 
 from torch_lottery import (
     RewindPoint,
-    default_init,
     lottery_magnitude,
     prunable_parameters,
     random_reinit,
     sign_preserving_reinit,
     signed_constant,
 )
+from torch_lottery.rewinding import default_init
 
 # Models are built under seed 0; reinit seeds differ from it, or the draw could repeat the init.
 MODEL_SEED = 0
@@ -483,7 +483,8 @@ def test_init_must_be_callable(call):
         (lambda net, init: random_reinit(net, "fc1.weight"), TypeError, "parameters"),
         (lambda net, init: random_reinit(net, [net.fc1]), TypeError, "parameters"),
         (lambda net, init: random_reinit(net, [("fc1", "weight")]), TypeError, "parameters"),
-        (lambda net, init: signed_constant(net, init, [(net.fc1, "bias")]), ValueError, "fc1.bias"),
+        (lambda net, init: signed_constant(net, init.select(prunable_parameters(net)), [(net.fc1, "bias")]),
+             ValueError, "fc1.bias"),
     ],
 )
 def test_bad_arguments_change_nothing(call, error, words):

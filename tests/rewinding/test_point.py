@@ -26,6 +26,7 @@ class Net(nn.Module):
 
 
 NAMES = ["features.0.weight", "fc1.weight", "fc2.weight"]
+EVERY = ["features.0.weight", "features.0.bias", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
 
 
 def make_net(seed: int = 0, out: int = 2) -> Net:
@@ -71,21 +72,48 @@ def prune_all(model: nn.Module, amount: float = 0.5) -> None:
 
 
 # --------------------------------------------------------------------------- capture
-def test_capture_defaults_to_prunable_weights_in_order():
+def test_capture_defaults_to_every_parameter_in_order():
     net = make_net()
     point = RewindPoint.capture(net)
-    assert list(point) == NAMES
-    assert list(point.keys()) == NAMES
-    assert [k for k, _ in point.items()] == NAMES
-    assert len(point) == 3
-    assert "fc1.weight" in point and "fc1.bias" not in point
+    assert list(point) == EVERY
+    assert list(point.keys()) == EVERY
+    assert [k for k, _ in point.items()] == EVERY
+    assert len(point) == 6
+    assert "fc1.weight" in point and "fc1.bias" in point and "fc1.running_mean" not in point
     assert point.iteration == 0
-    assert point.explicit_order is False
     assert point.model is net
-    assert repr(point) == "RewindPoint(iteration=0, tensors=3, bound)"
-    for qualified in NAMES:
+    assert repr(point) == "RewindPoint(iteration=0, tensors=6, bound)"
+    for qualified in EVERY:
         assert torch.equal(point[qualified], tensor_of(net, qualified))
         assert not point[qualified].requires_grad
+
+
+def test_restore_rewinds_biases_too_in_a_hand_written_loop():
+    net = make_net()
+    init = RewindPoint.capture(net)
+    sgd_steps(net, 3)
+    prune_all(net)
+    assert not torch.equal(net.fc1.bias, init["fc1.bias"])  # training moved them
+    init.restore(net)
+    for qualified in EVERY:
+        assert torch.equal(tensor_of(net, qualified), init[qualified]), qualified
+
+
+def test_capture_with_buffers_rewinds_batchnorm_statistics_but_never_masks():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 2))
+    init = RewindPoint.capture(net, buffers=True)
+    assert {"1.running_mean", "1.running_var", "1.num_batches_tracked"} <= set(init)
+    net(torch.randn(16, 4))  # training mode: the running statistics move
+    lottery_magnitude(net[0], "weight", amount=0.5)
+    mask = net[0].weight_mask.clone()
+    assert not torch.equal(net[1].running_mean, init["1.running_mean"])
+    assert "0.weight_mask" not in RewindPoint.capture(net, buffers=True)
+    init.restore(net)
+    for key in ("1.running_mean", "1.running_var", "1.num_batches_tracked", "0.weight", "1.weight"):
+        assert torch.equal(tensor_of(net, key) if not key.startswith("1.r") and "num" not in key
+                           else net.get_submodule("1")._buffers[key.split(".")[1]], init[key]), key
+    assert torch.equal(net[0].weight_mask, mask)
 
 
 def test_capture_of_a_pruned_model_uses_plain_names_and_orig_values():
@@ -94,7 +122,7 @@ def test_capture_of_a_pruned_model_uses_plain_names_and_orig_values():
     with torch.no_grad():
         net.fc1.weight_orig.add_(1.0)  # differs from the masked net.fc1.weight
     point = RewindPoint.capture(net)
-    assert list(point) == NAMES
+    assert sorted(point) == sorted(EVERY)
     assert torch.equal(point["fc1.weight"], net.fc1.weight_orig)
     assert not torch.equal(point["fc1.weight"], net.fc1.weight_mask * net.fc1.weight_orig)
 
@@ -104,7 +132,6 @@ def test_capture_of_chosen_parameters_keeps_their_order():
     params = [(net.fc2, "weight"), (net.fc1, "bias"), (net.features[0], "weight")]
     point = RewindPoint.capture(net, params, iteration=4)
     assert list(point) == ["fc2.weight", "fc1.bias", "features.0.weight"]
-    assert point.explicit_order is True
     assert point.iteration == 4
     assert torch.equal(point["fc1.bias"], net.fc1.bias)
     assert point.pairs() == params
@@ -113,7 +140,7 @@ def test_capture_of_chosen_parameters_keeps_their_order():
 def test_capture_of_the_model_itself_uses_bare_names():
     layer = nn.Linear(3, 2)
     point = RewindPoint.capture(layer)
-    assert list(point) == ["weight"]
+    assert list(point) == ["weight", "bias"]
     assert RewindPoint.capture(layer, [(layer, "bias")]).pairs() == [(layer, "bias")]
 
 
@@ -343,11 +370,19 @@ def _renamed() -> nn.Module:
     return _Renamed()
 
 
-def test_restore_fails_on_a_buffer_of_the_same_name():
+def test_restore_writes_a_buffer_of_the_same_name():
     init = RewindPoint({"scale": torch.ones(3)})
     target = nn.Module()
     target.register_buffer("scale", torch.zeros(3))
-    with pytest.raises(ValueError, match="scale"):
+    init.restore(target)
+    assert torch.equal(target.scale, torch.ones(3))
+
+
+def test_restore_of_a_tensor_the_model_lacks_changes_nothing():
+    init = RewindPoint({"scale": torch.ones(3), "shift": torch.ones(2)})
+    target = nn.Module()
+    target.register_buffer("scale", torch.zeros(3))
+    with pytest.raises(ValueError, match="'shift'"):
         init.restore(target)
     assert torch.equal(target.scale, torch.zeros(3))
 
@@ -552,13 +587,11 @@ def test_select_keeps_the_given_order():
     params = [(net.fc2, "weight"), (net.features[0], "weight")]
     chosen = point.select(params)
     assert list(chosen) == ["fc2.weight", "features.0.weight"]
-    assert chosen.explicit_order is True
-    assert point.explicit_order is False
     assert chosen.iteration == 6
     assert chosen.model is net
     assert chosen.pairs() == params
     assert torch.equal(chosen["fc2.weight"], point["fc2.weight"])
-    assert list(point) == NAMES  # the original point is untouched
+    assert list(point) == EVERY  # the original point is untouched
 
 
 @pytest.mark.parametrize(
@@ -572,7 +605,7 @@ def test_select_keeps_the_given_order():
 )
 def test_select_errors(params, error, words):
     net = make_net()
-    point = RewindPoint.capture(net)
+    point = RewindPoint.capture(net, prunable_parameters(net))
     with pytest.raises(error, match=words):
         point.select(params(net))
 
@@ -592,7 +625,7 @@ def test_bind_to_a_same_architecture_model():
     assert point.model is target
     assert point.key_for(target.fc1, "weight") == "fc1.weight"
     assert torch.equal(point.tensor_for(target.fc1, "weight"), point["fc1.weight"])
-    assert point.pairs() == [(target.features[0], "weight"), (target.fc1, "weight"), (target.fc2, "weight")]
+    assert point.pairs() == [(m, n) for m in (target.features[0], target.fc1, target.fc2) for n in ("weight", "bias")]
     with pytest.raises(ValueError, match="bind"):
         point.key_for(source.fc1, "weight")  # the old model is no longer the bound one
 
@@ -640,7 +673,7 @@ def test_key_for_a_module_outside_the_bound_model():
 
 def test_tensor_for_a_tensor_not_captured():
     net = make_net()
-    point = RewindPoint.capture(net)
+    point = RewindPoint.capture(net, prunable_parameters(net))
     with pytest.raises(ValueError, match="fc1.bias"):
         point.tensor_for(net.fc1, "bias")
 

@@ -9,8 +9,11 @@ import pytest
 import torch
 
 import torch_lottery as tl
-from torch_lottery import IterativeMagnitude, OneShotMagnitude, PruneContext, RandomPruning, Strategy
+from torch_lottery import PruneContext, Strategy
+from torch_lottery.strategies import IterativeMagnitude, OneShotMagnitude, RandomPruning
 from torch_lottery.strategies import PoolStrategy
+
+import helpers
 
 BUILTINS = {"imp": IterativeMagnitude, "one_shot": OneShotMagnitude, "random": RandomPruning}
 POOL = pytest.mark.parametrize("cls", [IterativeMagnitude, OneShotMagnitude, RandomPruning],
@@ -29,7 +32,7 @@ def test_exports():
         assert issubclass(cls, PoolStrategy) and issubclass(cls, Strategy)
 
 
-def test_strategy_is_abstract_and_a_minimal_subclass_works(tools):
+def test_strategy_is_abstract_and_a_minimal_subclass_works():
     with pytest.raises(TypeError):
         Strategy()
 
@@ -43,8 +46,8 @@ def test_strategy_is_abstract_and_a_minimal_subclass_works(tools):
     assert KeepAll(rewind_iteration=7).options() == {"rewind_iteration": 7}
     assert repr(KeepAll(rewind_iteration=7)) == "KeepAll(rewind_iteration=7)"
     assert Strategy.may_grow is False and Strategy.max_rounds is None
-    context = tools.build_context(tools.random_weights((3, 3)))
-    assert tools.check_masks(context, s.prune(context)) == {"0.weight": 0}
+    context = helpers.build_context(helpers.random_weights((3, 3)))
+    assert helpers.check_masks(context, s.prune(context)) == {"0.weight": 0}
 
 
 @pytest.mark.parametrize("value, error", [(-1, ValueError), (1.5, TypeError), ("3", TypeError),
@@ -55,8 +58,8 @@ def test_bad_rewind_iteration_is_refused(cls, value, error):
         cls(rewind_iteration=value)
 
 
-def test_prune_context_is_frozen_and_holds_what_the_driver_passes(tools):
-    context = tools.build_context(tools.random_weights((2, 3), (4, 2)), round_index=3)
+def test_prune_context_is_frozen_and_holds_what_the_driver_passes():
+    context = helpers.build_context(helpers.random_weights((2, 3), (4, 2)), round_index=3)
     assert [f.name for f in dataclasses.fields(PruneContext)] == \
         ["model", "names", "weights", "masks", "rewind", "round_index", "generator"]
     assert context.names == ("0.weight", "1.weight")
@@ -67,13 +70,13 @@ def test_prune_context_is_frozen_and_holds_what_the_driver_passes(tools):
 
 
 @POOL
-def test_masks_only_for_the_named_tensors(tools, cls):
+def test_masks_only_for_the_named_tensors(cls):
     """A context naming a subset of the tensors gets masks for that subset only."""
-    full = tools.build_context(tools.random_weights((10, 10), (10, 10)))
+    full = helpers.build_context(helpers.random_weights((10, 10), (10, 10)))
     context = PruneContext(full.model, ("1.weight",), full.weights, full.masks, None, 1, torch.Generator())
     new = cls().prune(context)
     assert set(new) == {"1.weight"}
-    assert tools.check_masks(context, new)["1.weight"] > 0
+    assert helpers.check_masks(context, new)["1.weight"] > 0
 
 
 @POOL
@@ -100,9 +103,9 @@ def test_bad_rate_multipliers_are_refused(cls, multipliers, error):
 
 
 @POOL
-def test_unknown_multiplier_name_is_refused_at_prune_time(tools, cls):
+def test_unknown_multiplier_name_is_refused_at_prune_time(cls):
     strategy = cls(rate_multipliers={"classifier.weight": 0.5})  # fine until the tensors are known
-    context = tools.build_context(tools.random_weights((4, 4), (4, 4)))
+    context = helpers.build_context(helpers.random_weights((4, 4), (4, 4)))
     with pytest.raises(ValueError, match=r"rate_multipliers.*classifier\.weight"):
         strategy.prune(context)
 

@@ -2,28 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import numbers
 import os
 import random
 import time
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import pluggy
 import torch
 from torch import nn
 
-from .._validation import check_finite, check_nonneg_int, describe
-from ..distributed import RunSync, unwrap
+from .. import _layout
+from .._validation import (
+    check_binary_mask,
+    check_bool,
+    check_finite,
+    check_fraction,
+    check_module,
+    check_module_name,
+    check_nonneg_int,
+    check_number,
+    describe,
+)
+from ..distributed import unwrap
 from ..plugins.manager import PluginError, get_plugin_manager, get_strategy, strategy_entries
-from ..pruning._core import is_pruned_tensor
-from ..pruning._rewind import parameter_tensor
 from ..pruning.fixed import FixedMask
 from ..pruning.utils import get_mask, named_prunable_parameters
-from .._files import save_state
 from ..rewinding.point import RewindPoint
 from ..strategies.base import PruneContext, Strategy
-from . import files
+from . import checkpoints
+from ._sync import RunSync
 from .ticket import Ticket
 
 TrainFn = Callable[[nn.Module, "RoundContext"], Any]
@@ -64,7 +75,8 @@ class RoundContext:
             self._on_iteration(self.iteration)
 
 
-def _round_seed(seed: int, round_index: int, salt: int = 0) -> int:
+def round_seed(seed: int, round_index: int, salt: int = 0) -> int:
+    """Return the seed of round ``round_index`` of a run seeded with ``seed`` (``salt`` for a second stream)."""
     return (seed * 1_000_003 + round_index * 7919 + salt) % (2 ** 63)
 
 
@@ -78,24 +90,12 @@ def _seed_everything(seed: int) -> None:
     numpy.random.seed(seed % (2 ** 32))
 
 
-def _all_parameters(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
-    out = []
-    for prefix, module in model.named_modules():
-        for pname, value in module._parameters.items():
-            if value is None:
-                continue
-            name = pname[:-5] if pname.endswith("_orig") and is_pruned_tensor(module, pname[:-5]) else pname
-            out.append((f"{prefix}.{name}" if prefix else name, module, name))
-    return out
-
-
 def _buffers(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: buf.detach().clone() for name, buf in model.named_buffers()
-            if not name.endswith("_mask")}
+    return {q: m._buffers[n].detach().clone() for q, m, n in _layout.named_buffers(model)}
 
 
 def _load_buffers(model: nn.Module, buffers: Mapping[str, torch.Tensor]) -> None:
-    own = dict(model.named_buffers())
+    own = {q: m._buffers[n] for q, m, n in _layout.named_buffers(model)}
     with torch.no_grad():
         for name, value in buffers.items():
             own[name].copy_(value.to(own[name].device))
@@ -137,7 +137,7 @@ def _resolve_strategy(strategy: Any, options: Mapping[str, Any] | None) -> tuple
 
 
 def _check_masks(new: Any, names: tuple[str, ...], old: Mapping[str, torch.Tensor], strategy_name: str,
-                 may_grow: bool) -> dict[str, torch.Tensor]:
+                 may_grow: bool, tied: Mapping[str, str]) -> dict[str, torch.Tensor]:
     if not isinstance(new, Mapping):
         raise TypeError(f"strategy {strategy_name!r} returned {describe(new)}, not a dict of masks")
     missing = [n for n in names if n not in new]
@@ -149,14 +149,15 @@ def _check_masks(new: Any, names: tuple[str, ...], old: Mapping[str, torch.Tenso
         if not isinstance(mask, torch.Tensor) or mask.shape != old[name].shape:
             raise ValueError(f"strategy {strategy_name!r} returned a mask for {name!r} of "
                              f"{describe(mask)}; expected shape {tuple(old[name].shape)}")
-        if mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any()):
-            raise ValueError(f"strategy {strategy_name!r} returned a mask for {name!r} with values "
-                             "other than 0 and 1")
-        mask = mask.bool()
+        mask = check_binary_mask(mask, f"the mask strategy {strategy_name!r} returned for {name!r}").bool()
         if not may_grow and bool((mask & ~old[name]).any()):
             raise ValueError(f"strategy {strategy_name!r} revived pruned entries of {name!r}; "
                              "masks may only shrink (set may_grow = True on the strategy to allow it)")
         out[name] = mask
+    for name, first in tied.items():
+        if not torch.equal(out[name], out[first]):
+            raise ValueError(f"strategy {strategy_name!r} returned different masks for {first!r} and {name!r}, "
+                             "which are one tied tensor; tied weights get one mask")
     return out
 
 
@@ -215,21 +216,22 @@ class _GuardedHooks:
 class _Run:
     """One run of the driver (kept in one object so resume can rebuild it)."""
 
-    def __init__(self, model, train, evaluate, strategy_name, strategy, names, pairs, rounds, target,
-                 optimizer, scheduler, rewind_state, checkpoint_dir, seed):
-        self.model, self.train_fn, self.evaluate_fn = model, train, evaluate
+    def __init__(self, model, wrapper, train, evaluate, strategy_name, strategy, names, pairs, rounds, target,
+                 optimizer, scheduler, rewind_state, checkpoint_dir, seed, sync):
+        self.model, self.wrapper = model, wrapper  # train and evaluate get the wrapper (e.g. DDP)
+        self.train_fn, self.evaluate_fn = train, evaluate
         self.strategy_name, self.strategy = strategy_name, strategy
         self.names, self.pairs = names, pairs
+        first = _layout.aliases(pairs)  # tied weights: name -> the first name of its tensor
+        self.tied = {names[i]: names[f] for i, f in enumerate(first) if f != i}
         self.rounds, self.target = rounds, target
         self.optimizer, self.scheduler, self.rewind_state = optimizer, scheduler, rewind_state
-        self.checkpoint_dir, self.seed = checkpoint_dir, seed
+        self.checkpoint_dir, self.seed, self.sync = checkpoint_dir, seed, sync
         self.rewind_iteration = int(getattr(strategy, "rewind_iteration", 0))
         self.rewind_point: RewindPoint | None = None
         self.rewind_extra: dict[str, Any] | None = None
         self.history: list[dict] = []
         self.hook = _GuardedHooks(get_plugin_manager())  # an observer that raises is named in the error
-        self.wrapper = model  # what train and evaluate get (e.g. the DDP wrapper of model)
-        self.sync = RunSync(enabled=False)  # identical ranks under torch.distributed
 
     # -- bookkeeping ------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -246,12 +248,13 @@ class _Run:
         }
 
     def masks(self) -> dict[str, torch.Tensor]:
-        return {n: get_mask(m, name).bool() for n, (m, name) in zip(self.names, self.pairs)}
+        return {n: get_mask(m, name).bool() for n, (m, name) in zip(self.names, self.pairs, strict=True)}
 
     def figures(self) -> dict[str, Any]:
         masks = self.masks()
-        alive = sum(int(m.count_nonzero()) for m in masks.values())
-        total = sum(m.numel() for m in masks.values())
+        distinct = [m for n, m in masks.items() if n not in self.tied]  # a tied tensor counts once
+        alive = sum(int(m.count_nonzero()) for m in distinct)
+        total = sum(m.numel() for m in distinct)
         return {
             "remaining": alive / total if total else 1.0,
             "remaining_weights": alive,
@@ -261,8 +264,7 @@ class _Run:
 
     # -- rewinding --------------------------------------------------------------
     def capture(self, iteration: int) -> None:
-        pairs = [(m, n) for _, m, n in _all_parameters(self.model)]
-        self.rewind_point = RewindPoint.capture(self.model, parameters=pairs, iteration=iteration)
+        self.rewind_point = RewindPoint.capture(self.model, iteration=iteration)  # every parameter
         if self.rewind_state:
             self.rewind_extra = {
                 "buffers": _buffers(self.model),
@@ -285,7 +287,7 @@ class _Run:
 
     # -- one round --------------------------------------------------------------
     def train_and_record(self, round_index: int, started: float) -> dict[str, Any]:
-        seed = _round_seed(self.seed, round_index)
+        seed = round_seed(self.seed, round_index)
         _seed_everything(seed)
         on_iteration = self._capture_at if round_index == 0 and self.rewind_iteration > 0 else None
         context = RoundContext(round_index, seed, self.rewind_iteration, on_iteration,
@@ -316,8 +318,12 @@ class _Run:
 
     def prune_round(self, round_index: int) -> None:
         old = self.masks()
-        generator = torch.Generator().manual_seed(_round_seed(self.seed, round_index, salt=1))
-        weights = {n: parameter_tensor(m, name).detach() for n, (m, name) in zip(self.names, self.pairs)}
+        generator = torch.Generator().manual_seed(round_seed(self.seed, round_index, salt=1))
+        detached: dict[int, torch.Tensor] = {}  # one object per tensor, so tied names share it
+        weights = {}
+        for n, (m, name) in zip(self.names, self.pairs, strict=True):
+            tensor = _layout.original(m, name)
+            weights[n] = detached.setdefault(id(tensor), tensor.detach())
         for name, values in weights.items():  # a diverged training run stops here, before anything is pruned
             check_finite(values, f"the weights of {name!r} after training round {round_index - 1} (diverged?)",
                          old[name])
@@ -325,20 +331,22 @@ class _Run:
         context = PruneContext(self.model, self.names, weights, old, rewind, round_index, generator)
         try:
             proposed = self.strategy.prune(context)
-        except (ValueError, TypeError):  # the strategy's own checks, which name what is wrong
+        except (ValueError, TypeError):  # WHY: the strategy's own checks, which name what is wrong
             raise
         except Exception as error:
             raise PluginError(f"strategy {self.strategy_name!r}{_origin(self.strategy_name)} raised in prune "
                               f"(round {round_index}): {type(error).__name__}: {error}; nothing was pruned") from error
         new = _check_masks(proposed, self.names, old, self.strategy_name,
-                           bool(getattr(self.strategy, "may_grow", False)))
+                           bool(getattr(self.strategy, "may_grow", False)), self.tied)
         new = self.sync.masks(new)  # rank 0's masks on every rank, whatever their RNG states
-        source = f"{self.strategy_name} round {round_index}"
-        for name, (module, tensor_name) in zip(self.names, self.pairs):
-            FixedMask.apply(module, tensor_name, new[name], source=source)
+        self.install(new, f"{self.strategy_name} round {round_index}")
         self.hook.torch_lottery_after_prune(round_index=round_index, model=self.model,
                                             masks={n: m.clone() for n, m in new.items()},
                                             remaining=self.figures()["remaining"])
+
+    def install(self, masks: Mapping[str, torch.Tensor], source: str) -> None:
+        for name, (module, tensor_name) in zip(self.names, self.pairs, strict=True):
+            FixedMask.apply(module, tensor_name, masks[name], source=source)
 
     def done(self, round_index: int) -> bool:
         if self.rounds is not None and round_index >= self.rounds:
@@ -353,13 +361,7 @@ class _Run:
     def save(self, round_index: int) -> None:
         if self.checkpoint_dir is None:
             return
-        self.sync.write(lambda: self._write_round(round_index))  # rank 0 writes; the others wait
-
-    def _write_round(self, round_index: int) -> None:
-        state = {
-            "format": files.CHECKPOINT_FORMAT,
-            "version": files.CHECKPOINT_VERSION,
-            "round": round_index,
+        contents = {
             "config": self.config(),
             "masks": {n: m.cpu() for n, m in self.masks().items()} if round_index > 0 else None,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
@@ -369,30 +371,29 @@ class _Run:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "history": copy.deepcopy(self.history),
         }
-        save_state(state, files.round_path(self.checkpoint_dir, round_index))  # atomic, with a digest
+        # rank 0 writes (atomically, with a digest); the others wait
+        self.sync.write(lambda: checkpoints.write_round(self.checkpoint_dir, round_index, contents))
 
     def resume(self, finished: list[int] | None = None) -> int:
         """Load the last finished round from the checkpoint directory; return the next round."""
         if self.checkpoint_dir is None:
             return 0
-        done = files.finished_rounds(self.checkpoint_dir) if finished is None else finished
+        done = checkpoints.finished_rounds(self.checkpoint_dir) if finished is None else finished
         if not done:
             return 0
-        path = files.round_path(self.checkpoint_dir, done[-1])
-        state = files.load_checkpoint(path, done)  # digest and layout checked; damage stops the run
+        path = checkpoints.round_path(self.checkpoint_dir, done[-1])
+        state = checkpoints.load_checkpoint(path, done)  # digest, layout and history checked
         saved, current = state["config"], self.config()
-        differ = sorted(k for k in current if saved.get(k) != current[k] and k != "rounds" and k != "target_remaining")
+        differ = sorted(k for k in current if saved.get(k) != current[k] and k not in ("rounds", "target_remaining"))
         if differ:
             raise ValueError(f"checkpoint_dir={os.fspath(self.checkpoint_dir)!r} holds a run with other settings "
                              f"({', '.join(f'{k}: {saved.get(k)!r} vs {current[k]!r}' for k in differ)}); "
                              "use another directory or the same settings")
-        files.check_checkpoint_fits(state, path, self.model, self.names, self.pairs, self.optimizer,
-                                    self.scheduler)  # before anything changes
+        checkpoints.check_checkpoint_fits(state, path, self.model, self.names, self.pairs, self.optimizer,
+                                          self.scheduler)  # before anything changes
         if state["masks"] is not None:
-            for name, (module, tensor_name) in zip(self.names, self.pairs):
-                FixedMask.apply(module, tensor_name, state["masks"][name], source=f"{self.strategy_name} (resumed)")
-        device_state = {k: v for k, v in state["model"].items()}
-        self.model.load_state_dict(device_state)
+            self.install(state["masks"], f"{self.strategy_name} (resumed)")
+        self.model.load_state_dict(state["model"])
         self.rewind_point = RewindPoint.from_state_dict(state["rewind"], source=path).bind(self.model)
         self.rewind_extra = state["rewind_extra"]
         if self.optimizer is not None and state["optimizer"] is not None:
@@ -406,9 +407,8 @@ class _Run:
     def run(self) -> Ticket:
         finished = None
         if self.checkpoint_dir is not None and self.sync.active:  # every rank resumes rank 0's round
-            finished = self.sync.value(files.finished_rounds(self.checkpoint_dir))
-        start_round = self.sync.together(lambda: self.resume(finished))
-        round_index = start_round
+            finished = self.sync.value(checkpoints.finished_rounds(self.checkpoint_dir))
+        round_index = self.sync.together(lambda: self.resume(finished))
         if round_index == 0:
             started = time.perf_counter()
             self.hook.torch_lottery_round_start(round_index=0, model=self.model, strategy=self.strategy,
@@ -432,61 +432,52 @@ class _Run:
             round_index += 1
         ticket = Ticket(self.masks(), self.rewind_point, self.history, self.config())
         if self.checkpoint_dir is not None:
-            path = os.path.join(os.fspath(self.checkpoint_dir), files.TICKET_FILE)
-            self.sync.write(lambda: ticket.save(path))
+            self.sync.write(lambda: ticket.save(checkpoints.ticket_path(self.checkpoint_dir)))
         return ticket
 
 
-def _check_directory(path: str | os.PathLike) -> None:
-    """Check that ``checkpoint_dir`` is, or can become, a directory (nothing is created here)."""
-    probe = os.path.abspath(os.fspath(path))
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    if not os.path.isdir(probe):
-        where = "is a file" if probe == os.path.abspath(os.fspath(path)) else f"is inside a file ({probe!r})"
-        raise ValueError(f"checkpoint_dir={os.fspath(path)!r} {where}, not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"checkpoint_dir={os.fspath(path)!r} is not writable ({probe!r} refuses new files)")
-
-
 def _parameters(model: nn.Module, parameters: Any) -> tuple[tuple[str, ...], list[tuple[nn.Module, str]]]:
-    named = {q: (m, n) for q, m, n in named_prunable_parameters(model)}
+    """Resolve ``parameters`` (qualified names or pairs; default every prunable weight) to names and pairs.
+
+    Tensors with no entries are skipped; a tensor tied to other names of the model
+    brings them along (tied weights get one mask).
+    """
     if parameters is None:
-        names = tuple(named)
+        named = [(q, m, n) for q, m, n in named_prunable_parameters(model)]
     else:
         if isinstance(parameters, (str, bytes)) or not isinstance(parameters, Iterable):
             raise TypeError(f"parameters must be qualified names or (module, name) pairs, got {describe(parameters)}")
-        prefixes = {id(m): p for p, m in model.named_modules()}
-        names_list = []
+        prefixes = _layout.module_prefixes(model)
+        named = []
         for item in parameters:
             if isinstance(item, str):
-                qualified = item
+                found = _layout.resolve(model, item)
+                if found is None:
+                    raise ValueError(f"parameters names {item!r}, which is not a parameter of model")
+                named.append((item, *found))
             elif isinstance(item, tuple) and len(item) == 2 and id(item[0]) in prefixes:
-                prefix = prefixes[id(item[0])]
-                qualified = f"{prefix}.{item[1]}" if prefix else item[1]
+                if not isinstance(item[1], str) or not _layout.has_tensor(*item):
+                    raise ValueError(f"parameters names {describe(item)}, which is not a parameter of model")
+                named.append((_layout.join(prefixes[id(item[0])], item[1]), *item))
             else:
                 raise ValueError(f"parameters holds {describe(item)}, which is not a tensor of model")
-            prefix, _, name = qualified.rpartition(".")
-            try:
-                module = model.get_submodule(prefix)
-                parameter_tensor(module, name)
-            except (AttributeError, KeyError):
-                raise ValueError(f"parameters names {qualified!r}, which is not a parameter of model") from None
-            named[qualified] = (module, name)
-            names_list.append(qualified)
-        names = tuple(names_list)
-        if not names:
+        if not named:
             raise ValueError("parameters is empty: nothing to prune")
-    if not names:
-        raise ValueError("model has no prunable parameters (pass parameters=...)")
-    for name in names:
-        module, tensor_name = named[name]
-        if parameter_tensor(module, tensor_name).device.type == "meta":
-            raise ValueError(f"the tensor {name!r} to prune is on the meta device (it has no values to train or prune)")
-    return names, [named[n] for n in names]
+        listed = {id(_layout.original(m, n)) for _, m, n in named}
+        known = {q for q, _, _ in named}
+        named += [(q, m, n) for q, m, n in _layout.named_tensors(model)
+                  if id(_layout.original(m, n)) in listed and q not in known]
+    for qualified, module, name in named:
+        try:
+            check_module_name(module, name)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"the tensor {qualified!r} to prune: {error}") from None
+    named = [(q, m, n) for q, m, n in named if _layout.original(m, n).numel() > 0]
+    if not named:
+        raise ValueError("model has no prunable parameters with entries (pass parameters=...)")
+    if len({q for q, _, _ in named}) != len(named):
+        raise ValueError("parameters lists a tensor twice")
+    return tuple(q for q, _, _ in named), [(m, n) for _, m, n in named]
 
 
 def find_ticket(model: nn.Module, train: TrainFn, evaluate: EvalFn | None = None, *,
@@ -584,10 +575,9 @@ def find_ticket(model: nn.Module, train: TrainFn, evaluate: EvalFn | None = None
         >>> round(ticket.remaining, 2), len(ticket.history)
         (0.25, 3)
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
-    if distributed is not None and not isinstance(distributed, bool):
-        raise TypeError(f"distributed must be None or a bool, got {describe(distributed)}")
+    check_module(model)
+    if distributed is not None:
+        check_bool(distributed, "distributed")
     if distributed and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         raise ValueError("distributed=True needs an initialized torch.distributed process group "
                          "(torch.distributed.init_process_group)")
@@ -600,11 +590,7 @@ def find_ticket(model: nn.Module, train: TrainFn, evaluate: EvalFn | None = None
     if rounds is not None:
         check_nonneg_int(rounds, "rounds")
     if target_remaining is not None:
-        if isinstance(target_remaining, bool) or not isinstance(target_remaining, numbers.Real):
-            raise TypeError(f"target_remaining must be a float, got {describe(target_remaining)}")
-        if not 0.0 <= float(target_remaining) < 1.0:
-            raise ValueError(f"target_remaining={target_remaining} must be a float in [0, 1)")
-        target_remaining = float(target_remaining)
+        target_remaining = check_fraction(target_remaining, "target_remaining", high_open=True)
     max_rounds = getattr(instance, "max_rounds", None)
     if max_rounds is not None:
         rounds = max_rounds if rounds is None else min(rounds, max_rounds)
@@ -616,29 +602,31 @@ def find_ticket(model: nn.Module, train: TrainFn, evaluate: EvalFn | None = None
         raise TypeError(f"scheduler must have state_dict() and load_state_dict(), got {describe(scheduler)}")
     if scheduler is not None and optimizer is None:
         raise ValueError("scheduler needs optimizer= too")
-    if not isinstance(rewind_state, bool):
-        raise TypeError(f"rewind_state must be a bool, got {describe(rewind_state)}")
+    check_bool(rewind_state, "rewind_state")
     if rewind_state and optimizer is None:
         raise ValueError("rewind_state=True needs optimizer= (the state to rewind)")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an int, got {describe(seed)}")
+    seed = check_number(seed, "seed", integer=True)
     if checkpoint_dir is not None:
-        if not isinstance(checkpoint_dir, (str, os.PathLike)):
-            raise TypeError(f"checkpoint_dir must be a path, got {describe(checkpoint_dir)}")
-        _check_directory(checkpoint_dir)
+        checkpoint_dir = checkpoints.check_directory(checkpoint_dir)  # every path problem, before anything runs
     names, pairs = _parameters(model, parameters)
     validate = getattr(instance, "validate", None)
     if validate is not None:
         validate(names)
     if isinstance(plugins, (str, bytes, nn.Module)) or not isinstance(plugins, Iterable):
         raise TypeError(f"plugins must be an iterable of plugin objects, got {describe(plugins)}")
-    plugins = list(plugins)
-    created = checkpoint_dir is not None and not os.path.exists(checkpoint_dir)
-    if checkpoint_dir is not None:
-        os.makedirs(checkpoint_dir, exist_ok=True)  # only once every argument is known to be good
+    group = wrapper.process_group if isinstance(wrapper, nn.parallel.DistributedDataParallel) else None
+    sync = RunSync(group, enabled=distributed is not False)
+    with _registered(list(plugins)), _directory(checkpoint_dir, sync):
+        run = _Run(model, wrapper, train, evaluate, strategy_name, instance, names, pairs, rounds, target_remaining,
+                   optimizer, scheduler, rewind_state, checkpoint_dir, seed, sync)
+        return run.run()
 
+
+@contextlib.contextmanager
+def _registered(plugins: list[Any]):
+    """Register ``plugins`` for one run; unregister what this run registered when it ends."""
     pm = get_plugin_manager()
-    ours = []  # only what this run registered is unregistered at its end
+    ours = []
     try:
         for index, plugin in enumerate(plugins):
             if not pm.is_registered(plugin):
@@ -648,17 +636,29 @@ def find_ticket(model: nn.Module, train: TrainFn, evaluate: EvalFn | None = None
                     detail = " ".join(str(error).split())
                     raise PluginError(f"plugins[{index}]={describe(plugin)} cannot be registered: {detail}") from None
                 ours.append(plugin)
-        run = _Run(model, train, evaluate, strategy_name, instance, names, pairs, rounds, target_remaining,
-                   optimizer, scheduler, rewind_state, checkpoint_dir, int(seed))
-        run.wrapper = wrapper
-        group = wrapper.process_group if isinstance(wrapper, nn.parallel.DistributedDataParallel) else None
-        run.sync = RunSync(group, enabled=distributed is not False)
-        return run.run()
-    except BaseException:
-        if created and os.path.isdir(checkpoint_dir) and not os.listdir(checkpoint_dir):
-            os.rmdir(checkpoint_dir)  # a run that failed before writing anything leaves no empty folder
-        raise
+        yield
     finally:
         for plugin in ours:
             if pm.is_registered(plugin):
                 pm.unregister(plugin)
+
+
+@contextlib.contextmanager
+def _directory(checkpoint_dir: str | None, sync: RunSync):
+    """Create and lock ``checkpoint_dir`` for one run (rank 0 locks); remove it if the run left it empty."""
+    if checkpoint_dir is None:
+        yield
+        return
+    created = not os.path.exists(checkpoint_dir)
+    stack = contextlib.ExitStack()
+    try:
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        if sync.writer:
+            sync.together(lambda: stack.enter_context(checkpoints.locked(checkpoint_dir)))
+        else:
+            sync.together(lambda: None)
+        with stack:
+            yield
+    finally:
+        if created and os.path.isdir(checkpoint_dir) and not os.listdir(checkpoint_dir):
+            os.rmdir(checkpoint_dir)  # a run that failed before writing anything leaves no empty folder

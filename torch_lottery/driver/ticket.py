@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from .._validation import describe
+from .. import _layout
+from .._files import load_state, save_state
+from .._validation import check_binary_mask, check_bool, check_module, check_path, describe
 from ..distributed import unwrap
-from ..pruning._core import refresh
-from ..pruning._rewind import parameter_tensor
 from ..pruning.fixed import FixedMask
 from ..pruning.utils import named_prunable_parameters
-from .._files import load_state, save_state
 from ..rewinding.point import RewindPoint
-from . import files
+from .checkpoints import TICKET_FORMAT, TICKET_VERSION
 
 
 @dataclass
@@ -43,17 +43,6 @@ class ApplyReport:
     def complete(self) -> bool:
         """True if every tensor matched in both directions."""
         return not (self.missing or self.mismatched or self.unexpected)
-
-
-def _resolve(model: nn.Module, qualified: str) -> tuple[nn.Module, str] | None:
-    prefix, _, name = qualified.rpartition(".")
-    try:
-        module = model.get_submodule(prefix)
-    except AttributeError:
-        return None
-    if module._parameters.get(name) is None and module._parameters.get(name + "_orig") is None:
-        return None
-    return module, name
 
 
 def _check_history(history: Any) -> list[dict]:
@@ -98,11 +87,7 @@ class Ticket:
         for name, mask in masks.items():
             if not isinstance(name, str) or not isinstance(mask, torch.Tensor):
                 raise TypeError(f"masks must map str to Tensor, got {describe(name)}: {describe(mask)}")
-            if mask.device.type == "meta":
-                raise ValueError(f"masks[{name!r}] is on the meta device: it has no values")
-            if mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any()):
-                raise ValueError(f"masks[{name!r}] must hold only 0 and 1")
-            self.masks[name] = mask.detach().bool()
+            self.masks[name] = check_binary_mask(mask, f"masks[{name!r}]").detach().bool()
         if isinstance(rewind, RewindPoint):
             self.rewind = RewindPoint(dict(rewind.items()), iteration=rewind.iteration)
         else:
@@ -141,8 +126,8 @@ class Ticket:
     def state_dict(self) -> dict[str, Any]:
         """Return the ticket as a plain dict of tensors, numbers and strings."""
         return {
-            "format": files.TICKET_FORMAT,
-            "version": files.TICKET_VERSION,
+            "format": TICKET_FORMAT,
+            "version": TICKET_VERSION,
             "masks": {k: v.cpu() for k, v in self.masks.items()},
             "rewind": self.rewind.state_dict(),
             "history": copy.deepcopy(self.history),
@@ -152,15 +137,14 @@ class Ticket:
     @classmethod
     def from_state_dict(cls, state: Any, source: str = "state") -> "Ticket":
         """Build a ticket from :meth:`state_dict` output, checking its layout."""
-        if not isinstance(state, dict) or state.get("format") != files.TICKET_FORMAT:
-            raise ValueError(f"{source} is not a torch-lottery ticket (no format={files.TICKET_FORMAT!r} field)")
-        if type(state.get("version")) is not int or state["version"] not in files.TICKET_READS:
-            raise ValueError(f"{source} has ticket version {state.get('version')!r}; "
-                             f"this release reads {', '.join(map(str, files.TICKET_READS))}")
+        if not isinstance(state, dict) or state.get("format") != TICKET_FORMAT:
+            raise ValueError(f"{source} is not a torch-lottery ticket (no format={TICKET_FORMAT!r} field)")
+        if type(state.get("version")) is not int or state["version"] != TICKET_VERSION:
+            raise ValueError(f"{source} has ticket version {state.get('version')!r}; this release reads {TICKET_VERSION}")
         try:
             rewind = RewindPoint.from_state_dict(state["rewind"], source=f"{source} (rewind)")
             return cls(state["masks"], rewind, state["history"], state["config"])
-        except (KeyError, TypeError) as error:
+        except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{source} is a damaged ticket: {type(error).__name__}: {error}") from None
 
     def save(self, path: str | os.PathLike) -> None:
@@ -169,8 +153,7 @@ class Ticket:
         Raises:
             TypeError: if ``path`` is not a str or path-like.
         """
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a str or os.PathLike, got {describe(path)}")
+        check_path(path)
         save_state(self.state_dict(), path)
 
     @classmethod
@@ -183,36 +166,34 @@ class Ticket:
             ValueError: if the file is not a ticket, or is damaged or truncated
                 (its SHA-256 digest does not match).
         """
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a str or os.PathLike, got {describe(path)}")
-        state = load_state(path, "ticket", files.TICKET_FORMAT, map_location=map_location)
+        check_path(path)
+        state = load_state(path, "ticket", TICKET_FORMAT, (TICKET_VERSION,), map_location=map_location)
         return cls.from_state_dict(state, source=f"path={os.fspath(path)!r}")
 
     # -- applying ----------------------------------------------------------------
-    def plan(self, model: nn.Module) -> tuple[ApplyReport, list, list]:
+    def _plan(self, model: nn.Module) -> tuple[ApplyReport, list, list]:
         """Match the ticket's tensors with ``model``'s by name and shape, without changing it."""
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+        check_module(model)
         model = unwrap(model)  # a DistributedDataParallel wrapper: its module's names
         report = ApplyReport()
         mask_jobs, rewind_jobs = [], []
         for qualified, mask in self.masks.items():
-            target = _resolve(model, qualified)
+            target = _layout.resolve(model, qualified)
             if target is None:
                 report.missing.append(qualified)
                 continue
-            shape = tuple(parameter_tensor(*target).shape)
+            shape = tuple(_layout.original(*target).shape)
             if shape != tuple(mask.shape):
                 report.mismatched.append(f"{qualified}: ticket {tuple(mask.shape)} vs model {shape}")
                 continue
             mask_jobs.append((qualified, target, mask))
         for qualified, values in self.rewind.items():
-            target = _resolve(model, qualified)
+            target = _layout.resolve(model, qualified)
             if target is None:
                 if qualified not in self.masks:
                     report.missing.append(qualified)
                 continue
-            shape = tuple(parameter_tensor(*target).shape)
+            shape = tuple(_layout.original(*target).shape)
             if shape != tuple(values.shape):
                 if qualified not in self.masks:
                     report.mismatched.append(f"{qualified}: ticket {tuple(values.shape)} vs model {shape}")
@@ -243,9 +224,8 @@ class Ticket:
             TypeError: if ``model`` is not a module or ``strict`` not a bool.
             ValueError: (``strict=True``) on missing or mismatched tensors.
         """
-        if not isinstance(strict, bool):
-            raise TypeError(f"strict must be a bool, got {describe(strict)}")
-        report, mask_jobs, rewind_jobs = self.plan(model)
+        check_bool(strict, "strict")
+        report, mask_jobs, rewind_jobs = self._plan(model)
         if strict and (report.missing or report.mismatched):
             problems = [f"missing: {', '.join(report.missing)}"] if report.missing else []
             problems += [f"mismatched: {'; '.join(report.mismatched)}"] if report.mismatched else []
@@ -253,12 +233,8 @@ class Ticket:
                              "); pass strict=False to apply the tensors that match")
         source = f"ticket ({self.config.get('strategy', 'unknown')})"
         for qualified, (module, name), mask in mask_jobs:
-            FixedMask.apply(module, name, mask.to(parameter_tensor(module, name).device), source=source)
+            FixedMask.apply(module, name, mask.to(_layout.original(module, name).device), source=source)
             report.masked.append(qualified)
-        with torch.no_grad():
-            for qualified, (module, name), values in rewind_jobs:
-                target = parameter_tensor(module, name)
-                target.copy_(values.to(device=target.device, dtype=target.dtype))
-                refresh(module, name)
-                report.rewound.append(qualified)
+        _layout.write_values([target for _, target, _ in rewind_jobs], [values for _, _, values in rewind_jobs])
+        report.rewound.extend(qualified for qualified, _, _ in rewind_jobs)
         return report

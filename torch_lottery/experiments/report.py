@@ -26,7 +26,8 @@ LABELS = {
 }
 
 
-def _write_text(path: str, text: str) -> None:
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, as UTF-8."""
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
@@ -73,7 +74,7 @@ def write_csv(result: dict[str, Any], path: str) -> None:
     writer = csv.DictWriter(text, fieldnames=fields)
     writer.writeheader()
     writer.writerows(summary)
-    _write_text(path, text.getvalue())
+    write_text(path, text.getvalue())
 
 
 def plot(result: dict[str, Any], path: str, metric: str = "test_accuracy") -> bool:
@@ -122,7 +123,7 @@ def write_outputs(result: dict[str, Any], directory: str) -> dict[str, str]:
     """Write results.json, results.csv and accuracy.png into ``directory``; return the paths written."""
     os.makedirs(directory, exist_ok=True)
     paths = {"json": os.path.join(directory, RESULTS_JSON), "csv": os.path.join(directory, RESULTS_CSV)}
-    _write_text(paths["json"], json.dumps(result, indent=1))
+    write_text(paths["json"], json.dumps(result, indent=1))
     write_csv(result, paths["csv"])
     png = os.path.join(directory, PLOT_PNG)
     if plot(result, png):

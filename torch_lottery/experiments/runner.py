@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .._validation import check_choice, check_nonneg_int, describe
-from ..driver.find import find_ticket
+from ..driver.find import find_ticket, round_seed
 from ..driver.ticket import Ticket
 from ..plugins.hookspecs import hookimpl
 from ..pruning.magnitude import sign_preserving_supermask
@@ -311,9 +311,9 @@ def run_replicate(config: RunConfig, data, seed: int, build: Callable[[], nn.Mod
              unit="model") as controls:
         for round_index, masks in sorted(recorder.masks.items()):
             for control in trained:
-                round_seed = seed * 1_000_003 + round_index * 7919 + KINDS.index(control)
-                torch.manual_seed(round_seed)
-                generator = torch.Generator().manual_seed(round_seed)
+                control_seed = round_seed(seed, round_index, KINDS.index(control))
+                torch.manual_seed(control_seed)
+                generator = torch.Generator().manual_seed(control_seed)
                 net = build()
                 if control == "supermask":
                     net.load_state_dict(recorder.dense)

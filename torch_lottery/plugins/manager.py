@@ -83,7 +83,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
     :func:`torch_lottery.find_ticket` also takes ``plugins=[...]`` for one run.
 
     Examples:
-        >>> from torch_lottery import get_plugin_manager
+        >>> from torch_lottery.plugins import get_plugin_manager
         >>> get_plugin_manager().project_name
         'torch_lottery'
     """

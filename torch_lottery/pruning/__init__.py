@@ -1,6 +1,17 @@
-"""Pruning methods for the lottery ticket hypothesis, built on ``torch.nn.utils.prune``."""
+"""Pruning methods for the lottery ticket hypothesis, built on ``torch.nn.utils.prune``.
 
-from ._core import LotteryContainer, MaskedTensor, compact_hooks
+Every method here is a stock ``BasePruningMethod`` subclass; each installs one
+:class:`LotteryContainer` per pruned tensor, which keeps the model deep-copyable
+at any time and its memory flat over rounds. Whatever the route (the methods'
+``apply``, the functional twins, :func:`global_magnitude`, or stock
+``prune.global_unstructured(params, pruning_method=LotteryMagnitude, ...)``), the
+ranking uses the current weights (``<name>_orig`` on the surviving entries), also
+right after an optimizer step with no forward since, and every pooled selection
+goes through one planner (``_select.plan``): floors, rate multipliers, scopes and
+devices mean the same everywhere.
+"""
+
+from .container import LotteryContainer, compact_hooks
 from ._select import CRITERIA
 from .fixed import FixedMask, fixed_mask
 from .global_magnitude import GlobalMagnitude, global_magnitude
@@ -14,7 +25,6 @@ __all__ = [
     "GlobalMagnitude",
     "LotteryContainer",
     "LotteryMagnitude",
-    "MaskedTensor",
     "RandomPermutation",
     "SignPreservingSupermask",
     "compact_hooks",

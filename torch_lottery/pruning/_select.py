@@ -1,10 +1,20 @@
-"""Mask selection primitives: deterministic bottom-k selection over pools of tensors, and criteria scores."""
+"""Mask selection: criteria scores, deterministic bottom-k over pools of tensors, and the one planner.
+
+:func:`plan` is the pooled-selection rule of the whole package: ``global_magnitude``,
+the methods (alone or inside stock ``prune.global_unstructured``) and the
+strategies all call it, so floors, rate multipliers, scopes and devices mean the
+same everywhere.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
+
+from .._validation import check_finite, count_to_prune
 
 #: Mask criteria of Zhou et al. (2019), "Deconstructing Lottery Tickets".
 #: Each maps (final weights, rewind-point weights) to a score; low scores are pruned.
@@ -70,9 +80,10 @@ def same_sign(final: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
 #
 # Scores are computed chunk by chunk (``criterion(final, initial)`` on at most _CHUNK
 # entries into reused buffers); entries that no longer survive get NaN, which every
-# comparison treats as False, so they are neither counted, gathered nor kept. The
-# result is exact whatever the sample: the sample only decides how fast it is.
-# Ties at the threshold are pruned in order of (tensor, flat index).
+# comparison treats as False, so they are neither counted, gathered nor kept (the
+# inputs are checked for NaN and infinity once, by :func:`plan`). The result is
+# exact whatever the sample: the sample only decides how fast it is. Ties at the
+# threshold are pruned in order of (tensor, flat index).
 
 #: Entries scored at once (buffers of this size are reused; counts in float32 stay exact).
 _CHUNK = 1 << 20
@@ -86,7 +97,6 @@ _SIGMAS = 4.0
 _ROUNDS = 6
 #: Seed of the sample (fixed: the same input takes the same path).
 _SEED = 0x5EED
-_DEFAULT_NAME = "the scores (weights or importance_scores)"
 
 
 def _float_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -110,7 +120,6 @@ class _Source:
         self.raw_dtype = (self.final.dtype if self.initial is None
                           else torch.promote_types(self.final.dtype, self.initial.dtype))
         self.surviving = self.numel
-        self.nan_checked = False
 
     @property
     def device(self) -> torch.device:
@@ -128,15 +137,13 @@ class _Source:
 class _Pool:
     """Bottom-k machinery over several :class:`_Source` (one threshold for any subset of them)."""
 
-    def __init__(self, sources: list[_Source], name: str = _DEFAULT_NAME) -> None:
+    def __init__(self, sources: list[_Source]) -> None:
         dtype = None
         for s in sources:
             dtype = s.raw_dtype if dtype is None else torch.promote_types(dtype, s.raw_dtype)
         self.dtype = _float_dtype(dtype) if dtype is not None else torch.float32
         self.sources = sources
-        self.name = name
         self._buffers: dict = {}
-        self._ranked = 0  # surviving entries being ranked (for the NaN message)
         for s in sources:
             self._count_surviving(s)
         self.surviving = [s.surviving for s in sources]
@@ -173,7 +180,6 @@ class _Pool:
         for start in range(0, s.numel, _CHUNK):
             stop = min(start + _CHUNK, s.numel)
             yield start, self._scores(s, start, stop)
-        s.nan_checked = True
 
     def _scores(self, s: _Source, start: int, stop: int) -> torch.Tensor:
         size = stop - start
@@ -185,15 +191,6 @@ class _Pool:
                 torch.abs(s.final[start:stop], out=out)
         else:  # a new tensor: criterion_scores never returns a view of its inputs
             out = s.raw(slice(start, stop)).to(self.dtype)
-        if not s.nan_checked and size:
-            top = torch.amax(out)
-            if bool(torch.isnan(top)):
-                bad = torch.isnan(out)
-                if s.eligible is not None:
-                    bad &= s.eligible[start:stop] != 0
-                if bool(bad.any()):
-                    raise ValueError(f"{self.name} contains NaN values (shape ({self._ranked},)); "
-                                     "cannot rank entries")
         if s.eligible is not None:
             e = torch.ne(s.eligible[start:stop], 0, out=self._buffer("eligible", s.device, size))
             out.div_(e).mul_(e)  # x / 1 * 1 == x; x / 0 * 0 is NaN (also for x = 0 and x = inf)
@@ -275,7 +272,7 @@ class _Pool:
 
         Needs ``0 < k <= surviving entries of ids``.
         """
-        n = self._ranked = sum(self.surviving[i] for i in ids)
+        n = sum(self.surviving[i] for i in ids)
         lo = hi = None
         le_lo = [0] * len(ids)
         lt_hi = [self.surviving[i] for i in ids]
@@ -385,27 +382,106 @@ class _Pool:
         return out
 
 
-def pool_of(scores: list[torch.Tensor], eligible: list[torch.Tensor | None] | None = None,
-            name: str = _DEFAULT_NAME) -> _Pool:
-    """Return a :class:`_Pool` over given score tensors (``eligible``: bool tensors, or None for all)."""
-    eligible = [None] * len(scores) if eligible is None else eligible
-    return _Pool([_Source(s, eligible=e) for s, e in zip(scores, eligible)], name)
+def plan_group(pool: _Pool, ids: list[int], amount: Any, min_remaining: int, on_floor: str,
+               name: str = "amount") -> dict[int, Any]:
+    """Plan one threshold over the tensors ``ids`` of ``pool``, each keeping ``min_remaining`` survivors.
 
-
-def bottom_k(scores: torch.Tensor, k: int, name: str = _DEFAULT_NAME) -> torch.Tensor:
-    """Return a bool mask over a 1-D ``scores`` that is False at the ``k`` lowest entries.
-
-    Ties at the threshold are broken deterministically: the entry with the lower
-    index is pruned first. Without ties the result equals stock
-    ``L1Unstructured``'s ``topk`` selection.
-
-    The threshold is found without sorting or topk; see :class:`_Pool`.
+    Tensors that the threshold would push below their floor are held at it and the
+    others absorb the rest. If ``amount`` cannot be pruned without breaking a floor,
+    ``on_floor="clamp"`` prunes what the floors allow and ``"raise"`` refuses.
+    Returns ``{i: plan}`` (see :meth:`_Pool.bottom`); nothing is written.
     """
-    n = scores.numel()
-    if k <= 0 or n == 0:
-        return torch.ones(n, dtype=torch.bool, device=scores.device)
-    if k >= n:
-        return torch.zeros(n, dtype=torch.bool, device=scores.device)
-    pool = pool_of([scores], name=name)
-    ((plan, _),) = pool.bottom([0], k).values()
-    return pool.write(0, plan, torch.empty(n, dtype=torch.bool, device=scores.device))
+    total = sum(pool.surviving[i] for i in ids)
+    k_total = count_to_prune(amount, total, name)
+    floors = {i: min(min_remaining, pool.surviving[i]) for i in ids}
+    prunable = total - sum(floors.values())
+    if k_total > prunable:
+        if on_floor == "raise":
+            raise ValueError(
+                f"{name}={amount} would prune {k_total} of {total} surviving entries, but "
+                f"min_remaining={min_remaining} per tensor leaves only {prunable} prunable "
+                "(on_floor='clamp' prunes what the floors allow)"
+            )
+        k_total = prunable
+    plans: dict[int, Any] = {}
+    free, k_left = list(ids), k_total
+    while free:
+        planned = pool.bottom(free, k_left)
+        violators = [i for i in free if planned[i][1] < floors[i]]
+        if not violators:
+            plans.update((i, planned[i][0]) for i in free)
+            break
+        for i in violators:
+            plans[i] = pool.bottom([i], pool.surviving[i] - floors[i])[i][0]
+            k_left -= pool.surviving[i] - floors[i]
+        free = [i for i in free if i not in violators]
+    return plans
+
+
+#: How tensors with the same multiplier share a threshold: one pool, or one threshold each.
+SCOPES = ("global", "local")
+
+
+def plan(
+    pool: _Pool,
+    amount: Any,
+    *,
+    labels: Sequence[str],
+    multipliers: Sequence[float] | None = None,
+    scope: str = "global",
+    min_remaining: int = 0,
+    on_floor: str = "clamp",
+    fraction: Callable[[list[int]], Any] | None = None,
+    name: str = "amount",
+) -> list[Any]:
+    """Plan the pruning of every tensor of ``pool``: the one pooled-selection rule of torch-lottery.
+
+    * A tensor with multiplier ``m == 0`` is left as it is; one with ``m != 1`` is
+      pruned on its own at ``amount * m`` (capped at 1).
+    * The others share one threshold (``scope="global"``) or get one each
+      (``scope="local"``).
+    * Every tensor keeps at least ``min_remaining`` survivors (a floor against
+      layer collapse); ``on_floor`` says what happens when ``amount`` would break
+      it (``"clamp"``: prune what the floors allow; ``"raise"``: refuse).
+    * ``fraction(ids)``, if given, replaces ``amount`` per group (e.g. one-shot
+      pruning to a fraction of each group's size).
+
+    Scores and rewind values used by a criterion are checked for NaN and infinity
+    first, and a pool must sit on one device. Multipliers are checked by the
+    callers (with :func:`~torch_lottery._validation.check_multiplier`), which know
+    their keys.
+
+    Returns:
+        One plan per tensor, for :meth:`_Pool.write` / :meth:`_Pool.write_mask`.
+
+    Raises:
+        ValueError: non-finite scores, a pool on several devices, an int
+            ``amount`` larger than a group's survivors, or (``on_floor="raise"``)
+            an ``amount`` the floors do not allow.
+    """
+    n = len(pool.sources)
+    multipliers = [1.0] * n if multipliers is None else list(multipliers)
+    shared = [i for i in range(n) if multipliers[i] == 1.0]
+    groups = [[i] for i in shared] if scope == "local" else ([shared] if shared else [])
+    groups += [[i] for i in range(n) if multipliers[i] not in (0.0, 1.0)]
+    for ids in groups:
+        devices = sorted({str(pool.sources[i].device) for i in ids})
+        if len(devices) > 1:
+            raise ValueError(f"the tensors of one pool (scope={scope!r}) are on several devices "
+                             f"({', '.join(devices)}); one pool needs one device (move the model, or prune "
+                             "them separately)")
+    for source, label in zip(pool.sources, labels, strict=True):
+        check_finite(source.final, label, source.eligible)
+        if source.initial is not None and source.criterion in NEEDS_INITIAL:
+            check_finite(source.initial, f"rewind_point (for {label})", source.eligible)
+    plans: list[Any] = ["all"] * n
+    for ids in groups:
+        base = amount if fraction is None else fraction(ids)
+        m = multipliers[ids[0]]
+        if m == 1.0:
+            group_amount, group_name = base, name
+        else:
+            group_amount, group_name = min(1.0, float(base) * m), f"{name} * rate_multipliers[{labels[ids[0]]}]"
+        for i, p in plan_group(pool, ids, group_amount, min_remaining, on_floor, group_name).items():
+            plans[i] = p
+    return plans

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .._validation import describe
-from ._core import LotteryMethod
+from .._validation import check_binary_mask, describe
+from ._core import LotteryMethod, attach
 
 
 class FixedMask(LotteryMethod):
@@ -38,12 +38,7 @@ class FixedMask(LotteryMethod):
     PRUNING_TYPE = "global"
 
     def __init__(self, mask, source=None) -> None:
-        if not isinstance(mask, torch.Tensor):
-            raise TypeError(f"mask must be a Tensor, got {describe(mask)}")
-        if mask.device.type == "meta":
-            raise ValueError("mask is on the meta device: it has no values")
-        if mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any()):
-            raise ValueError("mask must hold only 0 and 1")
+        check_binary_mask(mask, "mask")
         if source is not None and not isinstance(source, str):
             raise TypeError(f"source must be a str, got {describe(source)}")
         self.mask = mask
@@ -55,7 +50,7 @@ class FixedMask(LotteryMethod):
                 f"mask has shape {tuple(self.mask.shape)} but {type(module).__name__}.{name} "
                 f"has shape {tuple(orig.shape)}"
             )
-        return None
+        return None, None
 
     def _release(self) -> None:
         super()._release()
@@ -69,14 +64,26 @@ class FixedMask(LotteryMethod):
 
     @classmethod
     def apply(cls, module, name, mask, source=None):  # type: ignore[override]
-        """Install ``mask`` on ``module.<name>``; return the method."""
-        return super().apply(module, name, mask=mask, source=source)
+        """Install ``mask`` on ``module.<name>``; return the method.
+
+        Returns:
+            FixedMask: the method, recorded in the tensor's hook.
+        """
+        return attach(module, name, cls(mask, source=source))
 
 
 def fixed_mask(module, name, mask, source=None):
     """Install exactly ``mask`` on ``module.<name>`` (replacing its mask) and return ``module``.
 
-    Functional twin of :class:`FixedMask`.
+    Functional twin of :class:`FixedMask` (same arguments).
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from torch_lottery import fixed_mask
+        >>> layer = fixed_mask(nn.Linear(2, 1), "weight", torch.tensor([[True, False]]), source="by hand")
+        >>> layer.weight_mask.tolist()
+        [[1.0, 0.0]]
     """
     FixedMask.apply(module, name, mask, source=source)
     return module

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
-from .._validation import check_amount, check_bool, check_choice, check_finite, count_to_prune
-from ._core import LotteryMethod
-from ._rewind import check_rewind_point, pooled, rewind_tensor, signed_constant, write_rewind
-from ._select import CRITERIA, NEEDS_INITIAL, _Pool, _Source, same_sign
+from .. import _layout
+from .._validation import check_amount, check_bool, check_choice, check_pairs, count_to_prune
+from ._core import LotteryMethod, attach, check_scores
+from .container import adopt
+from ._rewind import check_rewind_point, rewind_tensor, signed_constant_values
+from ._select import CRITERIA, NEEDS_INITIAL, _Pool, _Source, plan, same_sign
+from ._stock import StockPool, stock_pool
 
 SUPERMASK_VALUES = ("rewind", "signed_constant")
 
@@ -22,19 +24,7 @@ def check_magnitude_options(amount: Any, criterion: Any, rewind_point: Any, rewi
     check_rewind_point(rewind_point)
     check_bool(rewind, "rewind")
     if criterion in NEEDS_INITIAL and rewind_point is None:
-        raise ValueError(
-            f"criterion={criterion!r} compares trained and rewind-point weights; pass rewind_point"
-        )
-
-
-def _check_rankable(method, t, initial, default_mask) -> None:
-    """Refuse NaN or infinite scores (or rewind values a criterion uses) among the surviving entries."""
-    target = method._target
-    name = (f"{type(target[0]).__name__}.{target[1]}" if target is not None
-            else "the pooled weights (or importance_scores)")
-    check_finite(t, name, default_mask)
-    if initial is not None and method.criterion in NEEDS_INITIAL:
-        check_finite(initial, f"rewind_point (for {name})", default_mask)
+        raise ValueError(f"criterion={criterion!r} compares trained and rewind-point weights; pass rewind_point")
 
 
 class LotteryMagnitude(LotteryMethod):
@@ -43,13 +33,18 @@ class LotteryMagnitude(LotteryMethod):
     With no option besides ``amount`` it computes exactly the masks of stock
     :class:`~torch.nn.utils.prune.L1Unstructured` (ties at the threshold go to the
     lower index), and like it works in ``apply``, in iterative rounds on top of
-    any stock mask, and inside stock ``prune.global_unstructured``.
+    any stock mask, and inside stock ``prune.global_unstructured``. Wherever it
+    is used it ranks the *current* weights (``<name>_orig`` on the surviving
+    entries), also right after an optimizer step with no forward since; inside
+    ``prune.global_unstructured`` it also gives every tensor of the pool a
+    deep-copyable hook (see :mod:`torch_lottery.pruning`).
 
     Given a ``rewind_point`` it also resets the tensor (``<name>_orig``; the mask
     is never written) to the rewind point's values in the same step, which is
     one round of iterative magnitude pruning with rewinding (Frankle & Carbin
-    2019; Frankle et al. 2019). ``criterion`` picks the mask criterion of Zhou et
-    al. (2019), comparing the trained weights :math:`w_f` (or ``importance_scores``)
+    2019; Frankle et al. 2019); inside ``prune.global_unstructured`` every tensor
+    of the pool is reset. ``criterion`` picks the mask criterion of Zhou et al.
+    (2019), comparing the trained weights :math:`w_f` (or ``importance_scores``)
     with the rewind-point weights :math:`w_i`:
 
     ========================  ===================================================
@@ -66,9 +61,7 @@ class LotteryMagnitude(LotteryMethod):
             surviving entries (two rounds of 0.2 keep 64%).
         criterion (str): one of the criteria above.
         rewind_point (RewindPoint or Tensor, optional): the weights to rewind to.
-            With ``apply`` a plain tensor of the parameter's shape works too; in
-            ``prune.global_unstructured`` pass
-            ``RewindPoint.capture(model).select(parameters)``.
+            With ``apply`` a plain tensor of the parameter's shape works too.
         rewind (bool): write the rewind point into the tensor (default True);
             False only uses it for the criterion.
 
@@ -86,8 +79,7 @@ class LotteryMagnitude(LotteryMethod):
         >>> net = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2))
         >>> init = RewindPoint.capture(net)
         >>> params = [(net[0], "weight"), (net[2], "weight")]
-        >>> prune.global_unstructured(params, pruning_method=LotteryMagnitude, amount=0.5,
-        ...                           rewind_point=init.select(params))
+        >>> prune.global_unstructured(params, pruning_method=LotteryMagnitude, amount=0.5, rewind_point=init)
         >>> int(net[0].weight_mask.sum() + net[2].weight_mask.sum())
         20
         >>> torch.equal(net[0].weight_orig, init["0.weight"])
@@ -95,6 +87,9 @@ class LotteryMagnitude(LotteryMethod):
     """
 
     PRUNING_TYPE = "unstructured"
+    #: Surviving entries kept per tensor at least, and what to do when ``amount`` would break that.
+    min_remaining = 0
+    on_floor = "clamp"
 
     def __init__(self, amount, criterion="large_final", rewind_point=None, rewind=True) -> None:
         check_magnitude_options(amount, criterion, rewind_point, rewind)
@@ -102,14 +97,13 @@ class LotteryMagnitude(LotteryMethod):
         self.criterion = criterion
         self.rewind_point = rewind_point
         self.rewind = rewind
-        self._initial: torch.Tensor | None = None
 
-    # -- hooks used by attach() (local use) --------------------------------------
-    def _prepare(self, module: nn.Module, name: str, orig: torch.Tensor) -> torch.Tensor | None:
+    # -- rewinding ---------------------------------------------------------------
+    def _prepare(self, module, name, orig):
         if self.rewind_point is None:
-            return None
-        self._initial = rewind_tensor(self.rewind_point, module, name, orig)
-        return self._written(self._initial) if self.rewind else None
+            return None, None
+        initial = rewind_tensor(self.rewind_point, module, name, orig)
+        return initial, (self._written(initial) if self.rewind else None)
 
     def _written(self, rewind: torch.Tensor) -> torch.Tensor:
         """Return the values written into the tensor for rewind-point values ``rewind``."""
@@ -118,49 +112,89 @@ class LotteryMagnitude(LotteryMethod):
     def _release(self) -> None:
         super()._release()
         self.rewind_point = None
-        self._initial = None
 
     # -- mask --------------------------------------------------------------------
-    def _aligned_initial(self, t: torch.Tensor):
-        """Return (pairs or None, rewind values aligned with ``t``)."""
-        if self._target is not None:
-            full = self._initial
-            if t.shape == full.shape:
-                return None, full
-            return None, full[self._default_mask == 1].view_as(t)
-        return pooled(self.rewind_point, t)
+    def _amount(self, pool: _Pool) -> Any:
+        """Return what to prune of ``pool`` (the supermask also prunes every sign flip)."""
+        return self.amount
 
-    def _prune_count(self, surviving: int, final: torch.Tensor, initial) -> int:
-        return count_to_prune(self.amount, surviving)
+    def _plan(self, sources: list[_Source], labels: list[str]) -> tuple[_Pool, list]:
+        pool = _Pool(sources)
+        return pool, plan(pool, self._amount(pool), labels=labels, min_remaining=self.min_remaining,
+                          on_floor=self.on_floor)
 
     def compute_mask(self, t, default_mask):
         """Return ``default_mask`` with the lowest-scoring surviving entries of ``t`` set to 0."""
-        pairs, initial = None, None
-        if self.rewind_point is not None:
-            pairs, initial = self._aligned_initial(t)
-        _check_rankable(self, t, initial, default_mask)
-        if default_mask.numel() and bool(default_mask.amin() > 0):
-            # Every entry survives (always so inside a PruningContainer or stock
-            # global_unstructured, which pass the survivors only): no gather, no copy.
-            eligible, final, init = None, t, initial
-        else:
-            eligible = default_mask != 0
-            final = t[eligible]
-            init = initial[eligible] if initial is not None else None
-        k = self._prune_count(final.numel(), final, init)
-        # Scores are computed chunk by chunk while ranking, and the mask written in place.
-        pool = _Pool([_Source(final, self.criterion, init)])
-        ((plan, _),) = pool.bottom([0], k).values()
-        if eligible is None:
-            mask = pool.write_mask(0, plan, torch.empty(final.shape, dtype=default_mask.dtype, device=final.device))
-        else:
-            mask = default_mask.clone(memory_format=torch.contiguous_format)
-            mask[eligible] = pool.write(0, plan, torch.empty(final.shape, dtype=mask.dtype, device=mask.device))
+        if self._round is None:
+            pool = stock_pool()
+            if pool is not None:
+                return self._stock_pool_mask(pool, t, default_mask)
+        initial = self._initial_like(t)
+        everything = default_mask.numel() and bool(default_mask.amin() > 0)
+        # Inside a PruningContainer every entry survives (it passes the survivors only): no copy.
+        source = _Source(t, self.criterion, initial, eligible=None if everything else default_mask)
+        label = self._round.label if self._round is not None else "the weights (or importance_scores)"
+        pool, (p,) = self._plan([source], [label])
+        mask = pool.write_mask(0, p, torch.empty(t.shape, dtype=default_mask.dtype, device=t.device),
+                               None if everything else default_mask)
         pool.release()
-        if pairs is not None and self.rewind:
-            # Pool use (stock global_unstructured): rewind every tensor of the pool now.
-            write_rewind(pairs, self.rewind_point, self._written)
         return mask
+
+    def _initial_like(self, t: torch.Tensor) -> torch.Tensor | None:
+        """Return the rewind values aligned with ``t`` (the tensor, or its survivors inside a container)."""
+        if self.rewind_point is None or self.criterion not in NEEDS_INITIAL:
+            return None
+        if self._round is None or self._round.initial is None:
+            raise ValueError(f"{type(self).__name__} with criterion={self.criterion!r} needs the tensor's rewind "
+                             "values: use apply(), torch_lottery.global_magnitude() or prune.global_unstructured()")
+        full = self._round.initial
+        if t.shape == full.shape:
+            return full
+        return full[self._round.default_mask == 1].view_as(t)
+
+    def _stock_pool_mask(self, stock: StockPool, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
+        """The mask of the surviving entries of a stock ``global_unstructured`` pool (see :mod:`._stock`)."""
+        if isinstance(self.rewind_point, torch.Tensor):
+            raise TypeError("a Tensor rewind_point only works with apply() on one tensor; for a pool of tensors "
+                            "pass a torch_lottery.RewindPoint (e.g. RewindPoint.capture(model))")
+        pairs = check_pairs(stock.pairs)
+        first = _layout.aliases(pairs)  # tied weights: one tensor, ranked once, one mask
+        unique = [i for i, f in enumerate(first) if f == i]
+        sources, labels = [], []
+        for i in unique:
+            module, name = pairs[i]
+            orig = _layout.original(module, name)
+            label = f"{type(module).__name__}.{name}"
+            scores = check_scores(stock.importance_scores.get((module, name)), orig, label)
+            initial = None
+            if self.rewind_point is not None and self.criterion in NEEDS_INITIAL:
+                initial = rewind_tensor(self.rewind_point, module, name, orig)
+            sources.append(_Source(orig if scores is None else scores, self.criterion, initial,
+                                   eligible=_layout.mask_of(module, name)))
+            labels.append(label)
+        rewinds = []
+        if self.rewind_point is not None and self.rewind:  # every value checked before anything changes
+            rewinds = [self._written(rewind_tensor(self.rewind_point, *pairs[i], _layout.original(*pairs[i])))
+                       for i in unique]
+        pool, plans = self._plan(sources, labels)
+        keeps = [pool.write(j, p, torch.empty(s.final.shape, dtype=torch.bool, device=s.device)).reshape(-1)
+                 for j, (p, s) in enumerate(zip(plans, sources, strict=True))]
+        pool.release()
+        slot = {i: j for j, i in enumerate(unique)}
+        pieces = []
+        for i, (module, name) in enumerate(pairs):
+            keep, old = keeps[slot[first[i]]], _layout.mask_of(module, name)
+            pieces.append(keep if old is None else keep[old.reshape(-1) != 0])
+        survivors = torch.cat(pieces).to(device=t.device, dtype=default_mask.dtype)
+        if survivors.numel() != t.numel():
+            raise ValueError(f"prune.global_unstructured passed {t.numel()} surviving entries, but its parameters "
+                             f"hold {survivors.numel()}; pass each (module, name) pair once")
+        # Commit: stock installs the masks next; before that every tensor gets our hook (and is rewound).
+        for module, name in pairs:
+            adopt(module, name)
+        if rewinds:
+            _layout.write_values([pairs[i] for i in unique], rewinds)
+        return survivors
 
     @classmethod
     def apply(cls, module, name, amount, criterion="large_final", rewind_point=None, rewind=True,
@@ -173,17 +207,19 @@ class LotteryMagnitude(LotteryMethod):
             amount, criterion, rewind_point, rewind: as for the class.
             importance_scores (Tensor, optional): scores of the parameter's shape
                 used in place of the trained weights :math:`w_f`.
+
+        Returns:
+            LotteryMagnitude: the method, recorded in the tensor's hook.
         """
-        return super().apply(module, name, amount=amount, criterion=criterion,
-                             rewind_point=rewind_point, rewind=rewind,
-                             importance_scores=importance_scores)
+        method = cls(amount, criterion=criterion, rewind_point=rewind_point, rewind=rewind)
+        return attach(module, name, method, importance_scores=importance_scores)
 
 
 def lottery_magnitude(module, name, amount, criterion="large_final", rewind_point=None, rewind=True,
                       importance_scores=None):
     """Prune ``amount`` of the surviving entries of ``module.<name>`` by ``criterion``; return ``module``.
 
-    Functional twin of :class:`LotteryMagnitude`.
+    Functional twin of :class:`LotteryMagnitude` (same arguments).
 
     Examples:
         >>> import torch
@@ -246,24 +282,44 @@ class SignPreservingSupermask(LotteryMagnitude):
         self.values = values
 
     def _written(self, rewind: torch.Tensor) -> torch.Tensor:
-        return signed_constant(rewind) if self.values == "signed_constant" else rewind
+        return signed_constant_values(rewind) if self.values == "signed_constant" else rewind
 
-    def _prune_count(self, surviving, final, initial) -> int:
-        flipped = int((~same_sign(final, initial)).sum())
-        return max(count_to_prune(self.amount, surviving), flipped)
+    def _amount(self, pool: _Pool) -> int:
+        flipped = 0
+        for s in pool.sources:
+            flips = ~same_sign(s.final, s.initial)
+            if s.eligible is not None:
+                flips &= s.eligible != 0
+            flipped += int(flips.sum())
+        return max(count_to_prune(self.amount, sum(pool.surviving)), flipped)
 
     @classmethod
     def apply(cls, module, name, amount, rewind_point=None, values="rewind",
               importance_scores=None):  # type: ignore[override]
-        """Prune ``module.<name>`` to a sign-preserving supermask and reset it; return the method."""
-        return super(LotteryMagnitude, cls).apply(module, name, amount=amount, rewind_point=rewind_point,
-                                                  values=values, importance_scores=importance_scores)
+        """Prune ``module.<name>`` to a sign-preserving supermask and reset it; return the method.
+
+        Returns:
+            SignPreservingSupermask: the method, recorded in the tensor's hook.
+        """
+        method = cls(amount, rewind_point=rewind_point, values=values)
+        return attach(module, name, method, importance_scores=importance_scores)
 
 
 def sign_preserving_supermask(module, name, amount, rewind_point, values="rewind", importance_scores=None):
     """Prune ``module.<name>`` to a sign-preserving supermask, reset it, and return ``module``.
 
-    Functional twin of :class:`SignPreservingSupermask`.
+    Functional twin of :class:`SignPreservingSupermask` (same arguments).
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from torch_lottery import sign_preserving_supermask
+        >>> layer = nn.Linear(4, 4)
+        >>> init = layer.weight.detach().clone()
+        >>> layer = sign_preserving_supermask(layer, "weight", amount=0.5, rewind_point=init,
+        ...                                   values="signed_constant")
+        >>> int(layer.weight_mask.sum()), len(layer.weight_orig.abs().unique())
+        (8, 1)
     """
     SignPreservingSupermask.apply(module, name, amount, rewind_point=rewind_point, values=values,
                                   importance_scores=importance_scores)

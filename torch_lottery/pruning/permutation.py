@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .._validation import check_generator
-from ._core import LotteryMethod
+from ._core import LotteryMethod, attach
 
 
 class RandomPermutation(LotteryMethod):
@@ -55,14 +55,25 @@ class RandomPermutation(LotteryMethod):
 
     @classmethod
     def apply(cls, module, name, generator=None, seed=None):  # type: ignore[override]
-        """Shuffle the mask of ``module.<name>`` in place; return the method."""
-        return super().apply(module, name, generator=generator, seed=seed)
+        """Shuffle the mask of ``module.<name>`` in place; return the method.
+
+        Returns:
+            RandomPermutation: the method, recorded in the tensor's hook.
+        """
+        return attach(module, name, cls(generator=generator, seed=seed))
 
 
 def random_permutation(module, name, generator=None, seed=None):
     """Shuffle the mask of ``module.<name>`` within the tensor and return ``module``.
 
-    Functional twin of :class:`RandomPermutation`.
+    Functional twin of :class:`RandomPermutation` (same arguments).
+
+    Examples:
+        >>> from torch import nn
+        >>> from torch_lottery import lottery_magnitude, random_permutation
+        >>> layer = lottery_magnitude(nn.Linear(5, 5), "weight", amount=20)
+        >>> int(random_permutation(layer, "weight", seed=0).weight_mask.sum())
+        5
     """
     RandomPermutation.apply(module, name, generator=generator, seed=seed)
     return module

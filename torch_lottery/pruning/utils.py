@@ -1,15 +1,16 @@
-"""Helpers to list prunable tensors and to read masks and sparsity of a model."""
+"""Helpers to list prunable tensors, to read masks and sparsity, and to name the tensors of a pool."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from .._validation import check_bool, describe
-from ._core import current_mask, is_pruned_tensor
-from ._rewind import parameter_tensor
+from .. import _layout
+from .._validation import check_bool, check_module, check_pairs, describe
 
 _WEIGHTED = (
     nn.Linear,
@@ -18,10 +19,6 @@ _WEIGHTED = (
     nn.Embedding,
     nn.EmbeddingBag,
 )
-
-
-def _has_tensor(module: nn.Module, name: str) -> bool:
-    return is_pruned_tensor(module, name) or module._parameters.get(name) is not None
 
 
 def _names(module: nn.Module, include_bias: bool) -> list[str]:
@@ -48,16 +45,25 @@ def named_prunable_parameters(model: nn.Module, include_bias: bool = False) -> l
     ``nn.RNN/LSTM/GRU`` and ``nn.MultiheadAttention``'s input projection (its
     ``out_proj`` is an ``nn.Linear`` and listed as such). Already-pruned tensors
     are listed under their own name (``weight``, not ``weight_orig``). Biases are
-    left out unless ``include_bias``.
+    left out unless ``include_bias``; so are tensors with no entries. A weight
+    tied between modules (e.g. an embedding and the output layer) is listed at
+    each of its names: pruning it through torch-lottery gives every name the same
+    mask.
+
+    Examples:
+        >>> from torch import nn
+        >>> from torch_lottery import named_prunable_parameters
+        >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> [name for name, _, _ in named_prunable_parameters(net)]
+        ['0.weight', '2.weight']
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+    check_module(model)
     check_bool(include_bias, "include_bias")
     out = []
     for prefix, module in model.named_modules():
         for name in _names(module, include_bias):
-            if _has_tensor(module, name):
-                out.append((f"{prefix}.{name}" if prefix else name, module, name))
+            if _layout.has_tensor(module, name) and _layout.original(module, name).numel() > 0:
+                out.append((_layout.join(prefix, name), module, name))
     return out
 
 
@@ -78,13 +84,29 @@ def prunable_parameters(model: nn.Module, include_bias: bool = False) -> list[tu
 
 
 def get_mask(module: nn.Module, name: str) -> torch.Tensor:
-    """Return the mask of ``module.<name>`` (all ones if it is not pruned)."""
-    mask = current_mask(module, name)
-    return mask if mask is not None else torch.ones_like(parameter_tensor(module, name))
+    """Return the mask of ``module.<name>`` (all ones if it is not pruned).
+
+    Examples:
+        >>> from torch import nn
+        >>> from torch_lottery import get_mask, lottery_magnitude
+        >>> layer = lottery_magnitude(nn.Linear(2, 2), "weight", amount=1)
+        >>> int(get_mask(layer, "weight").sum())
+        3
+    """
+    mask = _layout.mask_of(module, name)
+    return mask if mask is not None else torch.ones_like(_layout.original(module, name))
 
 
 def remaining(parameters: Iterable[tuple[nn.Module, str]]) -> tuple[int, int]:
-    """Return ``(surviving, total)`` entries over ``parameters``."""
+    """Return ``(surviving, total)`` entries over ``parameters``.
+
+    Examples:
+        >>> from torch import nn
+        >>> from torch_lottery import lottery_magnitude, remaining
+        >>> layer = lottery_magnitude(nn.Linear(2, 2), "weight", amount=1)
+        >>> remaining([(layer, "weight"), (layer, "bias")])
+        (5, 6)
+    """
     alive = total = 0
     for module, name in parameters:
         mask = get_mask(module, name)
@@ -119,6 +141,85 @@ def sparsity_report(model: nn.Module, include_bias: bool = False) -> dict[str, d
     return report
 
 
+# -- the tensors of a pool, and the keys that name them ---------------------------------
+@dataclass
+class Targets:
+    """The tensors of one pruning call, with the names their options may be keyed by.
+
+    ``parameters`` is a model (every prunable tensor of it) or ``(module, name)``
+    pairs. Options such as ``rate_multipliers`` may then be keyed the same way
+    everywhere: by qualified name (``"fc3.weight"``, as :func:`find_ticket` and
+    the strategies take them), by ``(module, name)``, or by module (all of its
+    tensors). Qualified names need a model: the one given as ``parameters``, or
+    the one a rewind point is bound to.
+    """
+
+    pairs: list[tuple[nn.Module, str]]
+    names: list[str] | None  # qualified names, when a model is known
+
+    @classmethod
+    def of(cls, parameters: Any, model: nn.Module | None = None) -> Targets:
+        """Check ``parameters`` and name its tensors (from ``parameters`` itself if it is a model, else ``model``)."""
+        if isinstance(parameters, nn.Module):
+            named = named_prunable_parameters(parameters)
+            if not named:
+                raise ValueError(f"parameters={type(parameters).__name__} has no prunable tensors")
+            return cls([(m, n) for _, m, n in named], [q for q, _, _ in named])
+        pairs = check_pairs(parameters)
+        names = None
+        if model is not None:
+            prefixes = _layout.module_prefixes(model)
+            if all(id(m) in prefixes for m, _ in pairs):
+                names = [_layout.join(prefixes[id(m)], n) for m, n in pairs]
+        return cls(pairs, names)
+
+    def label(self, index: int) -> str:
+        """Return a name of tensor ``index`` for messages."""
+        if self.names is not None:
+            return self.names[index]
+        module, name = self.pairs[index]
+        return f"{type(module).__name__}.{name}"
+
+    def indices(self, key: Any, argument: str) -> list[int]:
+        """Return the indices of the tensors ``key`` names (a qualified name, a pair or a module)."""
+        if isinstance(key, str):
+            if self.names is None:
+                raise ValueError(
+                    f"{argument} names {key!r}, a qualified name, but parameters are (module, name) pairs: "
+                    "pass the model itself as parameters (or a rewind_point bound to it), or key by (module, name)"
+                )
+            found = [i for i, n in enumerate(self.names) if n == key]
+        elif isinstance(key, tuple) and len(key) == 2:
+            found = [i for i, (m, n) in enumerate(self.pairs) if m is key[0] and n == key[1]]
+        elif isinstance(key, nn.Module):
+            found = [i for i, (m, _) in enumerate(self.pairs) if m is key]
+        else:
+            raise TypeError(f"{argument} keys must be qualified names, (module, name) pairs or modules, "
+                            f"got {describe(key)}")
+        if not found:
+            raise ValueError(f"{argument} names {describe(key)}, which is not in parameters")
+        return found
+
+    def table(self, values: Any, argument: str) -> dict[int, Any]:
+        """Map a ``{key: value}`` option onto tensor indices (a later key wins over an earlier one)."""
+        if values is None:
+            return {}
+        if not isinstance(values, Mapping):
+            raise TypeError(f"{argument} must be a dict, got {describe(values)}")
+        out: dict[int, Any] = {}
+        for key, value in values.items():
+            for i in self.indices(key, argument):
+                out[i] = value
+        return out
+
+    def members(self, keys: Any, argument: str) -> set[int]:
+        """Return the indices of the tensors an iterable of keys names."""
+        if isinstance(keys, (str, bytes, nn.Module)) or not isinstance(keys, Iterable):
+            raise TypeError(f"{argument} must be an iterable of qualified names, (module, name) pairs or modules, "
+                            f"got {describe(keys)}")
+        return {i for key in keys for i in self.indices(key, argument)}
+
+
 def held_bytes(model: nn.Module) -> int:
     """Return the bytes of the distinct tensor storages that ``model`` keeps alive.
 
@@ -141,7 +242,8 @@ def held_bytes(model: nn.Module) -> int:
 
     Examples:
         >>> from torch import nn
-        >>> from torch_lottery import held_bytes, lottery_magnitude
+        >>> from torch_lottery.pruning import held_bytes
+        >>> from torch_lottery import lottery_magnitude
         >>> net = nn.Linear(100, 10, bias=False)     # 1000 float32 weights: 4000 bytes
         >>> held_bytes(net)
         4000
@@ -152,8 +254,7 @@ def held_bytes(model: nn.Module) -> int:
         >>> held_bytes(net)                          # one mask per tensor, whatever the rounds
         12000
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+    check_module(model)
     storages: dict[tuple[str, int], int] = {}
 
     def add(t: torch.Tensor) -> None:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 
-from .._validation import check_generator, check_module_name, describe
-from ..pruning._core import refresh
-from ..pruning._rewind import parameter_tensor, rewind_tensor, signed_constant as _signed_constant
-from ..pruning.utils import prunable_parameters
+from .. import _layout
+from .._validation import check_generator, check_module, check_pairs, describe
+from ..pruning._rewind import rewind_tensor, signed_constant_values
+from ..pruning.utils import named_prunable_parameters
 from .point import RewindPoint
 
 Init = Callable[[torch.Tensor], object]
@@ -63,36 +63,23 @@ def _check_init(init) -> None:
         raise TypeError(f"init must be a callable that fills a tensor in place, got {describe(init)}")
 
 
-def _targets(model: nn.Module, parameters, rewind_point: RewindPoint | None):
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+def _targets(model: nn.Module, parameters, rewind_point: RewindPoint | None) -> list[tuple[nn.Module, str]]:
+    """The tensors to reinitialize: ``parameters``, or every prunable weight (that ``rewind_point`` covers)."""
+    check_module(model)
     if rewind_point is not None and not isinstance(rewind_point, RewindPoint):
         raise TypeError(f"rewind_point must be a torch_lottery.RewindPoint, got {describe(rewind_point)}")
-    if parameters is None:
-        if rewind_point is not None:
-            return rewind_point.check_model(model)
-        return prunable_parameters(model)
-    if isinstance(parameters, (str, bytes)) or not isinstance(parameters, Iterable):
-        raise TypeError(f"parameters must be an iterable of (module, name) pairs, got {describe(parameters)}")
-    pairs = list(parameters)
-    for item in pairs:
-        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], nn.Module)):
-            raise TypeError(f"parameters must hold (module, name) pairs, got {describe(item)}")
-        check_module_name(*item)
-    return pairs
+    if parameters is not None:
+        return check_pairs(parameters, allow_empty=True)
+    if rewind_point is not None:
+        rewind_point.check_model(model)  # names and shapes, before anything is written
+        return [(m, n) for q, m, n in named_prunable_parameters(model) if q in rewind_point]
+    return [(m, n) for _, m, n in named_prunable_parameters(model)]
 
 
 def _rewind_values(rewind_point: RewindPoint, model: nn.Module, pairs) -> list[torch.Tensor]:
     # A copy bound to ``model`` (names and shapes checked), leaving the caller's binding alone.
     bound = RewindPoint(dict(rewind_point.items()), iteration=rewind_point.iteration, model=model)
-    return [rewind_tensor(bound, m, n, parameter_tensor(m, n)) for m, n in pairs]
-
-
-def _write(pairs, values) -> None:
-    with torch.no_grad():
-        for (module, name), value in zip(pairs, values):
-            parameter_tensor(module, name).copy_(value)
-            refresh(module, name)
+    return [rewind_tensor(bound, m, n, _layout.original(m, n)) for m, n in pairs]
 
 
 def random_reinit(model: nn.Module, parameters: Iterable[tuple[nn.Module, str]] | None = None, *,
@@ -124,8 +111,8 @@ def random_reinit(model: nn.Module, parameters: Iterable[tuple[nn.Module, str]] 
     _check_init(init)
     generator = check_generator(generator, seed)
     pairs = _targets(model, parameters, None)
-    values = [_fresh(m, n, parameter_tensor(m, n), generator, init) for m, n in pairs]
-    _write(pairs, values)
+    values = [_fresh(m, n, _layout.original(m, n), generator, init) for m, n in pairs]
+    _layout.write_values(pairs, values)
     return model
 
 
@@ -142,7 +129,7 @@ def sign_preserving_reinit(model: nn.Module, rewind_point: RewindPoint,
     Args:
         model (nn.Module): the (pruned) model.
         rewind_point (RewindPoint): the signs to keep.
-        parameters (optional): default: every tensor of ``rewind_point``.
+        parameters (optional): default: every prunable weight that ``rewind_point`` holds.
         generator, seed, init: as for :func:`random_reinit`.
     """
     _check_init(init)
@@ -151,8 +138,9 @@ def sign_preserving_reinit(model: nn.Module, rewind_point: RewindPoint,
         raise ValueError("rewind_point is required: it gives the signs to keep")
     pairs = _targets(model, parameters, rewind_point)
     signs = [torch.where(r < 0, -1.0, 1.0).to(r.dtype) for r in _rewind_values(rewind_point, model, pairs)]
-    values = [_fresh(m, n, parameter_tensor(m, n), generator, init).abs() * s for (m, n), s in zip(pairs, signs)]
-    _write(pairs, values)
+    values = [_fresh(m, n, _layout.original(m, n), generator, init).abs() * s
+              for (m, n), s in zip(pairs, signs, strict=True)]
+    _layout.write_values(pairs, values)
     return model
 
 
@@ -166,11 +154,11 @@ def signed_constant(model: nn.Module, rewind_point: RewindPoint,
     Args:
         model (nn.Module): the (pruned) model.
         rewind_point (RewindPoint): the initial weights ``w_i``.
-        parameters (optional): default: every tensor of ``rewind_point``.
+        parameters (optional): default: every prunable weight that ``rewind_point`` holds.
     """
     if rewind_point is None:
         raise ValueError("rewind_point is required: it gives the signs and scales")
     pairs = _targets(model, parameters, rewind_point)
-    values = [_signed_constant(r) for r in _rewind_values(rewind_point, model, pairs)]
-    _write(pairs, values)
+    values = [signed_constant_values(r) for r in _rewind_values(rewind_point, model, pairs)]
+    _layout.write_values(pairs, values)
     return model

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import abc
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from .._validation import check_choice, check_finite, check_nonneg_int, describe
-from ..pruning._select import CRITERIA, NEEDS_INITIAL, criterion_scores
-from ..pruning.global_magnitude import pool_keep
-
-SCOPES = ("local", "global")
+from .._validation import check_choice, check_nonneg_int, check_number, check_on_floor, describe
+from ..pruning._select import CRITERIA, NEEDS_INITIAL, SCOPES, _Pool, _Source, criterion_scores, plan
 
 
 @dataclass(frozen=True)
@@ -92,9 +90,7 @@ def check_rate(value: Any, name: str) -> float:
     """Check a per-round pruning rate: a float in [0, 1)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a float, got {describe(value)}")
-    if not 0.0 <= float(value) < 1.0:
-        raise ValueError(f"{name}={value} must be a float in [0, 1)")
-    return float(value)
+    return check_number(value, name, low=0.0, high=1.0, high_open=True)
 
 
 def check_multipliers(value: Any, rate: float) -> dict[str, float]:
@@ -125,20 +121,26 @@ def check_known_names(multipliers: Mapping[str, float], names: tuple[str, ...]) 
 class PoolStrategy(Strategy):
     """Shared machinery: score every tensor, then prune locally or in one global pool.
 
-    Tensors with a rate multiplier ``m != 1`` are always pruned on their own at
-    ``rate * m`` (``m = 0`` leaves them alone); the others are pruned per tensor
-    (``scope="local"``) or in one pool with one threshold (``scope="global"``).
-    Every tensor keeps at least ``min_remaining`` surviving entries: a floor, so a
-    round prunes less (or nothing) rather than fail once tensors reach it.
+    The same planner as :func:`torch_lottery.global_magnitude` and the pruning
+    methods: tensors with a rate multiplier ``m != 1`` are always pruned on their
+    own at ``rate * m`` (``m = 0`` leaves them alone); the others are pruned per
+    tensor (``scope="local"``) or in one pool with one threshold
+    (``scope="global"``). Every tensor keeps at least ``min_remaining`` surviving
+    entries; when a round's rate would break that floor, ``on_floor="clamp"``
+    (default) prunes what the floors allow (a round may then prune nothing, which
+    ends the run) and ``"raise"`` stops the run with a ``ValueError``. A weight
+    tied between several names is ranked once and every name gets its mask.
     """
 
     def __init__(self, scope: str = "local", rate_multipliers: Mapping[str, float] | None = None,
-                 min_remaining: int = 1, rewind_iteration: int = 0, rate: float = 0.2) -> None:
+                 min_remaining: int = 1, rewind_iteration: int = 0, rate: float = 0.2,
+                 on_floor: str = "clamp") -> None:
         super().__init__(rewind_iteration=rewind_iteration)
         check_choice(scope, SCOPES, "scope")
         check_nonneg_int(min_remaining, "min_remaining")
         self.scope = scope
         self.min_remaining = int(min_remaining)
+        self.on_floor = check_on_floor(on_floor)
         self.rate_multipliers = check_multipliers(rate_multipliers, rate)
 
     def validate(self, names: tuple[str, ...]) -> None:
@@ -156,25 +158,20 @@ class PoolStrategy(Strategy):
     def prune(self, context: PruneContext) -> dict[str, torch.Tensor]:
         """Return the next masks: ``fraction`` of the survivors pruned, locally or globally."""
         self.validate(context.names)
-        masks = {n: context.masks[n].bool() for n in context.names}
-        pooled = [n for n in context.names if self.rate_multipliers.get(n, 1.0) == 1.0]
-        alone = [n for n in context.names if n not in pooled and self.rate_multipliers[n] != 0.0]
-        groups = [[n] for n in pooled] if self.scope == "local" else ([pooled] if pooled else [])
-        for group in groups:
-            devices = {str(context.weights[n].device) for n in group}
-            if len(devices) > 1:
-                raise ValueError(f"scope='global' pools tensors on several devices ({', '.join(sorted(devices))}); "
-                                 "one pool needs one device (use scope='local' or move the model)")
-            rate = self.fraction(context, group)
-            keeps = pool_keep([self.scores(context, n) for n in group], [masks[n] for n in group],
-                              rate, self.min_remaining, clamp=True)
-            masks.update(zip(group, keeps))
-        for name in alone:
-            rate = min(1.0, self.fraction(context, [name]) * self.rate_multipliers[name])
-            (keep,) = pool_keep([self.scores(context, name)], [masks[name]], rate, self.min_remaining,
-                                clamp=True)
-            masks[name] = keep
-        return masks
+        first: dict[int, str] = {}  # tied names share one weights object: one tensor, ranked once
+        for n in context.names:
+            first.setdefault(id(context.weights[n]), n)
+        unique = list(first.values())
+        pool = _Pool([_Source(self.scores(context, n), eligible=context.masks[n].bool()) for n in unique])
+        plans = plan(pool, None, labels=[f"weights[{n!r}]" for n in unique],
+                     multipliers=[self.rate_multipliers.get(n, 1.0) for n in unique], scope=self.scope,
+                     min_remaining=self.min_remaining, on_floor=self.on_floor,
+                     fraction=lambda ids: self.fraction(context, [unique[i] for i in ids]))
+        keep = {n: pool.write(j, plans[j], torch.empty(context.masks[n].shape, dtype=torch.bool,
+                                                        device=context.masks[n].device))
+                for j, n in enumerate(unique)}
+        pool.release()
+        return {n: keep[first[id(context.weights[n])]].clone() for n in context.names}
 
     def options(self) -> dict[str, Any]:
         return {
@@ -182,6 +179,7 @@ class PoolStrategy(Strategy):
             "scope": self.scope,
             "rate_multipliers": dict(self.rate_multipliers),
             "min_remaining": self.min_remaining,
+            "on_floor": self.on_floor,
         }
 
 
@@ -200,5 +198,4 @@ class MagnitudeScores:
             if context.rewind is None or name not in context.rewind:
                 raise ValueError(f"criterion={self.criterion!r} needs the rewind point of {name!r}")
             initial = context.rewind[name]
-        check_finite(context.weights[name], f"weights[{name!r}]", context.masks[name])  # NaN/inf cannot be ranked
         return criterion_scores(self.criterion, context.weights[name], initial)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..plugins.hookspecs import hookimpl
 from .base import MagnitudeScores, PoolStrategy, PruneContext, check_rate
@@ -19,21 +20,25 @@ class IterativeMagnitude(MagnitudeScores, PoolStrategy):
             pruned on its own at ``rate * m`` (the LTH paper prunes LeNet's output
             layer at half rate: ``{"fc3.weight": 0.5}``).
         min_remaining (int): surviving weights kept per tensor at least (default 1).
-        criterion (str): mask criterion (default ``large_final``; see :data:`torch_lottery.CRITERIA`).
+        criterion (str): mask criterion (default ``large_final``; see
+            :data:`torch_lottery.pruning.CRITERIA`).
         rewind_iteration (int): rewind to the weights at this iteration of the
             dense run (0 = initialization; k > 0 = late resetting).
+        on_floor (str): ``"clamp"`` (default: a round prunes what the floors
+            allow) or ``"raise"`` (stop the run when the rate would break a floor).
 
     Examples:
         >>> from torch_lottery import get_strategy
         >>> get_strategy("imp")(rate=0.2, scope="global", rewind_iteration=500)
-        IterativeMagnitude(rewind_iteration=500, scope='global', rate_multipliers={}, min_remaining=1, rate=0.2, criterion='large_final')
+        IterativeMagnitude(rewind_iteration=500, scope='global', rate_multipliers={}, min_remaining=1, on_floor='clamp', rate=0.2, criterion='large_final')
     """
 
     def __init__(self, rate: float = 0.2, scope: str = "local", rate_multipliers: Mapping[str, float] | None = None,
-                 min_remaining: int = 1, criterion: str = "large_final", rewind_iteration: int = 0) -> None:
+                 min_remaining: int = 1, criterion: str = "large_final", rewind_iteration: int = 0,
+                 on_floor: str = "clamp") -> None:
         self.rate = check_rate(rate, "rate")
         super().__init__(scope=scope, rate_multipliers=rate_multipliers, min_remaining=min_remaining,
-                         rewind_iteration=rewind_iteration, rate=self.rate)
+                         rewind_iteration=rewind_iteration, rate=self.rate, on_floor=on_floor)
         self._init_criterion(criterion)
 
     def fraction(self, context: PruneContext, names: list[str]) -> float:

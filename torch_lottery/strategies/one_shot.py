@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from .._validation import describe
+from .._validation import check_fraction
 from ..plugins.hookspecs import hookimpl
 from .base import MagnitudeScores, PoolStrategy, PruneContext
 
@@ -16,7 +16,7 @@ class OneShotMagnitude(MagnitudeScores, PoolStrategy):
     Args:
         remaining (float): fraction of the weights to keep, in (0, 1], per tensor
             (``scope="local"``) or over the pool (``scope="global"``).
-        scope, rate_multipliers, min_remaining, criterion, rewind_iteration:
+        scope, rate_multipliers, min_remaining, criterion, rewind_iteration, on_floor:
             as for ``imp``; a multiplier scales the fraction *pruned* of that tensor.
 
     Examples:
@@ -29,14 +29,11 @@ class OneShotMagnitude(MagnitudeScores, PoolStrategy):
 
     def __init__(self, remaining: float = 0.2, scope: str = "local",
                  rate_multipliers: Mapping[str, float] | None = None, min_remaining: int = 1,
-                 criterion: str = "large_final", rewind_iteration: int = 0) -> None:
-        if isinstance(remaining, bool) or not isinstance(remaining, numbers.Real):
-            raise TypeError(f"remaining must be a float, got {describe(remaining)}")
-        if not 0.0 < float(remaining) <= 1.0:
-            raise ValueError(f"remaining={remaining} must be a float in (0, 1]")
-        self.remaining = float(remaining)
+                 criterion: str = "large_final", rewind_iteration: int = 0, on_floor: str = "clamp") -> None:
+        self.remaining = check_fraction(remaining, "remaining", low_open=True)
         super().__init__(scope=scope, rate_multipliers=rate_multipliers, min_remaining=min_remaining,
-                         rewind_iteration=rewind_iteration, rate=1.0 - self.remaining)
+                         rewind_iteration=rewind_iteration, rate=1.0 - self.remaining,
+                         on_floor=on_floor)
         self._init_criterion(criterion)
 
     def fraction(self, context: PruneContext, names: list[str]) -> float:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -23,10 +24,10 @@ class RandomPruning(PoolStrategy):
     """
 
     def __init__(self, rate: float = 0.2, scope: str = "local", rate_multipliers: Mapping[str, float] | None = None,
-                 min_remaining: int = 1, rewind_iteration: int = 0) -> None:
+                 min_remaining: int = 1, rewind_iteration: int = 0, on_floor: str = "clamp") -> None:
         self.rate = check_rate(rate, "rate")
         super().__init__(scope=scope, rate_multipliers=rate_multipliers, min_remaining=min_remaining,
-                         rewind_iteration=rewind_iteration, rate=self.rate)
+                         rewind_iteration=rewind_iteration, rate=self.rate, on_floor=on_floor)
 
     def scores(self, context: PruneContext, name: str) -> torch.Tensor:
         shape = context.masks[name].shape

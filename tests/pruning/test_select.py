@@ -1,4 +1,4 @@
-"""Exactness of the sort-free global selection against stock pruning and a sort-based reference."""
+"""torch_lottery/pruning/_select.py: the sort-free selection and the one planner, against stock and a sort."""
 
 import copy
 import random
@@ -11,8 +11,28 @@ from torch.nn.utils import prune
 
 from torch_lottery import LotteryMagnitude, global_magnitude
 from torch_lottery.pruning import _select
-from torch_lottery.pruning._select import bottom_k
-from torch_lottery.pruning.global_magnitude import pool_keep
+
+
+def pool_keep(scores, eligible, amount, min_remaining, on_floor="raise", checked=False):
+    """Keep-masks of one threshold over ``scores`` (``eligible``: bool or None).
+
+    ``checked`` goes through the planner (which refuses NaN and infinite scores);
+    otherwise the selection itself (``plan_group``), which ranks infinities too.
+    """
+    pool = _select._Pool([_select._Source(s, eligible=e) for s, e in zip(scores, eligible, strict=True)])
+    if checked:
+        plans = _select.plan(pool, amount, labels=[f"scores[{i}]" for i in range(len(scores))],
+                             min_remaining=min_remaining, on_floor=on_floor)
+    else:
+        group = _select.plan_group(pool, list(range(len(scores))), amount, min_remaining, on_floor)
+        plans = [group[i] for i in range(len(scores))]
+    return [pool.write(i, p, torch.empty(s.shape if e is None else e.shape, dtype=torch.bool))
+            for i, (p, s, e) in enumerate(zip(plans, scores, eligible, strict=True))]
+
+
+def bottom_k(scores, k):
+    """A bool mask over 1-D ``scores``, False at the ``k`` lowest (ties: lower index first)."""
+    return pool_keep([scores], [None], k, 0)[0]
 
 
 def reference_keep(scores, k):
@@ -133,9 +153,9 @@ def test_no_sort_or_topk(monkeypatch):
     assert sum(int(k.sum()) for k in keeps) == 300_000 - 90_000
 
 
-def test_nan_message_unchanged():
-    with pytest.raises(ValueError, match=r"contains NaN values \(shape \(100000,\)\)"):
-        pool_keep([torch.full((70_000,), float("nan")), torch.ones(30_000)], [None, None], 0.5, 0)
+def test_nan_is_refused_naming_the_tensor():
+    with pytest.raises(ValueError, match=r"scores\[0\] contains NaN values \(shape \(70000,\); e.g. nan at flat index 0\)"):
+        pool_keep([torch.full((70_000,), float("nan")), torch.ones(30_000)], [None, None], 0.5, 0, checked=True)
 
 
 def test_min_remaining_and_rate_multipliers():
@@ -380,3 +400,82 @@ def test_criteria_chunked_match_reference(knobs, criterion):
         expected = reference_eligible([criterion_scores(criterion, f, i) for f, i in zip(final, initial)], before, k)
         for m, exp in zip(net, expected):
             assert torch.equal(m.weight_mask.bool().reshape(-1), exp)
+
+
+# --------------------------------------------------------------------------- one planner behind every front end
+def _floor_net():
+    torch.manual_seed(11)
+    return nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 3), nn.ReLU(), nn.Linear(3, 2))
+
+
+NAMES = ["0.weight", "2.weight", "4.weight"]
+
+
+def _by_global_magnitude(amount, min_remaining, on_floor, multipliers=None):
+    from torch_lottery import global_magnitude
+    net = _floor_net()
+    global_magnitude(net, amount, min_remaining=min_remaining, on_floor=on_floor, rate_multipliers=multipliers)
+    return [net.get_submodule(n.split(".")[0]).weight_mask.bool() for n in NAMES]
+
+
+def _by_stock_global(amount, min_remaining, on_floor, multipliers=None):
+    from torch_lottery import GlobalMagnitude
+    net = _floor_net()
+    prune.global_unstructured([(net[i], "weight") for i in (0, 2, 4)], pruning_method=GlobalMagnitude,
+                              amount=amount, min_remaining=min_remaining, on_floor=on_floor)
+    return [net[i].weight_mask.bool() for i in (0, 2, 4)]
+
+
+def _by_imp(amount, min_remaining, on_floor, multipliers=None):
+    from torch_lottery import PruneContext, get_strategy
+    net = _floor_net()
+    strategy = get_strategy("imp")(rate=amount, scope="global", min_remaining=min_remaining, on_floor=on_floor,
+                                   rate_multipliers=multipliers)
+    context = PruneContext(net, tuple(NAMES), {n: net.get_parameter(n).detach() for n in NAMES},
+                           {n: torch.ones_like(net.get_parameter(n), dtype=torch.bool) for n in NAMES}, None, 1,
+                           torch.Generator().manual_seed(0))
+    masks = strategy.prune(context)
+    return [masks[n] for n in NAMES]
+
+
+FRONT_ENDS = {"stock-global": _by_stock_global, "imp": _by_imp}
+
+
+@pytest.mark.parametrize("amount, min_remaining", [(0.5, 1), (0.95, 2), (0.99, 3), (0.3, 0)])
+@pytest.mark.parametrize("front_end", FRONT_ENDS)
+def test_floors_clamp_the_same_way_in_every_front_end(front_end, amount, min_remaining):
+    reference = _by_global_magnitude(amount, min_remaining, "clamp")
+    masks = FRONT_ENDS[front_end](amount, min_remaining, "clamp")
+    assert [torch.equal(a, b) for a, b in zip(masks, reference, strict=True)] == [True] * 3
+    assert all(int(m.sum()) >= min(min_remaining, m.numel()) for m in reference)
+
+
+@pytest.mark.parametrize("front_end", [_by_global_magnitude, *FRONT_ENDS.values()])
+def test_floors_raise_the_same_way_in_every_front_end(front_end):
+    # 80 + 24 + 6 weights, 0.99 of them is 109; floors of 3 leave 101 prunable
+    with pytest.raises(ValueError, match=r"^amount=0.99 would prune 109 of 110 surviving entries, but "
+                                         r"min_remaining=3 per tensor leaves only 101 prunable \(on_floor="):
+        front_end(0.99, 3, "raise")
+
+
+def test_rate_multipliers_mean_the_same_in_global_magnitude_and_the_strategies():
+    ours, imp = (f(0.4, 1, "clamp", multipliers={"4.weight": 0.5}) for f in (_by_global_magnitude, _by_imp))
+    assert [torch.equal(a, b) for a, b in zip(imp, ours, strict=True)] == [True] * 3
+    assert int(imp[2].sum()) == 6 - round(6 * 0.2)
+
+
+def test_every_front_end_selects_through_the_one_planner(monkeypatch):
+    calls = []
+    real = _select.plan_group
+    monkeypatch.setattr(_select, "plan_group", lambda *a, **k: calls.append(1) or real(*a, **k))
+    fronts = [
+        lambda: _by_global_magnitude(0.5, 1, "clamp"),
+        lambda: _by_stock_global(0.5, 1, "clamp"),
+        lambda: _by_imp(0.5, 1, "clamp"),
+        lambda: LotteryMagnitude.apply(_floor_net()[0], "weight", amount=0.5),
+        lambda: prune.global_unstructured([(_floor_net()[0], "weight")], pruning_method=LotteryMagnitude, amount=0.5),
+    ]
+    for front in fronts:
+        before = len(calls)
+        front()
+        assert len(calls) > before

@@ -1,0 +1,324 @@
+"""The one owner of stock prune's layout: ``<name>_orig``, ``<name>_mask``, the hook and ``module.<name>``.
+
+Stock :mod:`torch.nn.utils.prune` keeps, per pruned tensor ``<name>``, a parameter
+``<name>_orig``, a buffer ``<name>_mask``, a forward pre-hook (a
+``BasePruningMethod``) and a plain attribute ``module.<name> = <name>_mask *
+<name>_orig`` that the hook recomputes before every forward. Every other module
+of torch-lottery reads and writes that layout through the functions here, so the
+suffixes, the hook lookup and the recomputation of ``module.<name>`` are written
+once.
+
+Two things are added to stock's layout, both invisible to stock code:
+
+* the computed ``module.<name>`` is a :class:`_PrunedWeight`, a tensor subclass
+  that ``copy.deepcopy`` and ``pickle`` accept while it carries a graph (stock
+  fails there, pytorch issue 37322);
+* after every ``torch.optim`` step, the ``module.<name>`` of the tensors pruned by
+  torch-lottery is recomputed from ``<name>_orig`` (:func:`track`). Stock code
+  that ranks ``getattr(module, name)`` (``prune.global_unstructured``, or stock
+  ``apply`` on a pruned tensor) then ranks the current weights, not those of
+  the last forward.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch._C import _disabled_torch_function_impl
+from torch.nn.utils import prune
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+try:
+    from torch.compiler import is_compiling as _is_compiling
+except ImportError:  # torch < 2.3: compiled models take a graph break at the pre-hook
+
+    def _is_compiling() -> bool:
+        return False
+
+
+#: Suffix of the parameter that holds the trainable values of a pruned tensor.
+ORIG = "_orig"
+#: Suffix of the buffer that holds the mask of a pruned tensor.
+MASK = "_mask"
+
+
+# -- names -------------------------------------------------------------------------
+def orig_name(name: str) -> str:
+    """Return the parameter name stock prune gives the trainable values of ``name``."""
+    return name + ORIG
+
+
+def mask_name(name: str) -> str:
+    """Return the buffer name stock prune gives the mask of ``name``."""
+    return name + MASK
+
+
+def join(prefix: str, name: str) -> str:
+    """Return the qualified name of tensor ``name`` of the module at ``prefix``."""
+    return f"{prefix}.{name}" if prefix else name
+
+
+def split(qualified: str) -> tuple[str, str]:
+    """Return ``(module prefix, tensor name)`` of a qualified tensor name."""
+    prefix, _, name = qualified.rpartition(".")
+    return prefix, name
+
+
+# -- reading ----------------------------------------------------------------------
+def is_pruned(module: nn.Module, name: str) -> bool:
+    """Return True if ``module.<name>`` is reparametrized as ``<name>_orig * <name>_mask``."""
+    return orig_name(name) in module._parameters and mask_name(name) in module._buffers
+
+
+def has_tensor(module: nn.Module, name: str) -> bool:
+    """Return True if ``module.<name>`` is a parameter, pruned or not (``<name>_orig`` of a pruned one is not)."""
+    if is_pruned(module, name):
+        return True
+    return module._parameters.get(name) is not None and tensor_of_key(module, name) == name
+
+
+def original(module: nn.Module, name: str) -> torch.Tensor:
+    """Return the trainable tensor behind ``module.<name>`` (``<name>_orig`` when pruned).
+
+    Raises:
+        KeyError: if ``module`` has no such parameter.
+    """
+    if is_pruned(module, name):
+        return module._parameters[orig_name(name)]
+    tensor = module._parameters[name]
+    if tensor is None:
+        raise KeyError(name)
+    return tensor
+
+
+def mask_of(module: nn.Module, name: str) -> torch.Tensor | None:
+    """Return the stored mask of ``module.<name>``, or None if it is not pruned."""
+    return module._buffers[mask_name(name)] if is_pruned(module, name) else None
+
+
+def find_hook(module: nn.Module, name: str) -> tuple[Any, prune.BasePruningMethod | None]:
+    """Return ``(key, hook)`` of the pruning hook of ``module.<name>``, or ``(None, None)``."""
+    found = [
+        (key, hook)
+        for key, hook in module._forward_pre_hooks.items()
+        if isinstance(hook, prune.BasePruningMethod) and hook._tensor_name == name
+    ]
+    if len(found) > 1:
+        raise ValueError(f"{type(module).__name__}.{name} has {len(found)} pruning hooks; expected at most one")
+    return found[0] if found else (None, None)
+
+
+def tensor_of_key(module: nn.Module, key: str) -> str:
+    """Return the tensor name of parameter ``key`` of ``module`` (``weight`` for a pruned ``weight_orig``)."""
+    if key.endswith(ORIG) and is_pruned(module, key[: -len(ORIG)]):
+        return key[: -len(ORIG)]
+    return key
+
+
+def is_mask_buffer(module: nn.Module, key: str) -> bool:
+    """Return True if buffer ``key`` of ``module`` is the mask of a pruned tensor."""
+    return key.endswith(MASK) and is_pruned(module, key[: -len(MASK)])
+
+
+def named_tensors(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+    """Return ``(qualified name, module, name)`` for every parameter of ``model``, ``_orig`` stripped.
+
+    A module shared at several places is listed once (at its first name); a parameter
+    shared by several modules (tied weights) is listed at each of its names.
+    """
+    out = []
+    for prefix, module in model.named_modules():
+        for key, value in module._parameters.items():
+            if value is not None:
+                name = tensor_of_key(module, key)
+                out.append((join(prefix, name), module, name))
+    return out
+
+
+def named_buffers(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+    """Return ``(qualified name, module, name)`` for every buffer of ``model`` except the masks."""
+    out = []
+    for prefix, module in model.named_modules():
+        for key, value in module._buffers.items():
+            if value is not None and not is_mask_buffer(module, key):
+                out.append((join(prefix, key), module, key))
+    return out
+
+
+def pruned_tensors(model: nn.Module, remove_duplicate: bool = True) -> list[tuple[str, nn.Module, str]]:
+    """Return ``(qualified name, module, name)`` for every pruned tensor of ``model``.
+
+    With ``remove_duplicate=False`` a module shared at several places is listed at
+    each of them, as ``model.state_dict()`` lists it.
+    """
+    out = []
+    for prefix, module in model.named_modules(remove_duplicate=remove_duplicate):
+        for key in module._buffers:
+            if is_mask_buffer(module, key):
+                name = key[: -len(MASK)]
+                out.append((join(prefix, name), module, name))
+    return out
+
+
+def resolve(model: nn.Module, qualified: str) -> tuple[nn.Module, str] | None:
+    """Return ``(module, name)`` of the parameter ``qualified`` of ``model`` (pruned or not), or None."""
+    prefix, name = split(qualified)
+    try:
+        module = model.get_submodule(prefix)
+    except AttributeError:
+        return None
+    return (module, name) if has_tensor(module, name) else None
+
+
+def resolve_buffer(model: nn.Module, qualified: str) -> tuple[nn.Module, str] | None:
+    """Return ``(module, name)`` of the buffer ``qualified`` of ``model`` (masks excepted), or None."""
+    prefix, name = split(qualified)
+    try:
+        module = model.get_submodule(prefix)
+    except AttributeError:
+        return None
+    if module._buffers.get(name) is None or is_mask_buffer(module, name):
+        return None
+    return module, name
+
+
+def module_prefixes(model: nn.Module) -> dict[int, str]:
+    """Map ``id(module)`` to its qualified prefix, for every module of ``model``."""
+    return {id(module): prefix for prefix, module in model.named_modules()}
+
+
+def aliases(pairs: Sequence[tuple[nn.Module, str]]) -> list[int]:
+    """Return, per pair, the index of the first pair holding the same trainable tensor (tied weights)."""
+    first: dict[int, int] = {}
+    return [first.setdefault(id(original(m, n)), i) for i, (m, n) in enumerate(pairs)]
+
+
+# -- the computed module.<name> ----------------------------------------------------
+class _PrunedWeight(torch.Tensor):
+    """The computed ``module.<name>`` of a tensor pruned by torch-lottery.
+
+    It behaves exactly like a plain tensor in every operation (its results are
+    plain tensors and it stays attached to the autograd graph), but it can be
+    deep-copied and pickled even while it carries a graph: a copy is a detached
+    plain tensor, which the module recomputes at its next forward anyway.
+    """
+
+    __torch_function__ = _disabled_torch_function_impl
+
+    def __deepcopy__(self, memo: dict) -> torch.Tensor:
+        return self.detach().as_subclass(torch.Tensor).clone()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return self.detach().as_subclass(torch.Tensor).__reduce_ex__(protocol)
+
+
+def as_pruned_weight(weight: torch.Tensor) -> torch.Tensor:
+    """Return ``weight`` as a :class:`_PrunedWeight` (a view, sharing its data and graph)."""
+    return weight if type(weight) is _PrunedWeight else weight.as_subclass(_PrunedWeight)
+
+
+def masked_product(module: nn.Module, name: str) -> torch.Tensor:
+    """Return ``<name>_mask * <name>_orig`` of ``module`` as a :class:`_PrunedWeight`.
+
+    The same product as stock ``BasePruningMethod.apply_mask`` (same operands, same
+    order, bit for bit) on the forward path's budget: the tensors are read from the
+    module's dicts instead of through ``nn.Module.__getattr__``, and the product
+    itself becomes the :class:`_PrunedWeight`.
+
+    WHY the class switch: ``as_subclass`` would add an alias node to every forward
+    and backward pass; switching ``__class__`` of a fresh plain result that nothing
+    else refers to keeps stock's graph (one ``MulBackward0``). Under
+    ``torch.compile`` (which cannot trace a class switch) and for results that are
+    themselves tensor subclasses, ``as_subclass`` is used. A test in
+    ``tests/pruning/test_masked_training.py`` pins the graph.
+    """
+    try:
+        orig = module._parameters[orig_name(name)]
+        mask = module._buffers[mask_name(name)]
+    except KeyError:  # not where stock prune puts them: the ordinary lookup (and its error)
+        orig = getattr(module, orig_name(name))
+        mask = getattr(module, mask_name(name))
+    if mask.dtype != orig.dtype:
+        mask = mask.to(dtype=orig.dtype)
+    product = torch.mul(mask, orig)
+    if type(product) is not torch.Tensor or _is_compiling():
+        return product.as_subclass(_PrunedWeight)
+    product.__class__ = _PrunedWeight
+    return product
+
+
+def install_weight(module: nn.Module, name: str, weight: torch.Tensor) -> None:
+    """Set ``module.<name> = weight`` as stock prune's pre-hook does.
+
+    Once ``<name>`` is a plain attribute (which a parameter, buffer or submodule
+    never is), it is written straight into the instance dict, skipping the checks
+    of ``nn.Module.__setattr__``; otherwise ``setattr`` runs them.
+    """
+    attributes = module.__dict__
+    if name in attributes:
+        attributes[name] = weight
+    else:
+        setattr(module, name, weight)
+
+
+def refresh(module: nn.Module, name: str) -> None:
+    """Recompute ``module.<name>`` from its ``_orig`` and ``_mask`` (after a write to either)."""
+    _, hook = find_hook(module, name)
+    if hook is not None and is_pruned(module, name):
+        install_weight(module, name, as_pruned_weight(hook.apply_mask(module)))
+
+
+def write_values(pairs: Iterable[tuple[nn.Module, str]], values: Iterable[torch.Tensor]) -> None:
+    """Copy ``values`` into the trainable tensors of ``pairs`` (``<name>_orig``; never the masks) and refresh."""
+    with torch.no_grad():
+        for (module, name), value in zip(pairs, values, strict=True):
+            target = original(module, name)
+            target.copy_(value.to(device=target.device, dtype=target.dtype))
+            refresh(module, name)
+
+
+# -- keeping module.<name> current after optimizer steps ------------------------------
+#: id(<name>_orig) -> (weak <name>_orig, [(weak module, name), ...]) of every tensor torch-lottery prunes
+#: (a tied tensor has one entry per module that holds it).
+_TRACKED: dict[int, tuple[weakref.ref, list[tuple[weakref.ref, str]]]] = {}
+_STEP_HOOK: Any = None
+
+
+def track(module: nn.Module, name: str) -> None:
+    """Recompute ``module.<name>`` after every ``torch.optim`` step that may change ``<name>_orig``.
+
+    Called when torch-lottery installs a tensor's hook, and by the hook at the
+    first forward of a copied model, so the tensors of every model it pruned stay
+    tracked; entries go away with their tensors.
+    """
+    global _STEP_HOOK
+    orig = module._parameters[orig_name(name)]
+    key = id(orig)
+    entry = _TRACKED.get(key)
+    if entry is None or entry[0]() is not orig:
+        entry = (weakref.ref(orig, lambda _, key=key: _TRACKED.pop(key, None)), [])
+        _TRACKED[key] = entry
+    owners = entry[1]
+    owners[:] = [(ref, n) for ref, n in owners if ref() is not None]
+    if not any(ref() is module and n == name for ref, n in owners):
+        owners.append((weakref.ref(module), name))
+    if _STEP_HOOK is None:
+        _STEP_HOOK = register_optimizer_step_post_hook(_after_step)
+
+
+def _after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    with torch.no_grad():
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                entry = _TRACKED.get(id(param))
+                if entry is None or entry[0]() is not param:
+                    continue
+                for ref, name in entry[1]:
+                    module = ref()
+                    if module is not None and module._parameters.get(orig_name(name)) is param:
+                        if mask_name(name) in module._buffers:
+                            install_weight(module, name, masked_product(module, name))
