@@ -15,8 +15,9 @@ import shlex
 import statistics
 import sys
 import traceback
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -59,8 +60,10 @@ def machine(threads: int | str | None = None) -> dict[str, Any]:
 
 
 def machine_line(m: dict[str, Any]) -> str:
-    return (f"{m['cpu']}, {m['nproc']} cores, {m.get('memory_gib', '?')} GiB, torch {m['torch']}, "
-            f"Python {m['python']}, torch threads {m['threads']}, load average {m['loadavg']}, {m['date']}")
+    return (
+        f"{m['cpu']}, {m['nproc']} cores, {m.get('memory_gib', '?')} GiB, torch {m['torch']}, "
+        f"Python {m['python']}, torch threads {m['threads']}, load average {m['loadavg']}, {m['date']}"
+    )
 
 
 def summary(values: Iterable[float]) -> dict[str, float]:

@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _harness import machine, machine_line, summary, table, write_result  # noqa: E402
+
 from torch_lottery.experiments.data import (  # noqa: E402
     DEBIAN_FASHION_MNIST,
     IDX_FILES,
@@ -101,16 +102,24 @@ def prepare_root(root: Path) -> str:
     source = root / "synthetic-idx"
     write_synthetic_idx(source)
     prepare_fashion_mnist(root, source=source)
-    return (f"SYNTHETIC IDX files (60000+10000 random 28x28 images; {DEBIAN_FASHION_MNIST} is missing: "
-            "apt-get install dataset-fashion-mnist for the real ones)")
+    return (
+        f"SYNTHETIC IDX files (60000+10000 random 28x28 images; {DEBIAN_FASHION_MNIST} is missing: "
+        "apt-get install dataset-fashion-mnist for the real ones)"
+    )
 
 
 def subset(data: TensorData, n_train: int | None, n_test: int | None) -> TensorData:
     if n_train is None:
         return data
     import dataclasses
-    return dataclasses.replace(data, train_x=data.train_x[:n_train], train_y=data.train_y[:n_train],
-                               test_x=data.test_x[:n_test], test_y=data.test_y[:n_test])
+
+    return dataclasses.replace(
+        data,
+        train_x=data.train_x[:n_train],
+        train_y=data.train_y[:n_train],
+        test_x=data.test_x[:n_test],
+        test_y=data.test_y[:n_test],
+    )
 
 
 def lenet(seed: int = 0) -> nn.Module:
@@ -121,8 +130,9 @@ def lenet(seed: int = 0) -> nn.Module:
 # -- the three paths -------------------------------------------------------------------------------
 def run_runner(data: TensorData, seed: int) -> tuple[float, float]:
     model = lenet()
-    setup = Setup(epochs=1, batch_size=BATCH, optimizer="adam", lr=LR, momentum=0.9, weight_decay=0.0,
-                  strategy_options={})
+    setup = Setup(
+        epochs=1, batch_size=BATCH, optimizer="adam", lr=LR, momentum=0.9, weight_decay=0.0, strategy_options={}
+    )
     trainer = Trainer(data, setup, evals_per_epoch=1, progress=False)
     torch.manual_seed(seed)
     start = CLOCK()
@@ -133,6 +143,7 @@ def run_runner(data: TensorData, seed: int) -> tuple[float, float]:
 
 def tutorial_sets(root: Path, mean: float, std: float, n_train: int | None, n_test: int | None):
     from torchvision import datasets, transforms
+
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
     train = datasets.FashionMNIST(str(root), train=True, download=False, transform=transform)
     test = datasets.FashionMNIST(str(root), train=False, download=False, transform=transform)
@@ -171,7 +182,7 @@ def run_hand_written(data: TensorData, seed: int) -> tuple[float, float]:
     model.train()
     order = torch.randperm(len(x))
     for i in range(0, len(x), BATCH):
-        idx = order[i:i + BATCH]
+        idx = order[i : i + BATCH]
         optimizer.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
         optimizer.step()
@@ -188,31 +199,39 @@ def bench(threads: int, reps: int, runners: dict) -> dict:
     runs: dict[str, list[float]] = {p: [] for p in PATHS}
     accuracy: dict[str, list[float]] = {p: [] for p in PATHS}
     for rep in range(reps):
-        for path in (PATHS if rep % 2 == 0 else PATHS[::-1]):
+        for path in PATHS if rep % 2 == 0 else PATHS[::-1]:
             seconds, acc = runners[path](rep)
             runs[path].append(seconds)
             accuracy[path].append(acc)
-    speedup = [t / r for t, r in zip(runs["tutorial"], runs["runner"])]
-    overhead = [r / h for r, h in zip(runs["runner"], runs["hand_written"])]
+    speedup = [t / r for t, r in zip(runs["tutorial"], runs["runner"], strict=True)]
+    overhead = [r / h for r, h in zip(runs["runner"], runs["hand_written"], strict=True)]
     return {
-        "threads": threads, "reps": reps, "clock": CLOCK.__name__,
+        "threads": threads,
+        "reps": reps,
+        "clock": CLOCK.__name__,
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "seconds": {p: summary(v) for p, v in runs.items()},
         "test_accuracy": {p: summary(v) for p, v in accuracy.items()},
         "ratio_tutorial/runner": summary(speedup),
         "ratio_runner/hand_written": summary(overhead),
-        "goals_met": {"tutorial/runner >= 5": statistics.median(speedup) >= 5,
-                      "runner/hand_written <= 1.2": statistics.median(overhead) <= 1.2},
+        "goals_met": {
+            "tutorial/runner >= 5": statistics.median(speedup) >= 5,
+            "runner/hand_written <= 1.2": statistics.median(overhead) <= 1.2,
+        },
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="12000 training / 2000 test images, 2 repetitions, 1 thread only")
-    parser.add_argument("--threads", default=None,
-                        help="comma-separated torch thread counts to measure (default: 1, and the core count "
-                             "on an idle machine; --quick: 1)")
+    parser.add_argument(
+        "--quick", action="store_true", help="12000 training / 2000 test images, 2 repetitions, 1 thread only"
+    )
+    parser.add_argument(
+        "--threads",
+        default=None,
+        help="comma-separated torch thread counts to measure (default: 1, and the core count "
+        "on an idle machine; --quick: 1)",
+    )
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default: 2 quick, 3 full)")
     parser.add_argument("--data-root", default=None, help="data root to unpack into (default: a temporary folder)")
     args = parser.parse_args()
@@ -228,8 +247,10 @@ def main() -> None:
             if load < 0.75 * cores:
                 threads.append(all_cores)
             else:  # wall time with every core is meaningless while other jobs hold them
-                skipped = (f"{all_cores} threads not measured: load average {load:.1f} on {cores} cores "
-                           f"(other jobs running); rerun with --threads 1,{all_cores} on an idle machine")
+                skipped = (
+                    f"{all_cores} threads not measured: load average {load:.1f} on {cores} cores "
+                    f"(other jobs running); rerun with --threads 1,{all_cores} on an idle machine"
+                )
     reps = args.reps or (2 if args.quick else 3)
     n_train, n_test = (12000, 2000) if args.quick else (None, None)
 
@@ -243,12 +264,18 @@ def main() -> None:
         start = time.perf_counter()
         train_set, test_set = tutorial_sets(root, data.mean[0], data.std[0], n_train, n_test)
         tutorial_setup_seconds = time.perf_counter() - start
-        runners = {"runner": lambda s: run_runner(data, s),
-                   "tutorial": lambda s: run_tutorial(train_set, test_set, s),
-                   "hand_written": lambda s: run_hand_written(data, s)}
+        runners = {
+            "runner": lambda s: run_runner(data, s),
+            "tutorial": lambda s: run_tutorial(train_set, test_set, s),
+            "hand_written": lambda s: run_hand_written(data, s),
+        }
         results = {
-            "machine": {**machine(), "threads": "/".join(map(str, threads))}, "quick": args.quick, "data": source,
-            "train_examples": len(data.train_x), "test_examples": len(data.test_x), "batch": BATCH,
+            "machine": {**machine(), "threads": "/".join(map(str, threads))},
+            "quick": args.quick,
+            "data": source,
+            "train_examples": len(data.train_x),
+            "test_examples": len(data.test_x),
+            "batch": BATCH,
             "optimizer": f"Adam lr={LR}",
             "setup_seconds": {"runner_load_dataset": load_seconds, "tutorial_datasets": tutorial_setup_seconds},
             "by_threads": [bench(t, reps, runners) for t in threads],
@@ -266,27 +293,57 @@ def report(results: dict, reps: int) -> str:
     for r in results["by_threads"]:
         speedup, overhead = r["ratio_tutorial/runner"], r["ratio_runner/hand_written"]
         label = f"{r['threads']} thread{'s' if r['threads'] > 1 else ''} (time.{r['clock']})"
-        goals.append([f"{label}: tutorial DataLoader epoch / runner epoch >= 5", fmt(speedup),
-                      "met" if speedup["median"] >= 5 else "**missed**"])
-        goals.append([f"{label}: runner epoch / hand-written tensor loop <= 1.2", fmt(overhead, 3),
-                      "met" if overhead["median"] <= 1.2 else "**missed**"])
+        goals.append(
+            [
+                f"{label}: tutorial DataLoader epoch / runner epoch >= 5",
+                fmt(speedup),
+                "met" if speedup["median"] >= 5 else "**missed**",
+            ]
+        )
+        goals.append(
+            [
+                f"{label}: runner epoch / hand-written tensor loop <= 1.2",
+                fmt(overhead, 3),
+                "met" if overhead["median"] <= 1.2 else "**missed**",
+            ]
+        )
         sec = r["seconds"]
-        rows.append([label, fmt(sec["runner"]), fmt(sec["tutorial"]), fmt(sec["hand_written"]),
-                     ", ".join(f"{r['test_accuracy'][p]['median']:.3f}" for p in PATHS)])
+        rows.append(
+            [
+                label,
+                fmt(sec["runner"]),
+                fmt(sec["tutorial"]),
+                fmt(sec["hand_written"]),
+                ", ".join(f"{r['test_accuracy'][p]['median']:.3f}" for p in PATHS),
+            ]
+        )
     setup = results["setup_seconds"]
-    return "\n".join([
-        f"Machine: {machine_line(results['machine'])}.",
-        f"Data: {results['data']}; {results['train_examples']} training + {results['test_examples']} test images, "
-        f"LeNet-300-100, batch {BATCH}, {results['optimizer']}, {reps} repetitions. Ratios: median (min-max) of "
-        "per-repetition ratios.",
-        "", table(["goal", "measured", ""], goals), "",
-        table(["threads", "runner s", "tutorial s", "hand-written s", "test accuracy (runner, tutorial, hand-written)"],
-              rows), "",
-        f"Seconds: one epoch plus the test evaluation, median (min-max). One-time set-up, not in the ratios: "
-        f"runner load_dataset {setup['runner_load_dataset']:.2f} s (wall), tutorial data set objects "
-        f"{setup['tutorial_datasets']:.2f} s (wall)."
-        + (f" {results['skipped']}." if results.get("skipped") else ""),
-    ])
+    return "\n".join(
+        [
+            f"Machine: {machine_line(results['machine'])}.",
+            f"Data: {results['data']}; {results['train_examples']} training + {results['test_examples']} test images, "
+            f"LeNet-300-100, batch {BATCH}, {results['optimizer']}, {reps} repetitions. Ratios: median (min-max) of "
+            "per-repetition ratios.",
+            "",
+            table(["goal", "measured", ""], goals),
+            "",
+            table(
+                [
+                    "threads",
+                    "runner s",
+                    "tutorial s",
+                    "hand-written s",
+                    "test accuracy (runner, tutorial, hand-written)",
+                ],
+                rows,
+            ),
+            "",
+            f"Seconds: one epoch plus the test evaluation, median (min-max). One-time set-up, not in the ratios: "
+            f"runner load_dataset {setup['runner_load_dataset']:.2f} s (wall), tutorial data set objects "
+            f"{setup['tutorial_datasets']:.2f} s (wall)."
+            + (f" {results['skipped']}." if results.get("skipped") else ""),
+        ]
+    )
 
 
 if __name__ == "__main__":

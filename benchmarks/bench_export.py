@@ -44,8 +44,9 @@ HEADLINE = 0.98  # at most 2% of the weights left
 
 def lenet(sparsity: float, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
-                        nn.Linear(100, 10))
+    net = nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10)
+    )
     for module in net:
         if isinstance(module, nn.Linear):
             prune.l1_unstructured(module, "weight", amount=sparsity)
@@ -88,9 +89,15 @@ def compare(dense: nn.Module, sparse: nn.Module, x: torch.Tensor, reps: int) -> 
             b = _time(sparse, x, loops)
             a_times.append(a), b_times.append(b), ratios.append(a / b)
         diff = float((sparse(x) - dense(x)).abs().max())
-    return {"batch": x.shape[0], "dense_us": statistics.median(a_times) * 1e6,
-            "sparse_us": statistics.median(b_times) * 1e6, "speedup": h.summary(ratios), "reps": reps,
-            "max_abs_diff": diff, "loops": loops}
+    return {
+        "batch": x.shape[0],
+        "dense_us": statistics.median(a_times) * 1e6,
+        "sparse_us": statistics.median(b_times) * 1e6,
+        "speedup": h.summary(ratios),
+        "reps": reps,
+        "max_abs_diff": diff,
+        "loops": loops,
+    }
 
 
 def cell(row: dict) -> str:
@@ -101,8 +108,9 @@ def cell(row: dict) -> str:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 repetitions, fewer sweep cells")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: the cores are shared; 0: torch's default)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1: the cores are shared; 0: torch's default)"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -115,10 +123,18 @@ def main(argv=None) -> dict:
     md = [f"Machine: {h.machine_line(machine)}", f"Command: `{h.command()}`", ""]
 
     result["sizes"] = [sizes(s) for s in SPARSITIES]
-    md += ["File size, `export(model, path)` vs `torch.save` of the dense state_dict (LeNet-300-100):", "",
-           h.table(["sparsity", "export bytes", "dense bytes", "ratio"],
-                   [[f"{r['sparsity']:.0%}", r["export_bytes"], r["dense_bytes"], f"{r['ratio']:.3f}"]
-                    for r in result["sizes"]]), ""]
+    md += [
+        "File size, `export(model, path)` vs `torch.save` of the dense state_dict (LeNet-300-100):",
+        "",
+        h.table(
+            ["sparsity", "export bytes", "dense bytes", "ratio"],
+            [
+                [f"{r['sparsity']:.0%}", r["export_bytes"], r["dense_bytes"], f"{r['ratio']:.3f}"]
+                for r in result["sizes"]
+            ],
+        ),
+        "",
+    ]
 
     result["headline"] = []
     net = lenet(HEADLINE)
@@ -126,11 +142,19 @@ def main(argv=None) -> dict:
     for batch in (1, 64, 1024):
         x = torch.randn(batch, 1, 28, 28)
         result["headline"].append({"sparsity": HEADLINE, **compare(dense, sparse, x, reps)})
-    md += [f"Inference, LeNet-300-100 at {HEADLINE:.0%} sparsity, `to_sparse_inference` defaults "
-           f"(min_sparsity=0.9, min_batch={DEFAULT_MIN_BATCH}), dense time / sparse time:", "",
-           h.table(["batch", "dense us", "sparse us", "speedup, median (min-max)", "max abs diff"],
-                   [[r["batch"], f"{r['dense_us']:.1f}", f"{r['sparse_us']:.1f}", cell(r), f"{r['max_abs_diff']:.1e}"]
-                    for r in result["headline"]]), ""]
+    md += [
+        f"Inference, LeNet-300-100 at {HEADLINE:.0%} sparsity, `to_sparse_inference` defaults "
+        f"(min_sparsity=0.9, min_batch={DEFAULT_MIN_BATCH}), dense time / sparse time:",
+        "",
+        h.table(
+            ["batch", "dense us", "sparse us", "speedup, median (min-max)", "max abs diff"],
+            [
+                [r["batch"], f"{r['dense_us']:.1f}", f"{r['sparse_us']:.1f}", cell(r), f"{r['max_abs_diff']:.1e}"]
+                for r in result["headline"]
+            ],
+        ),
+        "",
+    ]
 
     result["sweep"] = []
     rows = []
@@ -143,8 +167,12 @@ def main(argv=None) -> dict:
             result["sweep"].append(row)
             cells.append(cell(row))
         rows.append([f"{sparsity:.0%}"] + cells)
-    md += ["Sparse kernel forced at every batch size (`min_batch=1`), LeNet-300-100, speedup median (min-max):", "",
-           h.table(["sparsity"] + [f"batch {b}" for b in batches], rows), ""]
+    md += [
+        "Sparse kernel forced at every batch size (`min_batch=1`), LeNet-300-100, speedup median (min-max):",
+        "",
+        h.table(["sparsity"] + [f"batch {b}" for b in batches], rows),
+        "",
+    ]
 
     result["layers"] = []
     rows = []
@@ -154,29 +182,47 @@ def main(argv=None) -> dict:
             dense, sparse = permanent_copy(net).eval(), to_sparse_inference(net, min_sparsity=0.0, min_batch=1)
             cells = []
             for batch in (1, 64, 1024):
-                row = {"size": size, "sparsity": sparsity,
-                       **compare(dense, sparse, torch.randn(batch, size), reps)}
+                row = {"size": size, "sparsity": sparsity, **compare(dense, sparse, torch.randn(batch, size), reps)}
                 result["layers"].append(row)
                 cells.append(cell(row))
             rows.append([f"{size}x{size}", f"{sparsity:.0%}"] + cells)
-    md += ["Sparse kernel forced (`min_batch=1`), one square Linear, speedup median (min-max):", "",
-           h.table(["layer", "sparsity", "batch 1", "batch 64", "batch 1024"], rows), ""]
+    md += [
+        "Sparse kernel forced (`min_batch=1`), one square Linear, speedup median (min-max):",
+        "",
+        h.table(["layer", "sparsity", "batch 1", "batch 64", "batch 1024"], rows),
+        "",
+    ]
 
     size98 = next(r for r in result["sizes"] if r["sparsity"] == HEADLINE)
     head = {r["batch"]: r for r in result["headline"]}
     exact = all(r["max_abs_diff"] <= 1e-4 for r in result["headline"] + result["sweep"] + result["layers"])
     goals = [
-        ["file <= 15% of the dense state_dict file (98% sparse)", f"{size98['ratio']:.1%}",
-         "met" if size98["ratio"] <= 0.15 else "missed"],
-        ["inference >= 1.5x dense at batch 64", cell(head[64]) + "x",
-         "met" if head[64]["speedup"]["median"] >= 1.5 else "missed"],
-        ["inference >= 2.5x dense at batch 1024", cell(head[1024]) + "x",
-         "met" if head[1024]["speedup"]["median"] >= 2.5 else "missed"],
-        ["never slower than dense at batch 1 (dense fallback below min_batch)", cell(head[1]) + "x",
-         "met" if head[1]["speedup"]["median"] >= 1.0 else "missed (median below 1)"],
-        ["outputs identical to float tolerance", "max abs diff "
-         f"{max(r['max_abs_diff'] for r in result['headline'] + result['sweep'] + result['layers']):.1e}",
-         "met" if exact else "missed"],
+        [
+            "file <= 15% of the dense state_dict file (98% sparse)",
+            f"{size98['ratio']:.1%}",
+            "met" if size98["ratio"] <= 0.15 else "missed",
+        ],
+        [
+            "inference >= 1.5x dense at batch 64",
+            cell(head[64]) + "x",
+            "met" if head[64]["speedup"]["median"] >= 1.5 else "missed",
+        ],
+        [
+            "inference >= 2.5x dense at batch 1024",
+            cell(head[1024]) + "x",
+            "met" if head[1024]["speedup"]["median"] >= 2.5 else "missed",
+        ],
+        [
+            "never slower than dense at batch 1 (dense fallback below min_batch)",
+            cell(head[1]) + "x",
+            "met" if head[1]["speedup"]["median"] >= 1.0 else "missed (median below 1)",
+        ],
+        [
+            "outputs identical to float tolerance",
+            "max abs diff "
+            f"{max(r['max_abs_diff'] for r in result['headline'] + result['sweep'] + result['layers']):.1e}",
+            "met" if exact else "missed",
+        ],
     ]
     result["goals"] = goals
     md += [h.table(["goal (LeNet-300-100, 2% of weights left)", "measured", "status"], goals)]

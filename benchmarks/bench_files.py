@@ -38,11 +38,13 @@ def state(scale: float) -> dict:
     g = torch.Generator().manual_seed(0)
     sizes = [max(1, int(n * scale)) for n in SIZES]
     return {
-        "format": "bench", "version": 2, "round": 3,
+        "format": "bench",
+        "version": 2,
+        "round": 3,
         "model": {f"t{i}": torch.randn(n, generator=g) for i, n in enumerate(sizes)},
         "rewind": {f"t{i}": torch.randn(n, generator=g) for i, n in enumerate(sizes)},
         "masks": {f"t{i}": torch.rand(n, generator=g) > 0.5 for i, n in enumerate(sizes)},
-        "history": [{"round": r, "remaining": 0.8 ** r} for r in range(4)],
+        "history": [{"round": r, "remaining": 0.8**r} for r in range(4)],
     }
 
 
@@ -55,8 +57,13 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "torch": torch.__version__, "python": platform.python_version(),
-            "threads": torch.get_num_threads()}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def timed(fn) -> float:
@@ -73,8 +80,12 @@ def main() -> None:
     data = state(0.1 if args.quick else 1.0)
     repetitions = 3 if args.quick else 7
     nbytes = sum(t.numel() * t.element_size() for part in ("model", "rewind", "masks") for t in data[part].values())
-    save_ratios, load_ratios, digest_seconds, seconds = [], [], [], {"save": [], "save_state": [], "load": [],
-                                                                     "load_state": []}
+    save_ratios, load_ratios, digest_seconds, seconds = (
+        [],
+        [],
+        [],
+        {"save": [], "save_state": [], "load": [], "load_state": []},
+    )
     with tempfile.TemporaryDirectory() as folder:
         plain, sealed = os.path.join(folder, "plain.pt"), os.path.join(folder, "sealed.pt")
         for _ in range(repetitions):
@@ -96,10 +107,16 @@ def main() -> None:
         "content_bytes": nbytes,
         "file_bytes": file_bytes,
         "repetitions": repetitions,
-        "save_ratio_digest_vs_plain": {"median": statistics.median(save_ratios), "min": min(save_ratios),
-                                       "max": max(save_ratios)},
-        "load_ratio_digest_vs_plain": {"median": statistics.median(load_ratios), "min": min(load_ratios),
-                                       "max": max(load_ratios)},
+        "save_ratio_digest_vs_plain": {
+            "median": statistics.median(save_ratios),
+            "min": min(save_ratios),
+            "max": max(save_ratios),
+        },
+        "load_ratio_digest_vs_plain": {
+            "median": statistics.median(load_ratios),
+            "min": min(load_ratios),
+            "max": max(load_ratios),
+        },
         "digest_mb_per_s": nbytes / 1e6 / statistics.median(digest_seconds),
         "median_seconds": {k: statistics.median(v) for k, v in seconds.items()},  # context only
     }

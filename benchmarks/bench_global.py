@@ -124,11 +124,18 @@ def measure(model_name: str, method: str, threads: int) -> dict:
     h.trim()
     after_trim = h.rss_bytes()  # without the freed memory the C allocator still keeps
     survivors = [int(torch.count_nonzero(m.weight_mask)) for m, _ in params]
-    return {"seconds": seconds, "peak_bytes": peak - before, "retained_bytes": after - before,
-            "held_bytes": after_trim - before,
-            "weight_bytes": weight_bytes, "weights": sum(m.weight.numel() for m, _ in params),
-            "tensors": len(params), "survivors": survivors, "threads": torch.get_num_threads(),
-            "exact_peak": exact_peak}
+    return {
+        "seconds": seconds,
+        "peak_bytes": peak - before,
+        "retained_bytes": after - before,
+        "held_bytes": after_trim - before,
+        "weight_bytes": weight_bytes,
+        "weights": sum(m.weight.numel() for m, _ in params),
+        "tensors": len(params),
+        "survivors": survivors,
+        "threads": torch.get_num_threads(),
+        "exact_peak": exact_peak,
+    }
 
 
 def profile(model_name: str, method: str, threads: int, top: int = 12) -> dict:
@@ -143,7 +150,7 @@ def profile(model_name: str, method: str, threads: int, top: int = 12) -> dict:
     stream = io.StringIO()
     stats = pstats.Stats(profiler, stream=stream)
     rows = []
-    for (file, line, func), (cc, nc, tt, ct, callers) in sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:top]:
+    for (file, line, func), (_cc, nc, tt, ct, _callers) in sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:top]:
         where = func if file == "~" else f"{Path(file).name}:{line}({func})"
         rows.append({"function": where, "calls": nc, "own_s": tt, "cumulative_s": ct})
     return {"seconds": seconds, "top": rows}
@@ -152,12 +159,20 @@ def profile(model_name: str, method: str, threads: int, top: int = 12) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="resnet18 only, 3 repetitions")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads in the measurements (default 1: the cores are shared; 0: torch's default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads in the measurements (default 1: the cores are shared; 0: torch's default)",
+    )
     parser.add_argument("--reps", type=int, default=None, help="repetitions per model (default: ResNet-50 5, others 3)")
     parser.add_argument("--models", default=None, help=f"comma-separated subset of {','.join(MODELS)}")
-    parser.add_argument("--profile", metavar="MODEL", default=None,
-                        help="instead: cProfile each method once on MODEL and print where the time goes")
+    parser.add_argument(
+        "--profile",
+        metavar="MODEL",
+        default=None,
+        help="instead: cProfile each method once on MODEL and print where the time goes",
+    )
     args = parser.parse_args(argv)
 
     if args.profile:
@@ -165,16 +180,24 @@ def main(argv=None) -> dict:
         for method in METHODS:
             report[method] = h.forked(profile, args.profile, method, args.threads)
             print(f"\n### {method} on {args.profile}: {report[method]['seconds']:.3f} s (under cProfile)\n")
-            print(h.table(["function", "calls", "own s", "cumulative s"],
-                          [[r["function"], r["calls"], f"{r['own_s']:.3f}", f"{r['cumulative_s']:.3f}"]
-                           for r in report[method]["top"]]))
+            print(
+                h.table(
+                    ["function", "calls", "own s", "cumulative s"],
+                    [
+                        [r["function"], r["calls"], f"{r['own_s']:.3f}", f"{r['cumulative_s']:.3f}"]
+                        for r in report[method]["top"]
+                    ],
+                )
+            )
         return report
 
     models = args.models.split(",") if args.models else (["resnet18"] if args.quick else list(MODELS))
     if "vgg19" in models:
         avail = 0
         try:
-            avail = int(next(l for l in open("/proc/meminfo") if l.startswith("MemAvailable")).split()[1]) * 1024
+            with open("/proc/meminfo") as meminfo:
+                line = next(line for line in meminfo if line.startswith("MemAvailable"))
+            avail = int(line.split()[1]) * 1024
         except (OSError, StopIteration):
             pass
         if avail < 10 * 2**30:  # stock needs about 11x VGG-19's 0.57 GB of weights
@@ -188,12 +211,17 @@ def main(argv=None) -> dict:
         methods = METHODS if model_name != "vgg19" else METHODS[:3]  # the floor would add 3 x 15 s
         runs = {m: [] for m in methods}
         for rep in range(reps):
-            for method in (methods if rep % 2 == 0 else methods[::-1]):  # alternate the order
+            for method in methods if rep % 2 == 0 else methods[::-1]:  # alternate the order
                 runs[method].append(h.forked(measure, model_name, method, args.threads))
         first = runs["stock_l1"][0]
         wb = first["weight_bytes"]
-        entry = {"weights": first["weights"], "weight_bytes": wb, "tensors": first["tensors"], "reps": reps,
-                 "survivors": sum(first["survivors"])}
+        entry = {
+            "weights": first["weights"],
+            "weight_bytes": wb,
+            "tensors": first["tensors"],
+            "reps": reps,
+            "survivors": sum(first["survivors"]),
+        }
         for method in methods:
             r = runs[method]
             same = all(x["survivors"] == first["survivors"] for x in r)
@@ -207,42 +235,80 @@ def main(argv=None) -> dict:
             }
             if method != "stock_l1":
                 entry[method]["speedup_vs_stock"] = h.summary(
-                    a["seconds"] / b["seconds"] for a, b in zip(runs["stock_l1"], r))
+                    a["seconds"] / b["seconds"] for a, b in zip(runs["stock_l1"], r, strict=True)
+                )
         results["models"][model_name] = entry
         for method in methods:
             e = entry[method]
             t = e["seconds"]
-            rows.append([model_name, f"{entry['weights'] / 1e6:.1f} M", method,
-                         f"{t['median']:.3f} ({t['min']:.3f}-{t['max']:.3f})",
-                         h.ratio_text(e["speedup_vs_stock"]) if "speedup_vs_stock" in e else "1 (reference)",
-                         f"{e['peak_x_weights']['median']:.2f}x", f"{e['retained_x_weights']['median']:.2f}x",
-                         f"{e['working_x_weights']['median']:.2f}x",
-                         "n/a (prunes nothing)" if method == "stock_floor"
-                         else "yes" if e["same_survivors_per_tensor_as_stock"] else "NO"])
+            rows.append(
+                [
+                    model_name,
+                    f"{entry['weights'] / 1e6:.1f} M",
+                    method,
+                    f"{t['median']:.3f} ({t['min']:.3f}-{t['max']:.3f})",
+                    h.ratio_text(e["speedup_vs_stock"]) if "speedup_vs_stock" in e else "1 (reference)",
+                    f"{e['peak_x_weights']['median']:.2f}x",
+                    f"{e['retained_x_weights']['median']:.2f}x",
+                    f"{e['working_x_weights']['median']:.2f}x",
+                    "n/a (prunes nothing)"
+                    if method == "stock_floor"
+                    else "yes"
+                    if e["same_survivors_per_tensor_as_stock"]
+                    else "NO",
+                ]
+            )
         if "stock_floor" in entry:
             entry["stock_lottery_over_floor"] = h.summary(
-                a["seconds"] / b["seconds"] for a, b in zip(runs["stock_lottery"], runs["stock_floor"]))
+                a["seconds"] / b["seconds"] for a, b in zip(runs["stock_lottery"], runs["stock_floor"], strict=True)
+            )
             entry["best_possible_speedup_in_global_unstructured"] = h.summary(
-                a["seconds"] / b["seconds"] for a, b in zip(runs["stock_l1"], runs["stock_floor"]))
+                a["seconds"] / b["seconds"] for a, b in zip(runs["stock_l1"], runs["stock_floor"], strict=True)
+            )
         if model_name == "resnet50":
             gm, lm = entry["global_magnitude"], entry["stock_lottery"]
             goal_rows += [
-                ["global_magnitude >= 10x faster than stock L1 (ResNet-50)", h.ratio_text(gm["speedup_vs_stock"]),
-                 "met" if gm["speedup_vs_stock"]["median"] >= 10 else "missed"],
-                ["global_magnitude peak extra memory <= 2x the weights (ResNet-50)",
-                 f"{gm['peak_x_weights']['median']:.2f}x (range {gm['peak_x_weights']['min']:.2f}-"
-                 f"{gm['peak_x_weights']['max']:.2f}; of which retained {gm['retained_x_weights']['median']:.2f}x)",
-                 "met" if gm["peak_x_weights"]["median"] <= 2.0 else "missed"],
-                ["LotteryMagnitude in stock global_unstructured >= 2x faster than L1Unstructured (ResNet-50)",
-                 h.ratio_text(lm["speedup_vs_stock"]) + "; stock's own floor (a method that prunes nothing): "
-                 + h.ratio_text(entry["best_possible_speedup_in_global_unstructured"])
-                 + ", LotteryMagnitude / floor time " + h.ratio_text(entry["stock_lottery_over_floor"], 2),
-                 "met" if lm["speedup_vs_stock"]["median"] >= 2 else "missed"],
+                [
+                    "global_magnitude >= 10x faster than stock L1 (ResNet-50)",
+                    h.ratio_text(gm["speedup_vs_stock"]),
+                    "met" if gm["speedup_vs_stock"]["median"] >= 10 else "missed",
+                ],
+                [
+                    "global_magnitude peak extra memory <= 2x the weights (ResNet-50)",
+                    f"{gm['peak_x_weights']['median']:.2f}x (range {gm['peak_x_weights']['min']:.2f}-"
+                    f"{gm['peak_x_weights']['max']:.2f}; of which retained {gm['retained_x_weights']['median']:.2f}x)",
+                    "met" if gm["peak_x_weights"]["median"] <= 2.0 else "missed",
+                ],
+                [
+                    "LotteryMagnitude in stock global_unstructured >= 2x faster than L1Unstructured (ResNet-50)",
+                    h.ratio_text(lm["speedup_vs_stock"])
+                    + "; stock's own floor (a method that prunes nothing): "
+                    + h.ratio_text(entry["best_possible_speedup_in_global_unstructured"])
+                    + ", LotteryMagnitude / floor time "
+                    + h.ratio_text(entry["stock_lottery_over_floor"], 2),
+                    "met" if lm["speedup_vs_stock"]["median"] >= 2 else "missed",
+                ],
             ]
     results["goals"] = goal_rows
-    md = [f"Machine: {h.machine_line(machine)}", f"Command: `{h.command()}`", "",
-          h.table(["model", "weights", "method", "time s, median (min-max)", "speedup vs stock, median (min-max)",
-                   "peak / weights", "retained / weights", "working / weights", "same survivors as stock"], rows)]
+    md = [
+        f"Machine: {h.machine_line(machine)}",
+        f"Command: `{h.command()}`",
+        "",
+        h.table(
+            [
+                "model",
+                "weights",
+                "method",
+                "time s, median (min-max)",
+                "speedup vs stock, median (min-max)",
+                "peak / weights",
+                "retained / weights",
+                "working / weights",
+                "same survivors as stock",
+            ],
+            rows,
+        ),
+    ]
     if goal_rows:
         md += ["", h.table(["goal", "measured", "status"], goal_rows)]
     markdown = "\n".join(md)

@@ -36,8 +36,9 @@ RATE = 0.2
 def build(name: str) -> tuple[nn.Module, list]:
     torch.manual_seed(0)
     if name == "lenet300100":
-        model = nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
-                              nn.Linear(100, 10))
+        model = nn.Sequential(
+            nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10)
+        )
     else:
         import torchvision
 
@@ -102,9 +103,14 @@ def run_driver(model_name: str) -> tuple[int, int, int]:
     for rounds in (1, ROUNDS):
         model, params = build(model_name)
         names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-        tl.find_ticket(model, lambda m, context: None, strategy="imp",
-                       strategy_options={"rate": RATE, "scope": "global", "min_remaining": 0},
-                       rounds=rounds, parameters=[f"{n}.weight" for n in names])
+        tl.find_ticket(
+            model,
+            lambda m, context: None,
+            strategy="imp",
+            strategy_options={"rate": RATE, "scope": "global", "min_remaining": 0},
+            rounds=rounds,
+            parameters=[f"{n}.weight" for n in names],
+        )
         out.append(tl.pruning.held_bytes(model))
     return out[0], out[1], sum(m.weight.numel() * m.weight.element_size() for m, _ in params)
 
@@ -112,8 +118,12 @@ def run_driver(model_name: str) -> tuple[int, int, int]:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="LeNet-300-100 only")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: the cores are shared; 0: torch's default); counts do not depend on it")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: the cores are shared; 0: torch's default); counts do not depend on it",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -127,24 +137,64 @@ def main(argv=None) -> dict:
             one, ten, wb = run_scenario(model_name, fn, compact)
             entries.append({"scenario": label, "ours": ours, "after_1": one, "after_10": ten, "weight_bytes": wb})
         one, ten, wb = run_driver(model_name)
-        entries.append({"scenario": "find_ticket (strategy imp, global)", "ours": True, "after_1": one,
-                        "after_10": ten, "weight_bytes": wb})
+        entries.append(
+            {
+                "scenario": "find_ticket (strategy imp, global)",
+                "ours": True,
+                "after_1": one,
+                "after_10": ten,
+                "weight_bytes": wb,
+            }
+        )
         results["models"][model_name] = entries
         for e in entries:
             wb = e["weight_bytes"]
-            rows.append([model_name, e["scenario"], f"{e['after_1'] / 2**20:.2f}", f"{e['after_10'] / 2**20:.2f}",
-                         f"{e['after_10'] / e['after_1']:.2f}x", f"{e['after_1'] / wb:.2f}x", f"{e['after_10'] / wb:.2f}x",
-                         "yes" if e["after_1"] == e["after_10"] else "no"])
+            rows.append(
+                [
+                    model_name,
+                    e["scenario"],
+                    f"{e['after_1'] / 2**20:.2f}",
+                    f"{e['after_10'] / 2**20:.2f}",
+                    f"{e['after_10'] / e['after_1']:.2f}x",
+                    f"{e['after_1'] / wb:.2f}x",
+                    f"{e['after_10'] / wb:.2f}x",
+                    "yes" if e["after_1"] == e["after_10"] else "no",
+                ]
+            )
     flat = all(e["after_1"] == e["after_10"] for m in results["models"].values() for e in m if e["ours"])
     results["goal"] = {"flat_for_ours": flat}
-    markdown = "\n".join([
-        f"Machine: {h.machine_line(machine)}", f"Command: `{h.command()}`", "",
-        h.table(["model", "scenario", "MiB after 1 round", "MiB after 10 rounds", "10 / 1",
-                 "after 1 / prunable weights", "after 10 / prunable weights", "flat"], rows), "",
-        h.table(["goal", "measured", "status"],
-                [["memory held after 10 rounds equals that after 1 round, with our methods, compact_hooks and "
-                  "the driver", "equal in every such scenario" if flat else "NOT equal", "met" if flat else "missed"]]),
-    ])
+    markdown = "\n".join(
+        [
+            f"Machine: {h.machine_line(machine)}",
+            f"Command: `{h.command()}`",
+            "",
+            h.table(
+                [
+                    "model",
+                    "scenario",
+                    "MiB after 1 round",
+                    "MiB after 10 rounds",
+                    "10 / 1",
+                    "after 1 / prunable weights",
+                    "after 10 / prunable weights",
+                    "flat",
+                ],
+                rows,
+            ),
+            "",
+            h.table(
+                ["goal", "measured", "status"],
+                [
+                    [
+                        "memory held after 10 rounds equals that after 1 round, with our methods, compact_hooks and "
+                        "the driver",
+                        "equal in every such scenario" if flat else "NOT equal",
+                        "met" if flat else "missed",
+                    ]
+                ],
+            ),
+        ]
+    )
     print(markdown)
     h.write_result("memory", results, markdown)
     return results

@@ -61,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _harness import machine, machine_line, summary, table, write_result  # noqa: E402
+
 from torch_lottery import find_ticket  # noqa: E402
 from torch_lottery.driver.find import _round_seed  # noqa: E402  (to seed the hand-written loop alike)
 from torch_lottery.experiments.models import build_model  # noqa: E402
@@ -97,8 +98,9 @@ def build_variants(model_name: str, shape: tuple[int, ...], seed: int = 0) -> di
     return models
 
 
-def timed_steps(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                steps: int) -> dict[str, float]:
+def timed_steps(
+    model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, steps: int
+) -> dict[str, float]:
     """Run ``steps`` training steps; return the median seconds per step of each phase.
 
     Medians over the steps, not sums: a preemption by another process on the
@@ -133,8 +135,7 @@ def effective_weights(model: nn.Module) -> dict[str, torch.Tensor]:
         return out
 
 
-def bench_steps(key: str, reps: int, steps: int, warmup: int, variants: tuple[str, ...] = VARIANTS,
-                **adam) -> dict:
+def bench_steps(key: str, reps: int, steps: int, warmup: int, variants: tuple[str, ...] = VARIANTS, **adam) -> dict:
     model_name, shape, batch = MODELS[key]
     models = build_variants(model_name, shape)
     optimizers = {v: torch.optim.Adam(models[v].parameters(), lr=LR, **adam) for v in VARIANTS}
@@ -145,15 +146,22 @@ def bench_steps(key: str, reps: int, steps: int, warmup: int, variants: tuple[st
         timed_steps(models[v], optimizers[v], x, y, warmup)
     runs: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
     for rep in range(reps):
-        for v in (variants if rep % 2 == 0 else variants[::-1]):
+        for v in variants if rep % 2 == 0 else variants[::-1]:
             runs[v].append(timed_steps(models[v], optimizers[v], x, y, steps))
-    out = {"batch": batch, "input_shape": list(shape), "adam": adam, "reps": reps, "steps_per_rep": steps,
-           "ms_per_step": {v: {p: summary([r[p] * 1e3 for r in runs[v]]) for p in PHASES} for v in variants},
-           "ratios": {}}
+    out = {
+        "batch": batch,
+        "input_shape": list(shape),
+        "adam": adam,
+        "reps": reps,
+        "steps_per_rep": steps,
+        "ms_per_step": {v: {p: summary([r[p] * 1e3 for r in runs[v]]) for p in PHASES} for v in variants},
+        "ratios": {},
+    }
     for a, b in (("stock", "dense"), ("driver", "dense"), ("driver", "stock")):
         if a in runs and b in runs:
-            out["ratios"][f"{a}/{b}"] = {p: summary([ra[p] / rb[p] for ra, rb in zip(runs[a], runs[b])])
-                                         for p in PHASES}
+            out["ratios"][f"{a}/{b}"] = {
+                p: summary([ra[p] / rb[p] for ra, rb in zip(runs[a], runs[b], strict=True)]) for p in PHASES
+            }
     if "stock" in runs:
         stock_w, driver_w = effective_weights(models["stock"]), effective_weights(models["driver"])
         out["stock_and_driver_weights_identical"] = all(torch.equal(stock_w[k], driver_w[k]) for k in stock_w)
@@ -162,8 +170,12 @@ def bench_steps(key: str, reps: int, steps: int, warmup: int, variants: tuple[st
 
 
 def pruning_hooks(model: nn.Module) -> list:
-    return [(module, hook) for module in model.modules() for hook in module._forward_pre_hooks.values()
-            if isinstance(hook, prune.BasePruningMethod)]
+    return [
+        (module, hook)
+        for module in model.modules()
+        for hook in module._forward_pre_hooks.values()
+        if isinstance(hook, prune.BasePruningMethod)
+    ]
 
 
 def bench_hooks(stock: nn.Module, driver: nn.Module, reps: int, calls: int = 51) -> dict:
@@ -188,8 +200,10 @@ def bench_hooks(stock: nn.Module, driver: nn.Module, reps: int, calls: int = 51)
                 spent[key].append((clock() - start) / 5)
         for key in order:
             runs[key].append(statistics.median(spent[key]))
-    return {"us_per_forward": {k: summary([t * 1e6 for t in v]) for k, v in runs.items()},
-            "ratio_driver/stock": summary([d / s for d, s in zip(runs["driver"], runs["stock"])])}
+    return {
+        "us_per_forward": {k: summary([t * 1e6 for t in v]) for k, v in runs.items()},
+        "ratio_driver/stock": summary([d / s for d, s in zip(runs["driver"], runs["stock"], strict=True)]),
+    }
 
 
 # -- part 2: a whole IMP run ----------------------------------------------------------
@@ -207,7 +221,7 @@ def train_epochs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int
     for _ in range(epochs):
         order = torch.randperm(len(x))
         for start in range(0, len(x), 60):
-            idx = order[start:start + 60]
+            idx = order[start : start + 60]
             optimizer.zero_grad(set_to_none=True)
             loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
             loss.backward()
@@ -221,9 +235,14 @@ def imp_driver(x, y, rounds: int, epochs: int) -> tuple[float, dict[str, torch.T
     torch.manual_seed(0)
     model = build_model("lenet300100", (784,), 10)
     start = CLOCK()
-    ticket = find_ticket(model, lambda m, c: {"loss": train_epochs(m, x, y, epochs, c)}, strategy="imp",
-                         strategy_options={"rate": 0.2, "scope": "local", "rate_multipliers": {"fc3.weight": 0.5}},
-                         rounds=rounds, seed=0)
+    ticket = find_ticket(
+        model,
+        lambda m, c: {"loss": train_epochs(m, x, y, epochs, c)},
+        strategy="imp",
+        strategy_options={"rate": 0.2, "scope": "local", "rate_multipliers": {"fc3.weight": 0.5}},
+        rounds=rounds,
+        seed=0,
+    )
     seconds = CLOCK() - start
     return seconds, {k: v.bool() for k, v in ticket.masks.items()}
 
@@ -260,17 +279,27 @@ def bench_imp(reps: int, n: int, rounds: int, epochs: int) -> dict:
     for run in runners.values():  # warm up: the first optimizer step of a process imports torch._dynamo (~1 s)
         run(x[:60], y[:60], 1, 1)
     for rep in range(reps):
-        for key in (runners if rep % 2 == 0 else list(runners)[::-1]):
+        for key in runners if rep % 2 == 0 else list(runners)[::-1]:
             seconds, masks[key] = runners[key](x, y, rounds, epochs)
             runs[key].append(seconds)
     same = all(torch.equal(masks["driver"][k], masks["hand_written"][k]) for k in masks["driver"])
     differing = sum(int((masks["driver"][k] != masks["hand_written"][k]).sum()) for k in masks["driver"])
     remaining = sum(int(m.sum()) for m in masks["driver"].values()) / sum(m.numel() for m in masks["driver"].values())
-    return {"examples": n, "rounds": rounds, "epochs_per_round": epochs, "batch": 60, "reps": reps,
-            "steps": (rounds + 1) * epochs * -(-n // 60), "remaining": remaining,
-            "seconds": {k: summary(v) for k, v in runs.items()},
-            "ratio_driver/hand_written": summary([a / b for a, b in zip(runs["driver"], runs["hand_written"])]),
-            "same_masks": same, "mask_entries_differing": differing}
+    return {
+        "examples": n,
+        "rounds": rounds,
+        "epochs_per_round": epochs,
+        "batch": 60,
+        "reps": reps,
+        "steps": (rounds + 1) * epochs * -(-n // 60),
+        "remaining": remaining,
+        "seconds": {k: summary(v) for k, v in runs.items()},
+        "ratio_driver/hand_written": summary(
+            [a / b for a, b in zip(runs["driver"], runs["hand_written"], strict=True)]
+        ),
+        "same_masks": same,
+        "mask_entries_differing": differing,
+    }
 
 
 # -- part 3: why Adam costs more on a pruned model ------------------------------------------
@@ -281,14 +310,20 @@ def bench_sqrt(reps: int) -> dict:
     sparse = dense * (torch.rand(n, generator=generator) >= SPARSITY)
     runs = {"no_zeros": [], "80%_zeros": []}
     for rep in range(reps):
-        for key, t in ((("no_zeros", dense), ("80%_zeros", sparse)) if rep % 2 == 0
-                       else (("80%_zeros", sparse), ("no_zeros", dense))):
+        for key, t in (
+            (("no_zeros", dense), ("80%_zeros", sparse))
+            if rep % 2 == 0
+            else (("80%_zeros", sparse), ("no_zeros", dense))
+        ):
             start = CLOCK()
             for _ in range(20):
                 t.sqrt()
             runs[key].append((CLOCK() - start) / 20)
-    return {"numel": n, "us": {k: summary([s * 1e6 for s in v]) for k, v in runs.items()},
-            "ratio_zeros/no_zeros": summary([a / b for a, b in zip(runs["80%_zeros"], runs["no_zeros"])])}
+    return {
+        "numel": n,
+        "us": {k: summary([s * 1e6 for s in v]) for k, v in runs.items()},
+        "ratio_zeros/no_zeros": summary([a / b for a, b in zip(runs["80%_zeros"], runs["no_zeros"], strict=True)]),
+    }
 
 
 def main() -> None:
@@ -302,15 +337,21 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     CLOCK = time.process_time if torch.get_num_threads() == 1 else time.perf_counter
     reps = args.reps or (5 if args.quick else 15)
-    results: dict = {"machine": machine(), "quick": args.quick, "sparsity": SPARSITY, "optimizer": f"Adam lr={LR}",
-                     "clock": CLOCK.__name__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                     "steps": {}}
+    results: dict = {
+        "machine": machine(),
+        "quick": args.quick,
+        "sparsity": SPARSITY,
+        "optimizer": f"Adam lr={LR}",
+        "clock": CLOCK.__name__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "steps": {},
+    }
     results["steps"]["lenet300100"] = bench_steps("lenet300100", reps, steps=20, warmup=20)
-    results["steps"]["conv4"] = bench_steps("conv4", 3 if args.quick else 15, steps=1,
-                                            warmup=1 if args.quick else 2)
+    results["steps"]["conv4"] = bench_steps("conv4", 3 if args.quick else 15, steps=1, warmup=1 if args.quick else 2)
     # the same LeNet comparison with Adam's fused CPU kernel (not bit-identical to the default one)
-    results["fused_adam"] = bench_steps("lenet300100", reps, steps=20, warmup=20, variants=("dense", "driver"),
-                                        fused=True)
+    results["fused_adam"] = bench_steps(
+        "lenet300100", reps, steps=20, warmup=20, variants=("dense", "driver"), fused=True
+    )
     if args.quick:
         results["imp"] = bench_imp(3, n=3000, rounds=2, epochs=1)
     else:
@@ -338,11 +379,16 @@ def report(results: dict) -> str:
         ratio = r["pre_hooks"]["ratio_driver/stock"]
         goals.append([f"{key}: driver pre-hooks / stock pre-hooks <= 1", fmt(ratio), met(ratio["median"], 1.0)])
     ratio = imp["ratio_driver/hand_written"]
-    goals.append(["whole IMP run: find_ticket / hand-written stock loop <= 1.05", fmt(ratio),
-                  met(ratio["median"], 1.05)])
-    lines = [f"Machine: {machine_line(results['machine'])}; clock: time.{results['clock']}. "
-             f"Sparsity {SPARSITY:.0%}, {results['optimizer']}. Ratios: median (min-max) of per-repetition ratios.",
-             "", table(["goal", "measured", ""], goals), ""]
+    goals.append(
+        ["whole IMP run: find_ticket / hand-written stock loop <= 1.05", fmt(ratio), met(ratio["median"], 1.05)]
+    )
+    lines = [
+        f"Machine: {machine_line(results['machine'])}; clock: time.{results['clock']}. "
+        f"Sparsity {SPARSITY:.0%}, {results['optimizer']}. Ratios: median (min-max) of per-repetition ratios.",
+        "",
+        table(["goal", "measured", ""], goals),
+        "",
+    ]
     rows = []
     for key, r in steps.items():
         for pair, phases in r["ratios"].items():
@@ -353,21 +399,59 @@ def report(results: dict) -> str:
     rows = []
     for key, r in steps.items():
         ms, hk = r["ms_per_step"], r["pre_hooks"]
-        rows.append([key, f"{ms['dense']['step']['median']:.2f}", f"{ms['stock']['step']['median']:.2f}",
-                     f"{ms['driver']['step']['median']:.2f}", f"{hk['us_per_forward']['stock']['median']:.1f}",
-                     f"{hk['us_per_forward']['driver']['median']:.1f}",
-                     r["stock_and_driver_weights_identical"]])
-    lines += [table(["model", "dense ms/step", "stock ms/step", "driver ms/step", "stock pre-hooks us/forward",
-                     "driver pre-hooks us/forward", "stock and driver weights bit-identical"], rows), ""]
-    lines += [table(["whole IMP run, LeNet-300-100 on synthetic data", "find_ticket s", "hand-written s",
-                     "ratio", "same final masks"],
-                    [[f"{imp['examples']} examples, {imp['rounds']} rounds x {imp['epochs_per_round']} epochs "
-                      f"({imp['steps']} steps)", fmt(imp["seconds"]["driver"], 2),
-                      fmt(imp["seconds"]["hand_written"], 2), fmt(imp["ratio_driver/hand_written"]),
-                      imp["same_masks"]]]), ""]
-    lines.append(f"Diagnosis: torch.sqrt over {sq['numel']} float32 (LeNet's first layer): no zeros "
-                 f"{sq['us']['no_zeros']['median']:.0f} us, 80% exact zeros {sq['us']['80%_zeros']['median']:.0f} us "
-                 f"(ratio {fmt(sq['ratio_zeros/no_zeros'], 2)}).")
+        rows.append(
+            [
+                key,
+                f"{ms['dense']['step']['median']:.2f}",
+                f"{ms['stock']['step']['median']:.2f}",
+                f"{ms['driver']['step']['median']:.2f}",
+                f"{hk['us_per_forward']['stock']['median']:.1f}",
+                f"{hk['us_per_forward']['driver']['median']:.1f}",
+                r["stock_and_driver_weights_identical"],
+            ]
+        )
+    lines += [
+        table(
+            [
+                "model",
+                "dense ms/step",
+                "stock ms/step",
+                "driver ms/step",
+                "stock pre-hooks us/forward",
+                "driver pre-hooks us/forward",
+                "stock and driver weights bit-identical",
+            ],
+            rows,
+        ),
+        "",
+    ]
+    lines += [
+        table(
+            [
+                "whole IMP run, LeNet-300-100 on synthetic data",
+                "find_ticket s",
+                "hand-written s",
+                "ratio",
+                "same final masks",
+            ],
+            [
+                [
+                    f"{imp['examples']} examples, {imp['rounds']} rounds x {imp['epochs_per_round']} epochs "
+                    f"({imp['steps']} steps)",
+                    fmt(imp["seconds"]["driver"], 2),
+                    fmt(imp["seconds"]["hand_written"], 2),
+                    fmt(imp["ratio_driver/hand_written"]),
+                    imp["same_masks"],
+                ]
+            ],
+        ),
+        "",
+    ]
+    lines.append(
+        f"Diagnosis: torch.sqrt over {sq['numel']} float32 (LeNet's first layer): no zeros "
+        f"{sq['us']['no_zeros']['median']:.0f} us, 80% exact zeros {sq['us']['80%_zeros']['median']:.0f} us "
+        f"(ratio {fmt(sq['ratio_zeros/no_zeros'], 2)})."
+    )
     return "\n".join(lines)
 
 

@@ -28,7 +28,7 @@ import _harness as h  # noqa: E402
 
 def discover() -> dict[str, Path]:
     """Map benchmark name (``bench_<name>.py``) to its script, in name order."""
-    return {p.stem[len("bench_"):]: p for p in sorted(HERE.glob("bench_*.py"))}
+    return {p.stem[len("bench_") :]: p for p in sorted(HERE.glob("bench_*.py"))}
 
 
 def main(argv=None) -> int:
@@ -64,9 +64,15 @@ def main(argv=None) -> int:
                 data = json.loads(result_file.read_text())
             except ValueError:
                 data = None
-        report["benchmarks"][name] = {"command": shown, "returncode": proc.returncode, "seconds": round(seconds, 1),
-                                      "result_file": str(result_file.relative_to(h.ROOT)), "result": data,
-                                      "stdout": proc.stdout, "stderr_tail": proc.stderr[-4000:]}
+        report["benchmarks"][name] = {
+            "command": shown,
+            "returncode": proc.returncode,
+            "seconds": round(seconds, 1),
+            "result_file": str(result_file.relative_to(h.ROOT)),
+            "result": data,
+            "stdout": proc.stdout,
+            "stderr_tail": proc.stderr[-4000:],
+        }
         status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
         body = proc.stdout.strip() if proc.returncode == 0 else f"```\n{proc.stderr.strip()[-4000:]}\n```"
         sections.append(f"## {name}\n\n`{shown}`: {status}, {seconds:.0f} s\n\n{body}\n")
@@ -76,12 +82,25 @@ def main(argv=None) -> int:
     report["seconds"] = round(total, 1)
     failed = [n for n, b in report["benchmarks"].items() if b["returncode"]]
     header = [
-        "# Benchmark summary", "",
-        f"Command: `{report['command']}` ({total:.0f} s in all)", "",
-        f"Machine: {h.machine_line(machine)}; load average after: {report['machine_after']['loadavg']}", "",
-        h.table(["benchmark", "command", "status", "seconds"],
-                [[n, f"`{b['command']}`", "ok" if not b["returncode"] else f"FAILED ({b['returncode']})",
-                  f"{b['seconds']:.0f}"] for n, b in report["benchmarks"].items()]), "",
+        "# Benchmark summary",
+        "",
+        f"Command: `{report['command']}` ({total:.0f} s in all)",
+        "",
+        f"Machine: {h.machine_line(machine)}; load average after: {report['machine_after']['loadavg']}",
+        "",
+        h.table(
+            ["benchmark", "command", "status", "seconds"],
+            [
+                [
+                    n,
+                    f"`{b['command']}`",
+                    "ok" if not b["returncode"] else f"FAILED ({b['returncode']})",
+                    f"{b['seconds']:.0f}",
+                ]
+                for n, b in report["benchmarks"].items()
+            ],
+        ),
+        "",
     ]
     h.RESULTS.mkdir(parents=True, exist_ok=True)
     (h.RESULTS / "summary.md").write_text("\n".join(header + sections))

@@ -1,6 +1,7 @@
 """Test-suite settings: one torch thread (2-core CI machines run faster without oversubscription)."""
 
 import torch
+
 import torch_lottery
 
 

@@ -57,7 +57,8 @@ def _audit(event, args):
     if event == "open" and _inside(args[0]):
         mode, flags = args[1], args[2]
         if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-                mode is None and isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)):
+            mode is None and isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+        ):
             writes.append(f"open {args[0]}")
     elif event in ("os.rename", "os.remove", "os.truncate") and any(_inside(a) for a in args[:2] if a is not None):
         writes.append(f"{event} {args[0]} -> {args[1]}")
@@ -84,7 +85,7 @@ def shard(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """This rank's share of a global batch drawn from the (driver-seeded) global RNG."""
     x = torch.randn(n * WORLD, 8)
     y = (x @ teacher).argmax(1)
-    return x[RANK * n:(RANK + 1) * n], y[RANK * n:(RANK + 1) * n]
+    return x[RANK * n : (RANK + 1) * n], y[RANK * n : (RANK + 1) * n]
 
 
 def make_model() -> nn.Module:
@@ -136,16 +137,25 @@ def imp_run(out: dict) -> None:
     before = {id(p) for p in model.parameters()}
     first = model[0].weight
     log = MaskLog()
-    ticket = tl.find_ticket(ddp, train, evaluate, strategy="imp",
-                            strategy_options={"rate": 0.3, "rewind_iteration": 2}, rounds=3,
-                            checkpoint_dir=CKPT, seed=0, plugins=[log])
+    ticket = tl.find_ticket(
+        ddp,
+        train,
+        evaluate,
+        strategy="imp",
+        strategy_options={"rate": 0.3, "rewind_iteration": 2},
+        rounds=3,
+        checkpoint_dir=CKPT,
+        seed=0,
+        plugins=[log],
+    )
     out["ticket"] = ticket.state_dict()
     out["final"] = plain(model.state_dict())
     out["installed"] = log.masks
     out["writes"] = list(writes)
     # The ticket file is complete the moment find_ticket returns, on every rank.
     out["ticket_file_equal"] = all(
-        torch.equal(tl.Ticket.load(os.path.join(CKPT, "ticket.pt")).masks[k], ticket.masks[k]) for k in ticket.masks)
+        torch.equal(tl.Ticket.load(os.path.join(CKPT, "ticket.pt")).masks[k], ticket.masks[k]) for k in ticket.masks
+    )
     out["same_parameters"] = {id(p) for p in model.parameters()} == before and model[0].weight_orig is first
 
     # DDP still syncs gradients after pruning, and the forward uses the masked weight.
@@ -227,8 +237,15 @@ def unwrapped_run(out: dict) -> None:
     model = nn.Sequential(nn.Linear(8, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 4))
     out["alone_init"] = plain(model.state_dict())
     log, rewound = MaskLog(), RewoundLog()
-    ticket = tl.find_ticket(model, train_alone, strategy="imp", strategy_options={"rate": 0.5}, rounds=2,
-                            optimizer=None, plugins=[log, rewound])
+    ticket = tl.find_ticket(
+        model,
+        train_alone,
+        strategy="imp",
+        strategy_options={"rate": 0.5},
+        rounds=2,
+        optimizer=None,
+        plugins=[log, rewound],
+    )
     out["alone_ticket"] = ticket.state_dict()
     out["alone_installed"] = log.masks
     out["alone_rewound"] = rewound.states

@@ -34,8 +34,14 @@ def orig_of(module: nn.Module, name: str = "weight") -> torch.Tensor:
     return module._parameters[name + "_orig"] if name + "_orig" in module._parameters else module._parameters[name]
 
 
-def train_steps(model: nn.Module, x: torch.Tensor, steps: int = 3, lr: float = 0.5, seed: int = 0,
-                optimizer: torch.optim.Optimizer | None = None) -> torch.optim.Optimizer:
+def train_steps(
+    model: nn.Module,
+    x: torch.Tensor,
+    steps: int = 3,
+    lr: float = 0.5,
+    seed: int = 0,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> torch.optim.Optimizer:
     """Real training: ``steps`` SGD steps on a random regression target, ending on ``optimizer.step()``.
 
     No forward runs after the last step, so the computed ``module.<name>`` of a
@@ -143,8 +149,13 @@ def build_context(weights, masks=None, rewind=None, round_index=1, seed=0) -> Pr
 
 def next_context(context: PruneContext, masks, round_index=None, seed=0) -> PruneContext:
     """The context of the next round: same weights and rewind point, the given masks."""
-    return build_context([context.weights[n] for n in context.names], masks=masks, rewind=context.rewind,
-                         round_index=context.round_index + 1 if round_index is None else round_index, seed=seed)
+    return build_context(
+        [context.weights[n] for n in context.names],
+        masks=masks,
+        rewind=context.rewind,
+        round_index=context.round_index + 1 if round_index is None else round_index,
+        seed=seed,
+    )
 
 
 def check_masks(context: PruneContext, new) -> dict[str, int]:

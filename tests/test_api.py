@@ -15,16 +15,39 @@ import torch_lottery as tl
 
 ROOT_NAMES = {
     # pruning methods and their functional twins
-    "LotteryMagnitude", "GlobalMagnitude", "SignPreservingSupermask", "RandomPermutation", "FixedMask",
-    "lottery_magnitude", "global_magnitude", "sign_preserving_supermask", "random_permutation", "fixed_mask",
+    "LotteryMagnitude",
+    "GlobalMagnitude",
+    "SignPreservingSupermask",
+    "RandomPermutation",
+    "FixedMask",
+    "lottery_magnitude",
+    "global_magnitude",
+    "sign_preserving_supermask",
+    "random_permutation",
+    "fixed_mask",
     # rewinding and baselines
-    "RewindPoint", "random_reinit", "sign_preserving_reinit", "signed_constant",
+    "RewindPoint",
+    "random_reinit",
+    "sign_preserving_reinit",
+    "signed_constant",
     # the driver
-    "find_ticket", "Ticket",
+    "find_ticket",
+    "Ticket",
     # strategies and plugins
-    "Strategy", "PruneContext", "hookimpl", "get_strategy", "list_strategies", "PluginError", "StrategyError",
+    "Strategy",
+    "PruneContext",
+    "hookimpl",
+    "get_strategy",
+    "list_strategies",
+    "PluginError",
+    "StrategyError",
     # model helpers
-    "prunable_parameters", "named_prunable_parameters", "get_mask", "remaining", "sparsity_report", "compact_hooks",
+    "prunable_parameters",
+    "named_prunable_parameters",
+    "get_mask",
+    "remaining",
+    "sparsity_report",
+    "compact_hooks",
     "__version__",
 }
 
@@ -72,4 +95,6 @@ def test_internals_are_private():
         obj = getattr(tl, name)
         if inspect.isclass(obj) or inspect.isfunction(obj):
             assert not obj.__module__.rsplit(".", 1)[-1].startswith("_") or obj.__module__.endswith("_version"), (
-                name, obj.__module__)
+                name,
+                obj.__module__,
+            )

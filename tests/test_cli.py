@@ -49,7 +49,7 @@ def _start_all(cwd: Path, commands: dict[str, list]) -> dict[str, subprocess.Com
     logs.mkdir(exist_ok=True)
     running = {}
     for name, argv in commands.items():
-        out, err = open(logs / f"{name}.out", "w+b"), open(logs / f"{name}.err", "w+b")
+        out, err = open(logs / f"{name}.out", "w+b"), open(logs / f"{name}.err", "w+b")  # noqa: SIM115 (closed below)
         process = subprocess.Popen(argv, cwd=cwd, env=_env(), stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         running[name] = (process, out, err, time.perf_counter())
     done = {}
@@ -85,10 +85,33 @@ def test_console_script_is_installed():
 # -- help ----------------------------------------------------------------------------------
 SUBCOMMAND_OPTIONS = {
     "sum-of-two": ["--seed", "--json", "--out", "--device"],
-    "run": ["--dataset", "--model", "--rounds", "--epochs", "--batch-size", "--optimizer", "--lr", "--momentum",
-            "--weight-decay", "--rate", "--scope", "--output-rate", "--rewind-iteration", "--controls",
-            "--replicates", "--seed", "--device", "--data-root", "--download", "--validation",
-            "--evals-per-epoch", "--out", "--metric", "--json", "--no-progress"],
+    "run": [
+        "--dataset",
+        "--model",
+        "--rounds",
+        "--epochs",
+        "--batch-size",
+        "--optimizer",
+        "--lr",
+        "--momentum",
+        "--weight-decay",
+        "--rate",
+        "--scope",
+        "--output-rate",
+        "--rewind-iteration",
+        "--controls",
+        "--replicates",
+        "--seed",
+        "--device",
+        "--data-root",
+        "--download",
+        "--validation",
+        "--evals-per-epoch",
+        "--out",
+        "--metric",
+        "--json",
+        "--no-progress",
+    ],
     "report": ["DIR", "--metric"],
     "strategies": ["--help"],
 }
@@ -124,8 +147,20 @@ def test_subcommand_help_mentions_every_option(helps, subcommand):
 @pytest.mark.slow
 def test_run_help_lists_the_choices(helps):
     text = " ".join(helps["run"].stdout.split())
-    for word in ("mnist1d", "fashion-mnist", "cifar10", "lenet300100", "conv2", "torchvision:<name>",
-                 "reinit", "permute", "random_pruning", "sign_reinit", "supermask", "test_accuracy_at_early_stop"):
+    for word in (
+        "mnist1d",
+        "fashion-mnist",
+        "cifar10",
+        "lenet300100",
+        "conv2",
+        "torchvision:<name>",
+        "reinit",
+        "permute",
+        "random_pruning",
+        "sign_reinit",
+        "supermask",
+        "test_accuracy_at_early_stop",
+    ):
         assert word in text, word
 
 
@@ -144,8 +179,9 @@ def test_strategies_lists_the_builtins_with_their_plugins(tmp_path):
 @pytest.fixture(scope="module")
 def sum_of_two(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("sum_of_two")
-    runs = _start_all(cwd, {"text": _command(["sum-of-two", "--out", "res"]),
-                            "json": _command(["sum-of-two", "--json"], module=True)})
+    runs = _start_all(
+        cwd, {"text": _command(["sum-of-two", "--out", "res"]), "json": _command(["sum-of-two", "--json"], module=True)}
+    )
     return cwd, runs
 
 
@@ -194,13 +230,27 @@ def test_sum_of_two_json_prints_one_object(sum_of_two):
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("run")
-    process = _run(cwd, "run", "--rounds", 2, "--epochs", 1, "--replicates", 1, "--controls", ALL_CONTROLS,
-                   "--no-progress", "--out", "out")
+    process = _run(
+        cwd,
+        "run",
+        "--rounds",
+        2,
+        "--epochs",
+        1,
+        "--replicates",
+        1,
+        "--controls",
+        ALL_CONTROLS,
+        "--no-progress",
+        "--out",
+        "out",
+    )
     return cwd, process
 
 
 KINDS_ROUNDS = [("ticket", 0), ("ticket", 1), ("ticket", 2)] + [
-    (kind, r) for kind in ALL_CONTROLS.split(",") for r in (1, 2)]
+    (kind, r) for kind in ALL_CONTROLS.split(",") for r in (1, 2)
+]
 
 
 def _table(stdout: str) -> str:
@@ -215,8 +265,17 @@ def test_run_prints_the_table(full_run):
     lines = _table(process.stdout).splitlines()
     assert lines[0] == "test accuracy % (mean ± std over 1 seeds)"
     header = lines[1]
-    for label in ("round", "weights %", "winning ticket", "random reinit", "random permutation", "random pruning",
-                  "sign-preserving reinit", "supermask (no training)", "early stop (ticket)"):
+    for label in (
+        "round",
+        "weights %",
+        "winning ticket",
+        "random reinit",
+        "random permutation",
+        "random pruning",
+        "sign-preserving reinit",
+        "supermask (no training)",
+        "early stop (ticket)",
+    ):
         assert label in header
     rows = lines[3:]
     assert [row.split()[0] for row in rows] == ["0", "1", "2"]
@@ -248,7 +307,7 @@ def test_run_writes_json_csv_and_png(full_run):
     assert header[:5] == ["kind", "round", "n", "remaining", "test_accuracy_mean"]
     assert header == list(result["summary"][0])
     assert [(r["kind"], int(r["round"])) for r in rows] == KINDS_ROUNDS
-    for row, expected in zip(rows, result["summary"]):
+    for row, expected in zip(rows, result["summary"], strict=True):
         assert float(row["test_accuracy_mean"]) == pytest.approx(expected["test_accuracy_mean"])
         assert float(row["remaining"]) == pytest.approx(expected["remaining"])
 
@@ -275,8 +334,13 @@ def seeded_runs(tmp_path_factory):
     """The same tiny run twice with --seed 3: with progress bars and --json, and with --no-progress."""
     cwd = tmp_path_factory.mktemp("seeded")
     tiny = ["run", "--rounds", 1, "--epochs", 1, "--controls", "reinit", "--seed", 3]
-    return cwd, _start_all(cwd, {"bars": _command(tiny + ["--json", "--out", "a"]),
-                                 "quiet": _command(tiny + ["--no-progress", "--out", "b"], module=True)})
+    return cwd, _start_all(
+        cwd,
+        {
+            "bars": _command(tiny + ["--json", "--out", "a"]),
+            "quiet": _command(tiny + ["--no-progress", "--out", "b"], module=True),
+        },
+    )
 
 
 @pytest.mark.slow
@@ -314,24 +378,33 @@ def test_seed_makes_runs_identical(seeded_runs):
 
 # -- errors ------------------------------------------------------------------------------------------
 ERRORS = {
-    "unknown dataset": (["run", "--dataset", "imagenet", "--no-progress"],
-                        ["torch-lottery run: error: dataset='imagenet' is not one of"]),
-    "unknown model": (["run", "--model", "lenet5", "--rounds", "0", "--epochs", "1", "--no-progress"],
-                      ["torch-lottery run: error:", "'lenet5'", "not a known model"]),
-    "unknown control": (["run", "--controls", "reinit,bogus"],
-                        ["torch-lottery run: error:", "unknown control 'bogus'"]),
+    "unknown dataset": (
+        ["run", "--dataset", "imagenet", "--no-progress"],
+        ["torch-lottery run: error: dataset='imagenet' is not one of"],
+    ),
+    "unknown model": (
+        ["run", "--model", "lenet5", "--rounds", "0", "--epochs", "1", "--no-progress"],
+        ["torch-lottery run: error:", "'lenet5'", "not a known model"],
+    ),
+    "unknown control": (
+        ["run", "--controls", "reinit,bogus"],
+        ["torch-lottery run: error:", "unknown control 'bogus'"],
+    ),
     "rounds x": (["run", "--rounds", "x"], ["torch-lottery run: error:", "--rounds", "'x'"]),
     "report missing dir": (["report", "nowhere"], ["torch-lottery report: error:", "'nowhere' has no results.json"]),
     "report corrupt json": (["report", "corrupt"], ["torch-lottery report: error:", "is not valid JSON"]),
     "report without summary": (["report", "nosummary"], ["torch-lottery report: error:", "no summary"]),
-    "missing mnist": (["run", "--dataset", "mnist", "--data-root", "empty", "--rounds", "0", "--epochs", "1",
-                       "--no-progress"],
-                      ["torch-lottery run: error:", "data set mnist not found", "empty", "--download"]),
+    "missing mnist": (
+        ["run", "--dataset", "mnist", "--data-root", "empty", "--rounds", "0", "--epochs", "1", "--no-progress"],
+        ["torch-lottery run: error:", "data set mnist not found", "empty", "--download"],
+    ),
     "sum-of-two on cuda": (["sum-of-two", "--device", "cuda"], ["torch-lottery sum-of-two: error:", "cuda"]),
 }
 if not torch.cuda.is_available():
-    ERRORS["cuda without cuda"] = (["run", "--device", "cuda", "--no-progress"],
-                                   ["torch-lottery run: error:", "device='cuda'", "CUDA is not available"])
+    ERRORS["cuda without cuda"] = (
+        ["run", "--device", "cuda", "--no-progress"],
+        ["torch-lottery run: error:", "device='cuda'", "CUDA is not available"],
+    )
 ARGPARSE_ERRORS = {"unknown control", "rounds x"}  # argparse prints its usage before the error line
 
 

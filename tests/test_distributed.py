@@ -64,11 +64,21 @@ def _launch(mode: str, out: Path, ckpt: Path, port: int) -> list[tuple[subproces
     procs = []
     for rank in range(WORLD):
         log = out / f"rank{rank}.log"
-        env = _env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        env = _env(
+            RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+        )
         with open(log, "w") as handle:
-            procs.append((subprocess.Popen([sys.executable, str(WORKER), mode, str(out), str(ckpt)],
-                                           env=env, stdout=handle, stderr=subprocess.STDOUT), log))
+            procs.append(
+                (
+                    subprocess.Popen(
+                        [sys.executable, str(WORKER), mode, str(out), str(ckpt)],
+                        env=env,
+                        stdout=handle,
+                        stderr=subprocess.STDOUT,
+                    ),
+                    log,
+                )
+            )
     return procs
 
 
@@ -88,8 +98,10 @@ def _wait(procs: list[tuple[subprocess.Popen, Path]]) -> list[int]:
 
 def _results(out: Path, procs, codes) -> list[dict]:
     if any(codes):
-        logs = "\n".join(f"--- rank {r} (exit {c})\n{log.read_text()[-3000:]}"
-                         for r, ((_, log), c) in enumerate(zip(procs, codes)))
+        logs = "\n".join(
+            f"--- rank {r} (exit {c})\n{log.read_text()[-3000:]}"
+            for r, ((_, log), c) in enumerate(zip(procs, codes, strict=True))
+        )
         pytest.fail(f"a rank failed:\n{logs}")
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
@@ -106,8 +118,13 @@ def ddp(tmp_path_factory):
     resumed = _launch("resume", root / "resumed", root / "killed-ckpt", resume_port)
     main_results = _results(root / "main", main, _wait(main))
     resumed_results = _results(root / "resumed", resumed, _wait(resumed))
-    return {"main": main_results, "resumed": resumed_results, "killed_codes": killed_codes,
-            "killed_files": killed_files, "main_files": sorted(os.listdir(root / "main-ckpt"))}
+    return {
+        "main": main_results,
+        "resumed": resumed_results,
+        "killed_codes": killed_codes,
+        "killed_files": killed_files,
+        "main_files": sorted(os.listdir(root / "main-ckpt")),
+    }
 
 
 def assert_same(a, b, where: str = "") -> None:
@@ -120,7 +137,7 @@ def assert_same(a, b, where: str = "") -> None:
             assert_same(a[key], b[key], f"{where}.{key}")
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_same(x, y, f"{where}[{i}]")
     else:
         assert a == b, where
@@ -141,7 +158,7 @@ def test_imp_under_ddp_gives_identical_masks_rewind_values_weights_and_history(d
     assert r0["ticket"]["history"] == r1["ticket"]["history"]  # rank 0's records, seconds included
     assert r0["ticket"]["config"] == r1["ticket"]["config"]
     remaining = [h["remaining"] for h in r0["ticket"]["history"]]
-    assert len(remaining) == 4 and remaining[0] == 1.0 and remaining[-1] == pytest.approx(0.7 ** 3, abs=0.01)
+    assert len(remaining) == 4 and remaining[0] == 1.0 and remaining[-1] == pytest.approx(0.7**3, abs=0.01)
     assert r0["ticket"]["rewind"]["iteration"] == 2
     # Each rank trains on its own shard, so its own metrics differ: the history is rank 0's.
     assert r0["grad_local"].shape == r1["grad_local"].shape
@@ -184,7 +201,7 @@ def test_random_strategy_masks_agree_although_the_ranks_rng_states_differ(ddp):
     r0, r1 = ddp["main"]
     # What the strategy proposed on each rank differs (different seed and RNG state) ...
     assert len(r0["random_proposed"]) == len(r1["random_proposed"]) == 2
-    for p0, p1 in zip(r0["random_proposed"], r1["random_proposed"]):
+    for p0, p1 in zip(r0["random_proposed"], r1["random_proposed"], strict=True):
         assert any(not torch.equal(p0[k], p1[k]) for k in p0)
     # ... yet every rank installed rank 0's masks, rewound and trained to the same weights.
     assert_same(r0["random_installed"], r1["random_installed"], "installed")
@@ -259,8 +276,17 @@ def _torchrun() -> list[str]:
 @pytest.mark.slow
 def test_torchrun_example_runs_on_two_cpu_processes(tmp_path):
     ckpt = tmp_path / "run"
-    command = _torchrun() + ["--standalone", f"--nproc_per_node={WORLD}", str(EXAMPLE),
-                             "--checkpoint-dir", str(ckpt), "--rounds", "2", "--epochs", "1"]
+    command = _torchrun() + [
+        "--standalone",
+        f"--nproc_per_node={WORLD}",
+        str(EXAMPLE),
+        "--checkpoint-dir",
+        str(ckpt),
+        "--rounds",
+        "2",
+        "--epochs",
+        "1",
+    ]
     try:
         done = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
     except subprocess.TimeoutExpired as error:
@@ -270,7 +296,11 @@ def test_torchrun_example_runs_on_two_cpu_processes(tmp_path):
     ticket = tl.Ticket.load(ckpt / "ticket.pt")
     assert len(ticket.history) == 3 and ticket.remaining < 0.7
     assert sorted(f for f in os.listdir(ckpt) if not f.startswith(".")) == [
-        "round-0000.pt", "round-0001.pt", "round-0002.pt", "ticket.pt"]
+        "round-0000.pt",
+        "round-0001.pt",
+        "round-0002.pt",
+        "ticket.pt",
+    ]
 
 
 def test_the_docs_page_shows_the_example_script_verbatim():
@@ -297,17 +327,20 @@ def test_without_a_process_group_the_helpers_change_nothing():
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
 
 
-@pytest.mark.parametrize("call, exc, match", [
-    (lambda net: broadcast_masks("0.weight"), TypeError, "model_or_params"),
-    (lambda net: broadcast_masks([net[0]]), TypeError, "pairs"),
-    (lambda net: broadcast_masks([(net[0], "nope")]), ValueError, "nope"),
-    (lambda net: broadcast_masks(net, src="0"), TypeError, "src"),
-    (lambda net: broadcast_weights(net, src=1.0), TypeError, "src"),
-    (lambda net: broadcast_weights(net, buffers="yes"), TypeError, "buffers"),
-    (lambda net: broadcast_weights([(net[0], "weight")], buffers=True), ValueError, "buffers=True"),
-    (lambda net: masks_agree(net, weights=1), TypeError, "weights"),
-    (lambda net: assert_masks_agree(42), TypeError, "model_or_params"),
-])
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (lambda net: broadcast_masks("0.weight"), TypeError, "model_or_params"),
+        (lambda net: broadcast_masks([net[0]]), TypeError, "pairs"),
+        (lambda net: broadcast_masks([(net[0], "nope")]), ValueError, "nope"),
+        (lambda net: broadcast_masks(net, src="0"), TypeError, "src"),
+        (lambda net: broadcast_weights(net, src=1.0), TypeError, "src"),
+        (lambda net: broadcast_weights(net, buffers="yes"), TypeError, "buffers"),
+        (lambda net: broadcast_weights([(net[0], "weight")], buffers=True), ValueError, "buffers=True"),
+        (lambda net: masks_agree(net, weights=1), TypeError, "weights"),
+        (lambda net: assert_masks_agree(42), TypeError, "model_or_params"),
+    ],
+)
 def test_helpers_refuse_bad_arguments(call, exc, match):
     net = _pruned()
     before = {k: v.clone() for k, v in net.state_dict().items()}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import io
 import os
 import re
 import struct
@@ -32,7 +31,7 @@ def tensor_records(path) -> list[tuple[int, int]]:
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
             if re.search(r"/data/\d+$", info.filename) and info.file_size:
-                name_length, extra_length = struct.unpack("<HH", raw[info.header_offset + 26: info.header_offset + 30])
+                name_length, extra_length = struct.unpack("<HH", raw[info.header_offset + 26 : info.header_offset + 30])
                 out.append((info.header_offset + 30 + name_length + extra_length, info.file_size))
     return out
 
@@ -127,8 +126,9 @@ def test_the_temporary_is_in_the_same_folder_and_synced_before_the_rename(tmp_pa
         return real_fsync(fd)
 
     def replace(src, dst):
-        events.append(("replace", os.path.dirname(src) == os.path.dirname(dst),
-                       os.path.basename(src).startswith(".out.bin.")))
+        events.append(
+            ("replace", os.path.dirname(src) == os.path.dirname(dst), os.path.basename(src).startswith(".out.bin."))
+        )
         return real_replace(src, dst)
 
     monkeypatch.setattr(os, "fsync", fsync)
@@ -168,23 +168,41 @@ def test_atomic_save_round_trips(tmp_path):
 
 
 # --------------------------------------------------------------------------- digests
-BASE = {"format": "f", "version": 2, "t": torch.arange(6, dtype=torch.float32).view(2, 3),
-        "nested": {"b": [1, 2.5, "s", None, True], 3: (torch.zeros(2, dtype=torch.bool),)}}
+BASE = {
+    "format": "f",
+    "version": 2,
+    "t": torch.arange(6, dtype=torch.float32).view(2, 3),
+    "nested": {"b": [1, 2.5, "s", None, True], 3: (torch.zeros(2, dtype=torch.bool),)},
+}
 
 
-@pytest.mark.parametrize("change", [
-    lambda s: s["t"].view(-1).__setitem__(4, 4.0000005),  # one bit of one float
-    lambda s: s.__setitem__("t", s["t"].view(3, 2)),  # shape
-    lambda s: s.__setitem__("t", s["t"].double()),  # dtype
-    lambda s: s["nested"]["b"].__setitem__(0, 1.0),  # int vs float
-    lambda s: s["nested"]["b"].__setitem__(4, 1),  # bool vs int
-    lambda s: s["nested"]["b"].append(None),
-    lambda s: s["nested"].__setitem__(3, [s["nested"][3][0]]),  # tuple vs list
-    lambda s: s.__setitem__("nested", dict(reversed(list(s["nested"].items())))),  # key order
-    lambda s: s.__setitem__("version", 1),
-    lambda s: s.__setitem__("extra", None),
-], ids=["float-bit", "shape", "dtype", "int-float", "bool-int", "list-length", "tuple-list", "key-order",
-        "version", "extra-key"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda s: s["t"].view(-1).__setitem__(4, 4.0000005),  # one bit of one float
+        lambda s: s.__setitem__("t", s["t"].view(3, 2)),  # shape
+        lambda s: s.__setitem__("t", s["t"].double()),  # dtype
+        lambda s: s["nested"]["b"].__setitem__(0, 1.0),  # int vs float
+        lambda s: s["nested"]["b"].__setitem__(4, 1),  # bool vs int
+        lambda s: s["nested"]["b"].append(None),
+        lambda s: s["nested"].__setitem__(3, [s["nested"][3][0]]),  # tuple vs list
+        lambda s: s.__setitem__("nested", dict(reversed(list(s["nested"].items())))),  # key order
+        lambda s: s.__setitem__("version", 1),
+        lambda s: s.__setitem__("extra", None),
+    ],
+    ids=[
+        "float-bit",
+        "shape",
+        "dtype",
+        "int-float",
+        "bool-int",
+        "list-length",
+        "tuple-list",
+        "key-order",
+        "version",
+        "extra-key",
+    ],
+)
 def test_any_change_changes_the_digest(change):
     def copy(value):
         if isinstance(value, torch.Tensor):
@@ -306,12 +324,16 @@ def test_a_directory_is_refused_clearly(tmp_path, name, write, load, filename):
 
 
 def test_loaded_files_equal_what_was_saved(tmp_path):
-    ticket = Ticket({"0.weight": torch.rand(5, 6) > 0.5}, RewindPoint.capture(net(), iteration=2),
-                    [{"round": 0, "remaining": 1.0}], {"seed": 3})
+    ticket = Ticket(
+        {"0.weight": torch.rand(5, 6) > 0.5},
+        RewindPoint.capture(net(), iteration=2),
+        [{"round": 0, "remaining": 1.0}],
+        {"seed": 3},
+    )
     ticket.save(tmp_path / "t.pt")
     again = Ticket.load(tmp_path / "t.pt")
     assert torch.equal(again.masks["0.weight"], ticket.masks["0.weight"])
-    assert all(torch.equal(again.rewind[k], ticket.rewind[k]) for k in ticket.rewind.keys())
+    assert all(torch.equal(again.rewind[k], ticket.rewind[k]) for k in ticket.rewind)
     assert again.history == ticket.history and again.config == ticket.config
 
 
@@ -330,18 +352,25 @@ def test_no_module_writes_files_around_the_atomic_writer():
             continue
         for node, name in _calls(ast.parse(path.read_text())):
             mode = None
-            if name in ("open", "io.open", "gzip.open") and len(node.args) > 1 \
-                    and isinstance(node.args[1], ast.Constant):
+            if (
+                name in ("open", "io.open", "gzip.open")
+                and len(node.args) > 1
+                and isinstance(node.args[1], ast.Constant)
+            ):
                 mode = node.args[1].value
             for keyword in node.keywords:
                 if keyword.arg == "mode" and isinstance(keyword.value, ast.Constant):
                     mode = keyword.value.value
             writes = isinstance(mode, str) and any(c in mode for c in "wax+")
-            if name in ("torch.save", "os.replace", "os.rename", "tempfile.mkstemp", "shutil.move") or writes \
-                    or name.endswith((".write_text", ".write_bytes")):
+            if (
+                name in ("torch.save", "os.replace", "os.rename", "tempfile.mkstemp", "shutil.move")
+                or writes
+                or name.endswith((".write_text", ".write_bytes"))
+            ):
                 offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {ast.unparse(node)}")
-            if name.endswith("savefig") and not (node.args and isinstance(node.args[0], ast.Name)
-                                                  and node.args[0].id == "handle"):
+            if name.endswith("savefig") and not (
+                node.args and isinstance(node.args[0], ast.Name) and node.args[0].id == "handle"
+            ):
                 offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {ast.unparse(node)}")
     assert offenders == []
 
@@ -360,8 +389,19 @@ def test_every_writer_goes_through_a_temporary_in_the_same_folder(tmp_path, monk
     write_export(tmp_path / "sparse.pt")
     tl.find_ticket(net(), train, rounds=1, checkpoint_dir=tmp_path / "run")
     from torch_lottery.experiments.report import write_outputs
-    summary = [{"kind": "ticket", "round": 0, "n": 1, "remaining": 1.0, "test_accuracy_mean": 0.5,
-                "test_accuracy_std": 0.0, "test_accuracy_min": 0.5, "test_accuracy_max": 0.5}]
+
+    summary = [
+        {
+            "kind": "ticket",
+            "round": 0,
+            "n": 1,
+            "remaining": 1.0,
+            "test_accuracy_mean": 0.5,
+            "test_accuracy_std": 0.0,
+            "test_accuracy_min": 0.5,
+            "test_accuracy_max": 0.5,
+        }
+    ]
     written = write_outputs({"summary": summary, "config": {}}, str(tmp_path / "out"))
     targets = [dst for _, dst, _ in renamed]
     expected = ["ticket.pt", "point.pt", "sparse.pt", "round-0000.pt", "round-0001.pt", "ticket.pt"]

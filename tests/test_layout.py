@@ -67,7 +67,8 @@ TIED_ROUTES = {
     "global_magnitude-model": lambda m: tl.global_magnitude(m, amount=0.5),
     "global_magnitude-pairs": lambda m: tl.global_magnitude(tl.prunable_parameters(m), amount=0.5),
     "stock-global-LotteryMagnitude": lambda m: prune.global_unstructured(
-        tl.prunable_parameters(m), pruning_method=tl.LotteryMagnitude, amount=0.5),
+        tl.prunable_parameters(m), pruning_method=tl.LotteryMagnitude, amount=0.5
+    ),
 }
 
 

@@ -91,13 +91,19 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f"{__name__}.{name}")
     if name in _MOVED:
         home = _MOVED[name]
-        warnings.warn(f"torch_lottery.{name} moved to {home}.{name}; the root alias goes away after 0.1",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"torch_lottery.{name} moved to {home}.{name}; the root alias goes away after 0.1",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return getattr(importlib.import_module(home), name)
     if name == "MaskedTensor":
-        warnings.warn("torch_lottery.MaskedTensor is private now (it clashed with torch.masked.MaskedTensor); "
-                      "the computed weight is a plain torch.Tensor subclass you need not name",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "torch_lottery.MaskedTensor is private now (it clashed with torch.masked.MaskedTensor); "
+            "the computed weight is a plain torch.Tensor subclass you need not name",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         from ._layout import _PrunedWeight
 
         return _PrunedWeight

@@ -125,7 +125,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
 
 
 # -- digests ---------------------------------------------------------------------
-def _feed_tensor(h: "hashlib._Hash", t: torch.Tensor) -> None:
+def _feed_tensor(h: hashlib._Hash, t: torch.Tensor) -> None:
     t = t.detach()
     if t.layout != torch.strided:
         t = t.to_dense()
@@ -138,7 +138,7 @@ def _feed_tensor(h: "hashlib._Hash", t: torch.Tensor) -> None:
         h.update((ctypes.c_char * nbytes).from_address(t.data_ptr()))
 
 
-def _feed(h: "hashlib._Hash", value: Any) -> None:
+def _feed(h: hashlib._Hash, value: Any) -> None:
     if isinstance(value, torch.Tensor):
         _feed_tensor(h, value)
     elif isinstance(value, dict):
@@ -185,8 +185,9 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def load_state(path: str | os.PathLike, what: str, format: str, versions: Iterable[int],
-               map_location: Any = "cpu") -> dict:
+def load_state(
+    path: str | os.PathLike, what: str, format: str, versions: Iterable[int], map_location: Any = "cpu"
+) -> dict:
     """Read a file written by :func:`save_state`, checking format, version, digest and tensor layouts.
 
     Loads with ``torch.load(weights_only=True)`` (pickled code is refused without
@@ -213,22 +214,25 @@ def load_state(path: str | os.PathLike, what: str, format: str, versions: Iterab
     except FileNotFoundError:
         raise
     except Exception as error:  # unpickling refused, or the file is truncated or damaged
-        raise ValueError(f"{source} is not a readable {what} (damaged, truncated or not written by "
-                         f"torch-lottery): {_first_line(error)}") from None
+        raise ValueError(
+            f"{source} is not a readable {what} (damaged, truncated or not written by "
+            f"torch-lottery): {_first_line(error)}"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != format:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"{source} is not a {what}: it is not a torch-lottery {what} file "
-                         f"(format {found!r}, expected {format!r})")
+        raise ValueError(
+            f"{source} is not a {what}: it is not a torch-lottery {what} file (format {found!r}, expected {format!r})"
+        )
     versions = tuple(versions)
     version = state.get("version")
     if type(version) is not int or version not in versions:
-        raise ValueError(f"{source} has {what} version {version!r}; this release reads "
-                         f"{', '.join(map(str, versions))}")
+        raise ValueError(f"{source} has {what} version {version!r}; this release reads {', '.join(map(str, versions))}")
     check_digest(state, source, what)
     sparse = _sparse_tensor(state)
     if sparse is not None:
-        raise ValueError(f"{source} is a damaged {what}: {sparse} is a sparse tensor; "
-                         "torch-lottery files hold dense tensors only")
+        raise ValueError(
+            f"{source} is a damaged {what}: {sparse} is a sparse tensor; torch-lottery files hold dense tensors only"
+        )
     return {k: v for k, v in state.items() if k != DIGEST_FIELD}
 
 
@@ -257,10 +261,14 @@ def check_digest(state: dict, source: str, what: str) -> None:
     """
     stored = state.get(DIGEST_FIELD)
     if stored is None:
-        raise ValueError(f"{source} is a damaged {what}: it has no {DIGEST_FIELD} digest, which every "
-                         "file saved by torch-lottery carries; save it with the library's save method")
+        raise ValueError(
+            f"{source} is a damaged {what}: it has no {DIGEST_FIELD} digest, which every "
+            "file saved by torch-lottery carries; save it with the library's save method"
+        )
     computed = digest(state)
     if not isinstance(stored, str) or stored != computed:
-        raise ValueError(f"{source} is a damaged {what}: its content does not match its SHA-256 digest "
-                         f"(stored {str(stored)[:16]}..., computed {computed[:16]}...); "
-                         "the file was changed or corrupted after it was written")
+        raise ValueError(
+            f"{source} is a damaged {what}: its content does not match its SHA-256 digest "
+            f"(stored {str(stored)[:16]}..., computed {computed[:16]}...); "
+            "the file was changed or corrupted after it was written"
+        )

@@ -319,6 +319,9 @@ def _after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Non
                     continue
                 for ref, name in entry[1]:
                     module = ref()
-                    if module is not None and module._parameters.get(orig_name(name)) is param:
-                        if mask_name(name) in module._buffers:
-                            install_weight(module, name, masked_product(module, name))
+                    if (
+                        module is not None
+                        and module._parameters.get(orig_name(name)) is param
+                        and is_pruned(module, name)
+                    ):
+                        install_weight(module, name, masked_product(module, name))

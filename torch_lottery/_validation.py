@@ -190,14 +190,20 @@ def check_module_name(module: Any, name: Any) -> torch.Tensor:
         param = _layout.original(module, name)
     except KeyError:
         listed = ", ".join(k for k, v in module._parameters.items() if v is not None) or "none"
-        raise ValueError(f"name={name!r} is not a parameter of {type(module).__name__} (parameters: {listed})") from None
+        raise ValueError(
+            f"name={name!r} is not a parameter of {type(module).__name__} (parameters: {listed})"
+        ) from None
     where = f"{type(module).__name__}.{name}"
     if not param.is_floating_point():
-        raise TypeError(f"{where} has dtype {param.dtype}: torch-lottery prunes real floating-point tensors "
-                        "(complex, bool and integer tensors are refused)")
+        raise TypeError(
+            f"{where} has dtype {param.dtype}: torch-lottery prunes real floating-point tensors "
+            "(complex, bool and integer tensors are refused)"
+        )
     if param.device.type == "meta":
-        raise ValueError(f"{where} is on the meta device: it has no values to prune "
-                         "(materialize the model first, e.g. model.to_empty(device='cpu') and initialize it)")
+        raise ValueError(
+            f"{where} is on the meta device: it has no values to prune "
+            "(materialize the model first, e.g. model.to_empty(device='cpu') and initialize it)"
+        )
     return param
 
 

@@ -28,6 +28,7 @@ def _positive_int(text: str) -> int:
 
 def _controls(text: str) -> tuple[str, ...]:
     from .experiments.runner import CONTROLS
+
     if text.strip().lower() in ("", "none"):
         return ()
     names = tuple(part.strip() for part in text.split(",") if part.strip())
@@ -46,67 +47,109 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s2 = sub.add_parser("sum-of-two", help="the sum-of-two-inputs experiment (seconds)",
-                        description="IMP with late resetting on a 2-200-1 linear net learning x0 + x1 "
-                                    "(train on [-1,1], test on [1,2]); prints the surviving weights of the "
-                                    "winning ticket and the test RMSE of the ticket, the random-reinit ticket, "
-                                    "the randomly permuted ticket and the full model.")
+    s2 = sub.add_parser(
+        "sum-of-two",
+        help="the sum-of-two-inputs experiment (seconds)",
+        description="IMP with late resetting on a 2-200-1 linear net learning x0 + x1 "
+        "(train on [-1,1], test on [1,2]); prints the surviving weights of the "
+        "winning ticket and the test RMSE of the ticket, the random-reinit ticket, "
+        "the randomly permuted ticket and the full model.",
+    )
     s2.add_argument("--seed", type=_positive_int, default=0, help="random seed (default 0)")
     s2.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     s2.add_argument("--out", metavar="DIR", help="also write result.json into DIR")
     s2.add_argument("--device", default="cpu", help="cpu (the network is tiny; the flag exists for symmetry)")
 
-    run = sub.add_parser("run", help="IMP with controls on a data set and model (default: MNIST-1D, MLP)",
-                         description="Iterative magnitude pruning with rewinding on a torchvision data set "
-                                     "or MNIST-1D, with the chosen controls and several seeds; writes "
-                                     "results.json, results.csv and accuracy.png into --out and prints a table. "
-                                     "Defaults follow the LTH paper's setup for the model.")
-    run.add_argument("--dataset", default="mnist1d",
-                     help="mnist1d (generated offline), mnist, fashion-mnist, cifar10 (default mnist1d)")
-    run.add_argument("--model", default="lenet300100",
-                     help="lenet300100 (MLP 300-100), conv2, conv4, conv6, resnet18, vgg19, or "
-                          "torchvision:<name> for any torchvision classification model (default lenet300100)")
+    run = sub.add_parser(
+        "run",
+        help="IMP with controls on a data set and model (default: MNIST-1D, MLP)",
+        description="Iterative magnitude pruning with rewinding on a torchvision data set "
+        "or MNIST-1D, with the chosen controls and several seeds; writes "
+        "results.json, results.csv and accuracy.png into --out and prints a table. "
+        "Defaults follow the LTH paper's setup for the model.",
+    )
+    run.add_argument(
+        "--dataset",
+        default="mnist1d",
+        help="mnist1d (generated offline), mnist, fashion-mnist, cifar10 (default mnist1d)",
+    )
+    run.add_argument(
+        "--model",
+        default="lenet300100",
+        help="lenet300100 (MLP 300-100), conv2, conv4, conv6, resnet18, vgg19, or "
+        "torchvision:<name> for any torchvision classification model (default lenet300100)",
+    )
     run.add_argument("--rounds", type=_positive_int, default=15, help="pruning rounds after the dense run (default 15)")
-    run.add_argument("--epochs", type=_positive_int, help="epochs per round (default: 30 MNIST-1D, 5 MNIST/Fashion, 20 CIFAR)")
+    run.add_argument(
+        "--epochs", type=_positive_int, help="epochs per round (default: 30 MNIST-1D, 5 MNIST/Fashion, 20 CIFAR)"
+    )
     run.add_argument("--batch-size", type=_positive_int, help="minibatch size (default: the paper's for the model)")
     run.add_argument("--optimizer", choices=("adam", "sgd"), help="optimizer (default: the paper's)")
     run.add_argument("--lr", type=float, help="learning rate (default: the paper's)")
     run.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     run.add_argument("--weight-decay", type=float, help="weight decay (default: the paper's)")
-    run.add_argument("--rate", type=float, help="fraction of surviving weights pruned per round (default: the paper's, 0.2)")
-    run.add_argument("--scope", choices=("local", "global"), help="local (per layer) or global pruning (default: the paper's)")
-    run.add_argument("--output-rate", type=float, help="pruning rate of the output layer (default: the paper's, half the rate)")
-    run.add_argument("--rewind-iteration", type=_positive_int,
-                     help="rewind to the weights at this iteration (0 = init; default: the paper's)")
-    run.add_argument("--controls", type=_controls, default=("reinit", "random_pruning"),
-                     help="comma-separated: reinit, permute, random_pruning, sign_reinit, supermask, or none "
-                          "(default reinit,random_pruning)")
+    run.add_argument(
+        "--rate", type=float, help="fraction of surviving weights pruned per round (default: the paper's, 0.2)"
+    )
+    run.add_argument(
+        "--scope", choices=("local", "global"), help="local (per layer) or global pruning (default: the paper's)"
+    )
+    run.add_argument(
+        "--output-rate", type=float, help="pruning rate of the output layer (default: the paper's, half the rate)"
+    )
+    run.add_argument(
+        "--rewind-iteration",
+        type=_positive_int,
+        help="rewind to the weights at this iteration (0 = init; default: the paper's)",
+    )
+    run.add_argument(
+        "--controls",
+        type=_controls,
+        default=("reinit", "random_pruning"),
+        help="comma-separated: reinit, permute, random_pruning, sign_reinit, supermask, or none "
+        "(default reinit,random_pruning)",
+    )
     run.add_argument("--replicates", type=_positive_int, default=2, help="seeds per experiment (default 2)")
     run.add_argument("--seed", type=_positive_int, default=0, help="first seed (default 0)")
     run.add_argument("--device", default="cpu", help="cpu or cuda (default cpu); data stay resident on it")
     run.add_argument("--data-root", metavar="DIR", help="where torchvision data sets are (or are downloaded to)")
     run.add_argument("--download", action="store_true", help="download torchvision data sets (needs a network)")
     run.add_argument("--validation", type=_positive_int, help="training examples held out for early stopping")
-    run.add_argument("--evals-per-epoch", type=_positive_int, default=1,
-                     help="validation evaluations per epoch for the early-stopping iteration (default 1)")
+    run.add_argument(
+        "--evals-per-epoch",
+        type=_positive_int,
+        default=1,
+        help="validation evaluations per epoch for the early-stopping iteration (default 1)",
+    )
     run.add_argument("--out", metavar="DIR", help="output directory (default runs/<dataset>-<model>)")
-    run.add_argument("--metric", default="test_accuracy",
-                     choices=METRICS,
-                     help="what the table and the plot show (default test_accuracy)")
+    run.add_argument(
+        "--metric",
+        default="test_accuracy",
+        choices=METRICS,
+        help="what the table and the plot show (default test_accuracy)",
+    )
     run.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    report = sub.add_parser("report", help="re-render the table and plot of a finished run",
-                            description="Read DIR/results.json of a finished run, print its table and "
-                                        "write its CSV and plot again.")
+    report = sub.add_parser(
+        "report",
+        help="re-render the table and plot of a finished run",
+        description="Read DIR/results.json of a finished run, print its table and write its CSV and plot again.",
+    )
     report.add_argument("directory", metavar="DIR", help="output directory of a run")
-    report.add_argument("--metric", default="test_accuracy",
-                        choices=METRICS,
-                        help="what the table and the plot show (default test_accuracy)")
+    report.add_argument(
+        "--metric",
+        default="test_accuracy",
+        choices=METRICS,
+        help="what the table and the plot show (default test_accuracy)",
+    )
 
-    sub.add_parser("strategies", help="list the registered strategies and their plugins",
-                   description="List the ticket-finding strategies registered through the plugin hooks, "
-                               "with the plugin that provides each, and plugins that failed to load.")
+    sub.add_parser(
+        "strategies",
+        help="list the registered strategies and their plugins",
+        description="List the ticket-finding strategies registered through the plugin hooks, "
+        "with the plugin that provides each, and plugins that failed to load.",
+    )
     return parser
 
 
@@ -118,12 +161,14 @@ def _check_out(path: str | None) -> None:
 
 def _sum_of_two(args: argparse.Namespace) -> int:
     from .experiments.sum_of_two import format_result, run
+
     if args.device != "cpu":
         raise ValueError(f"--device={args.device!r}: sum-of-two runs on the cpu")
     _check_out(args.out)
     result = run(seed=args.seed)
     if args.out:
         from .experiments.report import write_text
+
         os.makedirs(args.out, exist_ok=True)
         write_text(os.path.join(args.out, "result.json"), json.dumps(result, indent=1))
     print(json.dumps(result) if args.json else format_result(result))
@@ -133,13 +178,30 @@ def _sum_of_two(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .experiments.report import table, write_outputs
     from .experiments.runner import RunConfig, run_experiment
+
     config = RunConfig(
-        dataset=args.dataset, model=args.model, rounds=args.rounds, epochs=args.epochs,
-        batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-        weight_decay=args.weight_decay, rate=args.rate, scope=args.scope, output_rate=args.output_rate,
-        rewind_iteration=args.rewind_iteration, controls=args.controls, replicates=args.replicates,
-        seed=args.seed, device=args.device, data_root=args.data_root, download=args.download,
-        validation=args.validation, evals_per_epoch=args.evals_per_epoch, progress=not args.no_progress,
+        dataset=args.dataset,
+        model=args.model,
+        rounds=args.rounds,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        rate=args.rate,
+        scope=args.scope,
+        output_rate=args.output_rate,
+        rewind_iteration=args.rewind_iteration,
+        controls=args.controls,
+        replicates=args.replicates,
+        seed=args.seed,
+        device=args.device,
+        data_root=args.data_root,
+        download=args.download,
+        validation=args.validation,
+        evals_per_epoch=args.evals_per_epoch,
+        progress=not args.no_progress,
     )
     config.check()
     out = args.out or f"runs/{args.dataset}-{args.model.replace(':', '-')}"
@@ -156,6 +218,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from .experiments.report import RESULTS_JSON, check_metric, load_results, table, write_outputs
+
     result = load_results(args.directory)
     check_metric(result, args.metric, os.path.join(args.directory, RESULTS_JSON))
     paths = write_outputs(result, args.directory)
@@ -166,6 +229,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _strategies(args: argparse.Namespace) -> int:
     from .plugins.manager import plugin_errors, strategy_entries
+
     entries = strategy_entries()
     width = max((len(e.name) for e in entries), default=4)
     print(f"{'name'.ljust(width)}  plugin")
@@ -196,8 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get(TRACEBACK_ENV):
             raise
         text = str(error).splitlines()[0] if str(error) else ""
-        print(f"torch-lottery {args.command}: error: internal error {type(error).__name__}"
-              f"{': ' + text if text else ''} (set {TRACEBACK_ENV}=1 for the traceback)", file=sys.stderr)
+        print(
+            f"torch-lottery {args.command}: error: internal error {type(error).__name__}"
+            f"{': ' + text if text else ''} (set {TRACEBACK_ENV}=1 for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

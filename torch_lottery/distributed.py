@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 #: Tensors are sent in buckets of at most this many bytes (one collective per bucket).
-BUCKET_BYTES = 64 * 2 ** 20
+BUCKET_BYTES = 64 * 2**20
 
 
 class RankDisagreementError(RuntimeError):
@@ -144,8 +144,9 @@ class _Entry:
 
     __slots__ = ("label", "tensor", "module", "name")
 
-    def __init__(self, label: str, tensor: torch.Tensor | None, module: nn.Module | None = None,
-                 name: str | None = None) -> None:
+    def __init__(
+        self, label: str, tensor: torch.Tensor | None, module: nn.Module | None = None, name: str | None = None
+    ) -> None:
         self.label, self.tensor, self.module, self.name = label, tensor, module, name
 
     def layout(self) -> tuple:
@@ -255,7 +256,7 @@ def _broadcast_entries(entries: list[_Entry], what: str, src: int, group: Any, r
             dist.broadcast(flat, src=src, group=group)
             if not receiving:
                 continue
-            for entry, piece in zip(bucket, flat.split(sizes)):
+            for entry, piece in zip(bucket, flat.split(sizes), strict=True):
                 tensor = entry.tensor.detach()
                 piece = piece.to(tensor.device)
                 if tensor.is_contiguous():
@@ -281,7 +282,7 @@ def _differences(entries: list[_Entry], group: Any, ref: int) -> torch.Tensor:
             mine, sizes = _flat(bucket, device)
             theirs = mine.clone()
             dist.broadcast(theirs, src=src, group=group)
-            for entry, a, b in zip(bucket, mine.split(sizes), theirs.split(sizes)):
+            for entry, a, b in zip(bucket, mine.split(sizes), theirs.split(sizes), strict=True):
                 width = entry.tensor.element_size()
                 differ = (a.view(-1, width) != b.view(-1, width)).any(dim=1) if a.numel() else a.bool()
                 counts[dist.get_rank(group), index[id(entry)]] = differ.sum()
@@ -296,14 +297,16 @@ def _disagreement(target: Any, weights: bool, group: Any) -> str | None:
         checks.append(("weights", "values", _weight_entries(target, buffers=False)))
     for what, _noun, entries in checks:
         _check_layout(entries, what, group, 0)
-    for what, noun, entries in checks:
+    for _what, noun, entries in checks:
         counts = _differences(entries, group, 0)
         for column, entry in enumerate(entries):
             ranks = [(r, int(c)) for r, c in enumerate(counts[:, column].tolist()) if c]
             if ranks:
                 total, base = entry.tensor.numel(), _global_rank(group, 0)
-                detail = "; ".join(f"rank {_global_rank(group, r)} differs from rank {base} in {c} of {total} entries"
-                                   for r, c in ranks)
+                detail = "; ".join(
+                    f"rank {_global_rank(group, r)} differs from rank {base} in {c} of {total} entries"
+                    for r, c in ranks
+                )
                 return f"the ranks disagree on the {noun} of {entry.label!r}: {detail}"
     return None
 

@@ -144,8 +144,7 @@ class SparseState:
 
     def __repr__(self) -> str:
         kept, total = self.remaining()
-        return (f"SparseState(tensors={len(self)}, pruned={len(self.pruned)}, "
-                f"remaining={kept}/{total})")
+        return f"SparseState(tensors={len(self)}, pruned={len(self.pruned)}, remaining={kept}/{total})"
 
     # -- dense view ------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -177,7 +176,7 @@ class SparseState:
         save_state(self.to_dict(), path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, map_location: Any = "cpu") -> "SparseState":
+    def load(cls, path: str | os.PathLike, map_location: Any = "cpu") -> SparseState:
         """Load a state written by :meth:`save` with ``torch.load(weights_only=True)``.
 
         Raises:
@@ -192,7 +191,7 @@ class SparseState:
         return cls.from_dict(data, source=source)
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "data") -> "SparseState":
+    def from_dict(cls, data: Any, source: str = "data") -> SparseState:
         """Check and wrap a dict made by :meth:`to_dict`.
 
         Raises:
@@ -223,12 +222,15 @@ def _check_entry(key: Any, entry: Any, source: str) -> None:
     if kind != "sparse":
         raise ValueError(f"{bad} has unknown kind {kind!r}")
     shape, mask, values = entry.get("shape"), entry.get("mask"), entry.get("values")
-    if not (isinstance(shape, list) and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                            for s in shape)):
+    if not (isinstance(shape, list) and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
         raise ValueError(f"{bad} has a bad shape {describe(shape)}")
     numel = math.prod(shape)
-    if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.uint8 and mask.dim() == 1
-            and mask.numel() == (numel + 7) // 8):
+    if not (
+        isinstance(mask, torch.Tensor)
+        and mask.dtype == torch.uint8
+        and mask.dim() == 1
+        and mask.numel() == (numel + 7) // 8
+    ):
         raise ValueError(f"{bad} has a bad mask {describe(mask)} for shape {shape}")
     if not (isinstance(values, torch.Tensor) and values.dim() == 1):
         raise ValueError(f"{bad} has bad values {describe(values)}")
@@ -291,8 +293,12 @@ def export(model: nn.Module, path: str | os.PathLike | None = None) -> SparseSta
                 mask = check_binary_mask(_layout.mask_of(module, attr).detach(), f"model's mask {key}")
                 keep = mask.to(torch.bool)
                 values = (tensor.detach() * mask.to(tensor.dtype))[keep].clone()
-                entries[name] = {"kind": "sparse", "shape": list(tensor.shape),
-                                 "mask": pack_mask(keep), "values": values}
+                entries[name] = {
+                    "kind": "sparse",
+                    "shape": list(tensor.shape),
+                    "mask": pack_mask(keep),
+                    "values": values,
+                }
             else:
                 entries[key] = {"kind": "dense", "tensor": tensor.detach().clone()}
     state = SparseState(entries)
@@ -354,8 +360,8 @@ class SparseLinear(nn.Module):
             warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
             csr = weight.detach().to_sparse_csr()
             self.weight_csr = torch.sparse_csr_tensor(
-                csr.crow_indices().to(torch.int32), csr.col_indices().to(torch.int32),
-                csr.values(), weight.shape)
+                csr.crow_indices().to(torch.int32), csr.col_indices().to(torch.int32), csr.values(), weight.shape
+            )
         self._bias_column = (bias if bias is not None else weight.new_zeros(self.out_features)).unsqueeze(1)
         # Plain attributes skip nn.Module.__getattr__ on the dense path (what nn.Linear pays twice).
         self.__dict__["_dense_weight"], self.__dict__["_dense_bias"] = weight, bias
@@ -366,8 +372,10 @@ class SparseLinear(nn.Module):
         return 1.0 - self.weight_csr.values().numel() / max(1, self.weight.numel())
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, sparsity={self.sparsity:.3f}, min_batch={self.min_batch}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, sparsity={self.sparsity:.3f}, min_batch={self.min_batch}"
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.shape[0] if x.dim() == 2 else (x.numel() // self.in_features if self.in_features else 0)
@@ -376,8 +384,7 @@ class SparseLinear(nn.Module):
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)
         # W @ x^T with x^T contiguous is the fast CSR layout; the output is (out, rows).
-        out = torch.sparse.addmm(self._bias_column.to(flat.dtype), self.weight_csr,
-                                 flat.t().contiguous()).t()
+        out = torch.sparse.addmm(self._bias_column.to(flat.dtype), self.weight_csr, flat.t().contiguous()).t()
         return out if x.dim() == 2 else out.reshape(*lead, self.out_features)
 
     def _apply(self, fn, recurse=True):  # keep the CSR copy on the buffers' device and dtype
@@ -434,8 +441,7 @@ def permanent_copy(model: nn.Module) -> nn.Module:
     return clone
 
 
-def to_sparse_inference(model: nn.Module, min_sparsity: float = 0.9,
-                        min_batch: int = DEFAULT_MIN_BATCH) -> nn.Module:
+def to_sparse_inference(model: nn.Module, min_sparsity: float = 0.9, min_batch: int = DEFAULT_MIN_BATCH) -> nn.Module:
     """Return a new model for inference, with sparse ``nn.Linear`` layers as :class:`SparseLinear`.
 
     The copy has pruning made permanent; each ``nn.Linear`` (exact type, float32
@@ -477,8 +483,12 @@ def to_sparse_inference(model: nn.Module, min_sparsity: float = 0.9,
     clone = permanent_copy(model)
     targets = []
     for prefix, module in clone.named_modules():
-        if type(module) is nn.Linear and module.weight.dtype in (torch.float32, torch.float64) \
-                and module.weight.layout == torch.strided and module.weight.numel() > 0:
+        if (
+            type(module) is nn.Linear
+            and module.weight.dtype in (torch.float32, torch.float64)
+            and module.weight.layout == torch.strided
+            and module.weight.numel() > 0
+        ):
             zeros = int((module.weight == 0).sum())
             if zeros / module.weight.numel() >= float(min_sparsity):
                 targets.append(prefix)
@@ -491,5 +501,14 @@ def to_sparse_inference(model: nn.Module, min_sparsity: float = 0.9,
     return clone.eval()
 
 
-__all__ = ["FORMAT", "VERSION", "SparseLinear", "SparseState", "export", "pack_mask",
-           "permanent_copy", "to_sparse_inference", "unpack_mask"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "SparseLinear",
+    "SparseState",
+    "export",
+    "pack_mask",
+    "permanent_copy",
+    "to_sparse_inference",
+    "unpack_mask",
+]

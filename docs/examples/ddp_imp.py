@@ -56,13 +56,16 @@ def run(args, device):
         """Accuracy over the whole test set: each rank scores its share, all_reduce adds them up."""
         ddp_model.eval()
         inputs, targets = test_x[rank::world], test_y[rank::world]
-        counts = torch.tensor([(ddp_model.module(inputs).argmax(1) == targets).sum().item(), len(targets)],
-                              device=device)
+        counts = torch.tensor(
+            [(ddp_model.module(inputs).argmax(1) == targets).sum().item(), len(targets)], device=device
+        )
         dist.all_reduce(counts)
         return {"accuracy": counts[0].item() / counts[1].item()}
 
     ticket = tl.find_ticket(
-        ddp, train, evaluate,
+        ddp,
+        train,
+        evaluate,
         strategy="imp",
         strategy_options={"rate": 0.2, "scope": "global", "rewind_iteration": 20},
         rounds=args.rounds,
@@ -72,8 +75,10 @@ def run(args, device):
     tl.distributed.assert_masks_agree(ddp, weights=True)  # raises on every rank if any rank differs
     if rank == 0:
         for record in ticket.history:
-            print(f"round {record['round']}: {record['remaining']:.3f} of the weights, "
-                  f"accuracy {record['metrics']['accuracy']:.3f}")
+            print(
+                f"round {record['round']}: {record['remaining']:.3f} of the weights, "
+                f"accuracy {record['metrics']['accuracy']:.3f}"
+            )
         print(f"masks and weights agree on {world} ranks; ticket in {args.checkpoint_dir}/ticket.pt")
 
 

@@ -42,7 +42,8 @@ SCRIPT = textwrap.dedent(
 
     def train(model, context):
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(96, 8), torch.randint(0, 3, (96,))),
+        data = torch.utils.data.TensorDataset(torch.randn(96, 8), torch.randint(0, 3, (96,)))
+        loader = torch.utils.data.DataLoader(data,
                                              batch_size=16, shuffle=True)
         model.train()
         for x, y in loader:
@@ -87,8 +88,15 @@ def test_two_processes_with_the_same_seed_find_the_same_tickets(tmp_path):
     procs = []
     for index, (hash_seed, rng) in enumerate([("1", "3"), ("2", "11")]):
         env = dict(os.environ, PYTHONHASHSEED=hash_seed, OMP_NUM_THREADS="1")
-        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path / f"run{index}.pt"), rng],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(script), str(tmp_path / f"run{index}.pt"), rng],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     for proc in procs:
         _, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, err

@@ -93,8 +93,9 @@ class RewindObserver:
         self.rounds.append(round_index)
         self.tensors.append({q: tensor_of(model, q).detach().clone() for q in ALL_PARAMS})
         prefix = {q: q.rpartition(".") for q in ALL_PARAMS}
-        self.effective.append({q: getattr(model.get_submodule(p), n).detach().clone()
-                               for q, (p, _, n) in prefix.items()})
+        self.effective.append(
+            {q: getattr(model.get_submodule(p), n).detach().clone() for q, (p, _, n) in prefix.items()}
+        )
         self.masks.append({q: mask_of(model, q).clone() for q in NAMES})
         self.points.append(rewind_point)
 
@@ -116,8 +117,9 @@ STRATEGY_CASES = [
 def test_builtin_strategy_masks_only_shrink_and_history_is_complete(name, options):
     observer = PruneObserver()
     rounds = None if name == "one_shot" else 3
-    ticket = find_ticket(make_model(), train, strategy=name, strategy_options=options, rounds=rounds,
-                         plugins=[observer])
+    ticket = find_ticket(
+        make_model(), train, strategy=name, strategy_options=options, rounds=rounds, plugins=[observer]
+    )
     expected_rounds = 1 if name == "one_shot" else 3
     assert [r for r, _ in observer.masks] == list(range(1, expected_rounds + 1))
     assert len(ticket.history) == expected_rounds + 1
@@ -128,9 +130,11 @@ def test_builtin_strategy_masks_only_shrink_and_history_is_complete(name, option
     assert dense["remaining_weights"] == dense["total_weights"] == 8 * 32 + 32 * 2
     assert dense["per_tensor"] == {"0.weight": 1.0, "2.weight": 1.0}
 
-    previous = {n: torch.ones(32, 8, dtype=torch.bool) if n == "0.weight" else torch.ones(2, 32, dtype=torch.bool)
-                for n in NAMES}
-    for (round_index, masks), record in zip(observer.masks, ticket.history[1:]):
+    previous = {
+        n: torch.ones(32, 8, dtype=torch.bool) if n == "0.weight" else torch.ones(2, 32, dtype=torch.bool)
+        for n in NAMES
+    }
+    for (round_index, masks), record in zip(observer.masks, ticket.history[1:], strict=True):
         assert set(masks) == set(NAMES)
         for n in NAMES:
             assert masks[n].dtype == torch.bool
@@ -149,8 +153,9 @@ def test_builtin_strategy_masks_only_shrink_and_history_is_complete(name, option
 
 def test_imp_local_prunes_rate_of_each_tensor_every_round():
     observer = PruneObserver()
-    ticket = find_ticket(make_model(), train, strategy="imp", strategy_options={"rate": 0.2}, rounds=4,
-                         plugins=[observer])
+    ticket = find_ticket(
+        make_model(), train, strategy="imp", strategy_options={"rate": 0.2}, rounds=4, plugins=[observer]
+    )
     # per tensor: alive - round(0.2 * alive)
     expected = [
         {"0.weight": 205, "2.weight": 51},
@@ -159,17 +164,19 @@ def test_imp_local_prunes_rate_of_each_tensor_every_round():
         {"0.weight": 105, "2.weight": 26},
     ]
     assert [counts(m) for _, m in observer.masks] == expected
-    for record, want in zip(ticket.history[1:], expected):
+    for record, want in zip(ticket.history[1:], expected, strict=True):
         assert record["remaining_weights"] == sum(want.values())
-        assert record["per_tensor"] == pytest.approx({"0.weight": want["0.weight"] / 256,
-                                                      "2.weight": want["2.weight"] / 64})
+        assert record["per_tensor"] == pytest.approx(
+            {"0.weight": want["0.weight"] / 256, "2.weight": want["2.weight"] / 64}
+        )
     assert counts(ticket.masks) == expected[-1]
     assert ticket.remaining_weights == 131
 
 
 def test_imp_global_prunes_rate_of_the_pool_every_round():
-    ticket = find_ticket(make_model(), train, strategy="imp", strategy_options={"rate": 0.2, "scope": "global"},
-                         rounds=4)
+    ticket = find_ticket(
+        make_model(), train, strategy="imp", strategy_options={"rate": 0.2, "scope": "global"}, rounds=4
+    )
     assert [h["remaining_weights"] for h in ticket.history] == [320, 256, 205, 164, 131]
     # one threshold over the pool: the tensors are not each pruned at 20 %
     per_tensor = ticket.history[1]["per_tensor"]
@@ -198,11 +205,13 @@ def test_target_remaining_exactly_reached_stops_there():
 
 
 def test_rounds_and_target_stop_at_whichever_comes_first():
-    ticket = find_ticket(make_model(), train, strategy="imp", strategy_options={"rate": 0.2},
-                         rounds=2, target_remaining=0.1)
+    ticket = find_ticket(
+        make_model(), train, strategy="imp", strategy_options={"rate": 0.2}, rounds=2, target_remaining=0.1
+    )
     assert len(ticket.history) == 3
-    ticket = find_ticket(make_model(), train, strategy="imp", strategy_options={"rate": 0.5},
-                         rounds=5, target_remaining=0.3)
+    ticket = find_ticket(
+        make_model(), train, strategy="imp", strategy_options={"rate": 0.5}, rounds=5, target_remaining=0.3
+    )
     assert [h["remaining"] for h in ticket.history] == [1.0, 0.5, 0.25]
 
 
@@ -217,8 +226,9 @@ def test_one_shot_stops_after_one_round():
     assert len(ticket.history) == 2
     assert counts(ticket.masks) == {"0.weight": 77, "2.weight": 19}  # 256 - round(0.7*256), 64 - round(0.7*64)
     # with a target_remaining only, one_shot still stops after its single round
-    ticket = find_ticket(make_model(), train, strategy="one_shot", strategy_options={"remaining": 0.3},
-                         target_remaining=0.1)
+    ticket = find_ticket(
+        make_model(), train, strategy="one_shot", strategy_options={"remaining": 0.3}, target_remaining=0.1
+    )
     assert len(ticket.history) == 2
 
 
@@ -232,8 +242,9 @@ def test_one_shot_stops_after_its_max_rounds_even_with_more_rounds():
         calls.append(context.round_index)
         return train(model, context)
 
-    ticket = find_ticket(make_model(), counting_train, strategy="one_shot", strategy_options={"remaining": 0.3},
-                         rounds=3)
+    ticket = find_ticket(
+        make_model(), counting_train, strategy="one_shot", strategy_options={"remaining": 0.3}, rounds=3
+    )
     assert calls == [0, 1]
     assert len(ticket.history) == 2
 
@@ -250,8 +261,9 @@ def test_strategy_options_with_an_instance_is_refused():
     model = make_model()
     before = state_snapshot(model)
     with pytest.raises(ValueError, match="strategy_options"):
-        find_ticket(model, train, strategy=tl.strategies.IterativeMagnitude(rate=0.3), strategy_options={"rate": 0.2},
-                    rounds=1)
+        find_ticket(
+            model, train, strategy=tl.strategies.IterativeMagnitude(rate=0.3), strategy_options={"rate": 0.2}, rounds=1
+        )
     assert_same_state(before, state_snapshot(model))
 
 
@@ -261,16 +273,18 @@ def test_rewind_is_exact_every_round_and_covers_biases():
     prunes = PruneObserver()
     model = make_model()
     init = state_snapshot(model)
-    ticket = find_ticket(model, train, strategy="imp", strategy_options={"rate": 0.3}, rounds=3,
-                         plugins=[observer, prunes])
+    ticket = find_ticket(
+        model, train, strategy="imp", strategy_options={"rate": 0.3}, rounds=3, plugins=[observer, prunes]
+    )
     assert set(ticket.rewind.keys()) == set(ALL_PARAMS)
     assert ticket.rewind.iteration == 0
     # rewind_iteration=0: the rewind values are the initialization, bit for bit
     for q in ALL_PARAMS:
         assert torch.equal(ticket.rewind[q], init[q]), q
     assert observer.rounds == [1, 2, 3]
-    for round_index, tensors, effective, masks, (_, pruned) in zip(observer.rounds, observer.tensors,
-                                                                   observer.effective, observer.masks, prunes.masks):
+    for round_index, tensors, effective, masks, (_, pruned) in zip(
+        observer.rounds, observer.tensors, observer.effective, observer.masks, prunes.masks, strict=False
+    ):
         for q in ALL_PARAMS:
             assert torch.equal(tensors[q], ticket.rewind[q]), (round_index, q)
         for q in NAMES:
@@ -319,6 +333,7 @@ def _late_reset_train(k: int, captured: dict, optimizer: torch.optim.Optimizer |
             if context.round_index == 0 and context.iteration == k:
                 captured.update({q: tensor_of(model, q).detach().clone() for q in ALL_PARAMS})
         captured.setdefault("iterations", []).append((context.round_index, context.iteration))
+
     return train_fn
 
 
@@ -326,8 +341,14 @@ def _late_reset_train(k: int, captured: dict, optimizer: torch.optim.Optimizer |
 def test_late_resetting_counting_with_context_step(k):
     captured: dict = {}
     observer = RewindObserver()
-    ticket = find_ticket(make_model(), _late_reset_train(k, captured), strategy="imp",
-                         strategy_options={"rate": 0.2, "rewind_iteration": k}, rounds=2, plugins=[observer])
+    ticket = find_ticket(
+        make_model(),
+        _late_reset_train(k, captured),
+        strategy="imp",
+        strategy_options={"rate": 0.2, "rewind_iteration": k},
+        rounds=2,
+        plugins=[observer],
+    )
     assert ticket.rewind.iteration == k
     assert ticket.config["rewind_iteration"] == k
     for q in ALL_PARAMS:
@@ -342,8 +363,9 @@ def test_late_resetting_counting_with_context_step(k):
 def test_late_resetting_equals_replayed_training():
     """The rewind point equals k SGD steps of round 0, replayed by hand with the driver's round seed."""
     k, seed = 5, 3
-    ticket = find_ticket(make_model(), train, strategy="imp", strategy_options={"rate": 0.2, "rewind_iteration": k},
-                         rounds=1, seed=seed)
+    ticket = find_ticket(
+        make_model(), train, strategy="imp", strategy_options={"rate": 0.2, "rewind_iteration": k}, rounds=1, seed=seed
+    )
     from torch_lottery.driver.find import round_seed  # the documented per-round seeding
 
     model = make_model()
@@ -364,9 +386,15 @@ def test_late_resetting_counting_through_optimizer(k):
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     observer = RewindObserver()
-    ticket = find_ticket(model, _late_reset_train(k, captured, optimizer), strategy="imp",
-                         strategy_options={"rate": 0.2, "rewind_iteration": k}, rounds=2, optimizer=optimizer,
-                         plugins=[observer])
+    ticket = find_ticket(
+        model,
+        _late_reset_train(k, captured, optimizer),
+        strategy="imp",
+        strategy_options={"rate": 0.2, "rewind_iteration": k},
+        rounds=2,
+        optimizer=optimizer,
+        plugins=[observer],
+    )
     # the driver counted each optimizer step once (context.step() was a no-op)
     assert captured["iterations"] == [(0, STEPS), (1, STEPS), (2, STEPS)]
     assert [h["metrics"]["iterations"] for h in ticket.history] == [STEPS] * 3
@@ -403,8 +431,14 @@ def test_rewind_iteration_beyond_training_is_refused(with_optimizer):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1) if with_optimizer else None
     captured: dict = {}
     with pytest.raises(ValueError, match="rewind_iteration"):
-        find_ticket(model, _late_reset_train(STEPS + 1, captured, optimizer), strategy="imp",
-                    strategy_options={"rewind_iteration": STEPS + 1}, rounds=1, optimizer=optimizer)
+        find_ticket(
+            model,
+            _late_reset_train(STEPS + 1, captured, optimizer),
+            strategy="imp",
+            strategy_options={"rewind_iteration": STEPS + 1},
+            rounds=1,
+            optimizer=optimizer,
+        )
 
 
 def test_rewind_iteration_without_counting_is_refused():
@@ -432,8 +466,10 @@ def _state_run(rewind_state: bool, k: int = 4, rounds: int = 2):
 
     def snapshot():
         return {
-            "momentum": [optimizer.state[p]["momentum_buffer"].clone() if "momentum_buffer" in optimizer.state[p]
-                         else None for p in params],
+            "momentum": [
+                optimizer.state[p]["momentum_buffer"].clone() if "momentum_buffer" in optimizer.state[p] else None
+                for p in params
+            ],
             "last_epoch": scheduler.last_epoch,
             "last_lr": list(scheduler.get_last_lr()),
             "group_lr": optimizer.param_groups[0]["lr"],
@@ -456,8 +492,16 @@ def _state_run(rewind_state: bool, k: int = 4, rounds: int = 2):
         end_of_round[context.round_index] = snapshot()
         return {"lr": scheduler.get_last_lr()[0]}
 
-    ticket = find_ticket(model, train_fn, strategy="imp", strategy_options={"rate": 0.2, "rewind_iteration": k},
-                         rounds=rounds, optimizer=optimizer, scheduler=scheduler, rewind_state=rewind_state)
+    ticket = find_ticket(
+        model,
+        train_fn,
+        strategy="imp",
+        strategy_options={"rate": 0.2, "rewind_iteration": k},
+        rounds=rounds,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        rewind_state=rewind_state,
+    )
     return ticket, at_k, round_start, end_of_round
 
 
@@ -468,7 +512,7 @@ def _assert_snapshot_equal(a: dict, b: dict) -> None:
     for key in ("running_mean", "running_var", "num_batches_tracked"):
         assert torch.equal(a[key], b[key]), key
     assert len(a["momentum"]) == len(b["momentum"])
-    for i, (x, y) in enumerate(zip(a["momentum"], b["momentum"])):
+    for i, (x, y) in enumerate(zip(a["momentum"], b["momentum"], strict=True)):
         assert x is not None and y is not None, i
         assert torch.equal(x, y), i
 
@@ -497,9 +541,9 @@ def test_without_rewind_state_the_training_state_carries_on():
         assert torch.equal(start["running_mean"], previous_end["running_mean"])
         assert not torch.equal(start["running_mean"], at_k["running_mean"])
         assert int(start["num_batches_tracked"]) == 10 * r
-        for x, y in zip(start["momentum"], previous_end["momentum"]):
+        for x, y in zip(start["momentum"], previous_end["momentum"], strict=True):
             assert torch.equal(x, y)
-        assert not all(torch.equal(x, y) for x, y in zip(start["momentum"], at_k["momentum"]))
+        assert not all(torch.equal(x, y) for x, y in zip(start["momentum"], at_k["momentum"], strict=True))
 
 
 def test_rewind_state_at_iteration_zero_resets_to_the_fresh_optimizer():
@@ -538,14 +582,16 @@ def test_scheduler_needs_optimizer():
 # --------------------------------------------------------------------------- determinism
 @pytest.mark.parametrize("strategy", ["imp", "random"])
 def test_same_seed_same_ticket(strategy):
-    a = find_ticket(make_model(), train, strategy=strategy, strategy_options={"rate": 0.3, "rewind_iteration": 3},
-                    rounds=2, seed=11)
-    b = find_ticket(make_model(), train, strategy=strategy, strategy_options={"rate": 0.3, "rewind_iteration": 3},
-                    rounds=2, seed=11)
+    a = find_ticket(
+        make_model(), train, strategy=strategy, strategy_options={"rate": 0.3, "rewind_iteration": 3}, rounds=2, seed=11
+    )
+    b = find_ticket(
+        make_model(), train, strategy=strategy, strategy_options={"rate": 0.3, "rewind_iteration": 3}, rounds=2, seed=11
+    )
     for n in NAMES:
         assert torch.equal(a.masks[n], b.masks[n])
     assert list(a.rewind.keys()) == list(b.rewind.keys())
-    for q in a.rewind.keys():
+    for q in a.rewind:
         assert torch.equal(a.rewind[q], b.rewind[q])
     assert [h["metrics"] for h in a.history] == [h["metrics"] for h in b.history]
     strip = [{k: v for k, v in h.items() if k != "seconds"} for h in a.history]
@@ -555,7 +601,7 @@ def test_same_seed_same_ticket(strategy):
 def test_different_seed_different_metrics():
     a = find_ticket(make_model(), train, strategy_options={"rate": 0.3, "rewind_iteration": 3}, rounds=2, seed=1)
     b = find_ticket(make_model(), train, strategy_options={"rate": 0.3, "rewind_iteration": 3}, rounds=2, seed=2)
-    for ha, hb in zip(a.history, b.history):
+    for ha, hb in zip(a.history, b.history, strict=True):
         assert ha["metrics"]["loss"] != hb["metrics"]["loss"]
     assert not torch.equal(a.rewind["0.weight"], b.rewind["0.weight"])
 
@@ -590,8 +636,14 @@ def test_train_and_evaluate_metrics_go_to_history():
 
     ticket = find_ticket(make_model(), train_fn, evaluate_fn, rounds=2)
     for i, record in enumerate(ticket.history):
-        assert record["metrics"] == {"loss": 0.25, "phase": "train", "round": i,
-                                     "accuracy": pytest.approx(0.5 + 0.1 * i), "ok": True, "iterations": STEPS}
+        assert record["metrics"] == {
+            "loss": 0.25,
+            "phase": "train",
+            "round": i,
+            "accuracy": pytest.approx(0.5 + 0.1 * i),
+            "ok": True,
+            "iterations": STEPS,
+        }
         assert isinstance(record["metrics"]["loss"], float)
 
 
@@ -657,8 +709,9 @@ def test_no_stopping_point():
     _refused(ValueError, "rounds or target_remaining", rounds=None)
 
 
-@pytest.mark.parametrize("target, exc", [(1.5, ValueError), (1.0, ValueError), (-0.1, ValueError),
-                                         ("half", TypeError), (True, TypeError)])
+@pytest.mark.parametrize(
+    "target, exc", [(1.5, ValueError), (1.0, ValueError), (-0.1, ValueError), ("half", TypeError), (True, TypeError)]
+)
 def test_bad_target_remaining(target, exc):
     _refused(exc, "target_remaining", rounds=None, target_remaining=target)
 
@@ -690,8 +743,9 @@ def test_parameters_as_a_string():
 def test_bad_optimizer_and_scheduler_types():
     _refused(TypeError, "optimizer", optimizer="sgd")
     model = make_model()
-    _refused(TypeError, "scheduler", model=model,
-             optimizer=torch.optim.SGD(model.parameters(), lr=0.1), scheduler=object())
+    _refused(
+        TypeError, "scheduler", model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), scheduler=object()
+    )
     _refused(TypeError, "rewind_state", rewind_state=1)
 
 
@@ -713,8 +767,13 @@ def test_strategy_option_naming_an_unknown_tensor_is_refused_before_training():
         calls.append(context.round_index)
         return train(model, context)
 
-    _refused(ValueError, r"rate_multipliers.*9\.weight", train=train_fn, strategy="imp",
-             strategy_options={"rate_multipliers": {"9.weight": 0.5}})
+    _refused(
+        ValueError,
+        r"rate_multipliers.*9\.weight",
+        train=train_fn,
+        strategy="imp",
+        strategy_options={"rate_multipliers": {"9.weight": 0.5}},
+    )
     assert calls == []
 
 
@@ -841,12 +900,14 @@ def test_prune_context_sees_trained_weights_and_rewind_values():
 
     class Spy(tl.Strategy):
         def prune(self, context):
-            seen.append({
-                "round": context.round_index,
-                "names": context.names,
-                "weights": {n: context.weights[n].clone() for n in context.names},
-                "rewind": {n: context.rewind[n].clone() for n in context.names},
-            })
+            seen.append(
+                {
+                    "round": context.round_index,
+                    "names": context.names,
+                    "weights": {n: context.weights[n].clone() for n in context.names},
+                    "rewind": {n: context.rewind[n].clone() for n in context.names},
+                }
+            )
             out = {}
             for n in context.names:
                 mask = context.masks[n].clone()

@@ -26,8 +26,8 @@ from torch import nn
 
 from torch_lottery import Ticket, find_ticket
 from torch_lottery import hookimpl as tl_hookimpl
-from torch_lottery.plugins.manager import PluginError
 from torch_lottery.driver import checkpoints
+from torch_lottery.plugins.manager import PluginError
 
 SCRIPT = textwrap.dedent(
     """
@@ -162,9 +162,16 @@ ROUNDS = 4
 # --------------------------------------------------------------------------- helpers
 def _env(tmp, kill_round=None, kill_step=None, mode="plain", kill_at=""):
     env = dict(os.environ)
-    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MODE": mode,
-                "TRAIN_LOG": str(tmp / "train.log"), "KILL_MARKER": str(tmp / "killed.marker"),
-                "KILL_AT": kill_at})
+    env.update(
+        {
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "MODE": mode,
+            "TRAIN_LOG": str(tmp / "train.log"),
+            "KILL_MARKER": str(tmp / "killed.marker"),
+            "KILL_AT": kill_at,
+        }
+    )
     env.pop("KILL_ROUND", None)
     env.pop("KILL_STEP", None)
     if kill_round is not None:
@@ -175,8 +182,13 @@ def _env(tmp, kill_round=None, kill_step=None, mode="plain", kill_at=""):
 
 
 def _launch(script, tmp, env):
-    return subprocess.Popen([sys.executable, str(script), str(tmp / "ckpt"), str(tmp / "out.pt")], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(script), str(tmp / "ckpt"), str(tmp / "out.pt")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _finish(proc):
@@ -197,7 +209,7 @@ def assert_same_ticket(a: Ticket, b: Ticket) -> None:
     for k in a.masks:
         assert torch.equal(a.masks[k], b.masks[k]), k
     assert list(a.rewind.keys()) == list(b.rewind.keys())
-    for k in a.rewind.keys():
+    for k in a.rewind:
         assert torch.equal(a.rewind[k], b.rewind[k]), k
     assert a.rewind.iteration == b.rewind.iteration
     assert _strip(a.history) == _strip(b.history)
@@ -221,12 +233,27 @@ SCENARIOS = [
     ("right-after-rewind-3", "state", 3, None, "after_rewind", _rounds(0, 1, 2), None, [0, 1, 2]),
     ("trained-not-saved-2", "carry", 2, None, "round_end", _rounds(0, 1), None, [0, 1, 2]),
     ("half-written-round-0", "plain", None, None, "write:round-0000.pt:half", [], "round-0000.pt", [0]),
-    ("half-written-round-2", "state", None, None, "write:round-0002.pt:half", _rounds(0, 1), "round-0002.pt",
-     [0, 1, 2]),
-    ("written-not-renamed-3", "plain", None, None, "write:round-0003.pt:before_replace", _rounds(0, 1, 2),
-     "round-0003.pt", [0, 1, 2, 3]),
-    ("renamed-not-synced-1", "carry", None, None, "write:round-0001.pt:after_replace", _rounds(0, 1), None,
-     [0, 1]),
+    (
+        "half-written-round-2",
+        "state",
+        None,
+        None,
+        "write:round-0002.pt:half",
+        _rounds(0, 1),
+        "round-0002.pt",
+        [0, 1, 2],
+    ),
+    (
+        "written-not-renamed-3",
+        "plain",
+        None,
+        None,
+        "write:round-0003.pt:before_replace",
+        _rounds(0, 1, 2),
+        "round-0003.pt",
+        [0, 1, 2, 3],
+    ),
+    ("renamed-not-synced-1", "carry", None, None, "write:round-0001.pt:after_replace", _rounds(0, 1), None, [0, 1]),
     ("half-written-ticket", "plain", None, None, "write:ticket.pt:half", _rounds(*ALL), "ticket.pt", list(ALL)),
 ]
 
@@ -275,7 +302,8 @@ def runs(tmp_path_factory):
         tmp, proc = first[name]
         code, err = _finish(proc)
         results["killed"][name] = {
-            "code": code, "stderr": err,
+            "code": code,
+            "stderr": err,
             "files": _round_files(tmp / "ckpt"),
             "all_files": sorted(os.listdir(tmp / "ckpt")),
             "out_exists": (tmp / "out.pt").exists(),
@@ -285,8 +313,12 @@ def runs(tmp_path_factory):
         second[name] = (tmp, _launch(script, tmp, envs[name]))  # the same command again
     for name, (tmp, proc) in second.items():
         code, err = _finish(proc)
-        results["resumed"][name] = {"code": code, "stderr": err, "dir": tmp,
-                                    "log": (tmp / "train.log").read_text().split()}
+        results["resumed"][name] = {
+            "code": code,
+            "stderr": err,
+            "dir": tmp,
+            "log": (tmp / "train.log").read_text().split(),
+        }
     return results
 
 
@@ -305,10 +337,10 @@ def test_uninterrupted_run_writes_every_round_and_the_ticket(runs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, mode, kill_round, kill_step, kill_at, files, torn, trained", SCENARIOS,
-                         ids=[s[0] for s in SCENARIOS])
-def test_killed_run_resumes_to_the_same_ticket(runs, name, mode, kill_round, kill_step, kill_at, files, torn,
-                                               trained):
+@pytest.mark.parametrize(
+    "name, mode, kill_round, kill_step, kill_at, files, torn, trained", SCENARIOS, ids=[s[0] for s in SCENARIOS]
+)
+def test_killed_run_resumes_to_the_same_ticket(runs, name, mode, kill_round, kill_step, kill_at, files, torn, trained):
     killed = runs["killed"][name]
     assert killed["code"] == -signal.SIGKILL, killed["stderr"]
     # only finished rounds were written, each whole; no ticket; at most the killed write's temporary file;
@@ -381,21 +413,25 @@ def test_restarting_a_finished_run_trains_nothing_and_returns_the_same_ticket(tm
 def test_extending_a_run_with_more_rounds_matches_a_longer_run(tmp_path):
     find_ticket(make_model(), Train(), strategy_options={"rate": 0.2}, rounds=2, checkpoint_dir=tmp_path / "a")
     train = Train()
-    extended = find_ticket(make_model(), train, strategy_options={"rate": 0.2}, rounds=4,
-                           checkpoint_dir=tmp_path / "a")
+    extended = find_ticket(make_model(), train, strategy_options={"rate": 0.2}, rounds=4, checkpoint_dir=tmp_path / "a")
     assert train.rounds == [3, 4]
     straight = find_ticket(make_model(), Train(), strategy_options={"rate": 0.2}, rounds=4)
-    assert_same_ticket(extended, Ticket(straight.masks, straight.rewind, straight.history,
-                                        {**straight.config, "rounds": 4}))
+    assert_same_ticket(
+        extended, Ticket(straight.masks, straight.rewind, straight.history, {**straight.config, "rounds": 4})
+    )
 
 
-@pytest.mark.parametrize("change, named", [
-    ({"strategy_options": {"rate": 0.5}}, r"strategy_options: \{.*'rate': 0\.2.*\} vs \{.*'rate': 0\.5"),
-    ({"seed": 1}, r"seed: 0 vs 1"),
-    ({"strategy": "random"}, r"strategy: 'imp' vs 'random'"),
-    ({"strategy_options": {"rate": 0.2, "rewind_iteration": 2}}, r"rewind_iteration: 0 vs 2"),
-    ({"parameters": ["0.weight"]}, r"names: \['0\.weight', '2\.weight'\] vs \['0\.weight'\]"),
-], ids=["rate", "seed", "strategy", "rewind_iteration", "parameters"])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"strategy_options": {"rate": 0.5}}, r"strategy_options: \{.*'rate': 0\.2.*\} vs \{.*'rate': 0\.5"),
+        ({"seed": 1}, r"seed: 0 vs 1"),
+        ({"strategy": "random"}, r"strategy: 'imp' vs 'random'"),
+        ({"strategy_options": {"rate": 0.2, "rewind_iteration": 2}}, r"rewind_iteration: 0 vs 2"),
+        ({"parameters": ["0.weight"]}, r"names: \['0\.weight', '2\.weight'\] vs \['0\.weight'\]"),
+    ],
+    ids=["rate", "seed", "strategy", "rewind_iteration", "parameters"],
+)
 def test_resuming_with_other_settings_is_refused(tmp_path, change, named):
     settings = {"strategy": "imp", "strategy_options": {"rate": 0.2}, "rounds": 2, "seed": 0}
     find_ticket(make_model(), Train(), checkpoint_dir=tmp_path, **settings)
@@ -457,7 +493,7 @@ def flip_tensor_byte(path, record: int = 0, offset: int = 5) -> None:
         infos = [i for i in archive.infolist() if re.search(r"/data/\d+$", i.filename) and i.file_size > offset]
         info = infos[record]
     data = bytearray(Path(path).read_bytes())
-    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
+    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
     data[info.header_offset + 30 + name_length + extra_length + offset] ^= 0x04
     Path(path).write_bytes(bytes(data))
 
@@ -516,8 +552,9 @@ def _wide_model(width: int) -> nn.Sequential:
 @pytest.mark.parametrize("finished_rounds", [0, 2])
 def test_resuming_with_another_architecture_is_refused_and_changes_nothing(tmp_path, finished_rounds):
     """Same tensor names, other widths: the config matches, the shapes do not."""
-    find_ticket(_wide_model(32), Train(), strategy_options={"rate": 0.2}, rounds=finished_rounds,
-                checkpoint_dir=tmp_path)
+    find_ticket(
+        _wide_model(32), Train(), strategy_options={"rate": 0.2}, rounds=finished_rounds, checkpoint_dir=tmp_path
+    )
     model = _wide_model(16)
     before, hooks, names = _snapshot(model), _hooks(model), [n for n, _ in model.named_parameters()]
     train = Train()
@@ -548,8 +585,9 @@ def test_resuming_without_the_optimizer_of_the_first_run_is_refused(tmp_path):
     after = _snapshot(fresh)
     assert all(torch.equal(before[k], after[k]) for k in before)
     other = make_model()
-    two_groups = torch.optim.SGD([{"params": [other[0].weight]}, {"params": [other[0].bias, other[2].weight,
-                                                                             other[2].bias]}], lr=0.1)
+    two_groups = torch.optim.SGD(
+        [{"params": [other[0].weight]}, {"params": [other[0].bias, other[2].weight, other[2].bias]}], lr=0.1
+    )
     with pytest.raises(ValueError, match=r"parameter groups of sizes \[4\].*sizes \[1, 3\]"):
         find_ticket(other, train, rounds=2, optimizer=two_groups, checkpoint_dir=tmp_path)
 
@@ -566,8 +604,14 @@ class _FailsAfterPrune:
 def test_an_observer_raising_mid_run_is_named_and_the_run_resumes_to_the_same_ticket(tmp_path):
     straight = find_ticket(make_model(), Train(), strategy_options={"rate": 0.2}, rounds=3)
     with pytest.raises(PluginError, match=r"_FailsAfterPrune.*torch_lottery_after_prune \(round 2\).*connection"):
-        find_ticket(make_model(), Train(), strategy_options={"rate": 0.2}, rounds=3, checkpoint_dir=tmp_path,
-                    plugins=[_FailsAfterPrune()])
+        find_ticket(
+            make_model(),
+            Train(),
+            strategy_options={"rate": 0.2},
+            rounds=3,
+            checkpoint_dir=tmp_path,
+            plugins=[_FailsAfterPrune()],
+        )
     assert _round_files(tmp_path) == ["round-0000.pt", "round-0001.pt"]
     train = Train()
     again = find_ticket(make_model(), train, strategy_options={"rate": 0.2}, rounds=3, checkpoint_dir=tmp_path)

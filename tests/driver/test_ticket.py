@@ -46,8 +46,9 @@ def evaluate(model: nn.Module) -> dict:
 def found():
     """(model left by find_ticket, ticket) with late resetting, so rewind values differ from init."""
     model = make_model(seed=0)
-    ticket = find_ticket(model, train, evaluate, strategy="imp",
-                         strategy_options={"rate": 0.3, "rewind_iteration": 3}, rounds=2, seed=4)
+    ticket = find_ticket(
+        model, train, evaluate, strategy="imp", strategy_options={"rate": 0.3, "rewind_iteration": 3}, rounds=2, seed=4
+    )
     return model, ticket
 
 
@@ -83,7 +84,7 @@ def assert_same_ticket(a: Ticket, b: Ticket) -> None:
         assert a.masks[k].dtype == b.masks[k].dtype == torch.bool
         assert torch.equal(a.masks[k], b.masks[k]), k
     assert list(a.rewind.keys()) == list(b.rewind.keys())
-    for k in a.rewind.keys():
+    for k in a.rewind:
         assert torch.equal(a.rewind[k], b.rewind[k]), k
     assert a.rewind.iteration == b.rewind.iteration
     assert a.history == b.history
@@ -152,12 +153,15 @@ def test_load_refuses_a_bare_pickled_object(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content", [
-    {"a": torch.ones(2)},
-    {"format": "torch_lottery.rewind_point", "version": 1, "iteration": 0, "tensors": {}},
-    [1, 2, 3],
-    torch.ones(3),
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"a": torch.ones(2)},
+        {"format": "torch_lottery.rewind_point", "version": 1, "iteration": 0, "tensors": {}},
+        [1, 2, 3],
+        torch.ones(3),
+    ],
+)
 def test_load_refuses_a_non_ticket_file(tmp_path, content):
     path = tmp_path / "other.pt"
     torch.save(content, path)
@@ -393,8 +397,12 @@ def test_apply_argument_checks(found):
 
 # --------------------------------------------------------------------------- constructor and figures
 def test_constructor_accepts_bool_and_01_masks_and_mappings():
-    ticket = Ticket({"a": torch.tensor([1, 0, 1]), "b": torch.tensor([[True, False]])},
-                    {"a": torch.zeros(3)}, [{"round": 0}], {"strategy": "imp"})
+    ticket = Ticket(
+        {"a": torch.tensor([1, 0, 1]), "b": torch.tensor([[True, False]])},
+        {"a": torch.zeros(3)},
+        [{"round": 0}],
+        {"strategy": "imp"},
+    )
     assert ticket.masks["a"].dtype == torch.bool
     assert torch.equal(ticket.masks["a"], torch.tensor([True, False, True]))
     assert isinstance(ticket.rewind, RewindPoint)
@@ -419,16 +427,19 @@ def test_constructor_refuses_non_binary_masks(mask):
         Ticket({"a": mask}, {"a": torch.zeros(2)})
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"masks": [torch.ones(2)]},
-    {"masks": {"a": [1, 0]}},
-    {"masks": {1: torch.ones(2)}},
-    {"rewind": [torch.zeros(2)]},
-    {"rewind": {"a": [0.0, 0.0]}},
-    {"history": {"round": 0}},
-    {"history": [1, 2]},
-    {"config": "imp"},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"masks": [torch.ones(2)]},
+        {"masks": {"a": [1, 0]}},
+        {"masks": {1: torch.ones(2)}},
+        {"rewind": [torch.zeros(2)]},
+        {"rewind": {"a": [0.0, 0.0]}},
+        {"history": {"round": 0}},
+        {"history": [1, 2]},
+        {"config": "imp"},
+    ],
+)
 def test_constructor_refuses_wrong_types(kwargs):
     arguments = {"masks": {"a": torch.ones(2)}, "rewind": {"a": torch.zeros(2)}, "history": (), "config": None}
     arguments.update(kwargs)
@@ -437,8 +448,7 @@ def test_constructor_refuses_wrong_types(kwargs):
 
 
 def test_figures():
-    ticket = Ticket({"a": torch.tensor([1, 0, 1, 0]), "b": torch.zeros(2, 3), "c": torch.ones(2, dtype=torch.bool)},
-                    {})
+    ticket = Ticket({"a": torch.tensor([1, 0, 1, 0]), "b": torch.zeros(2, 3), "c": torch.ones(2, dtype=torch.bool)}, {})
     assert ticket.total_weights == 12
     assert ticket.remaining_weights == 4
     assert ticket.remaining == pytest.approx(4 / 12)

@@ -79,12 +79,17 @@ def _write_cifar(root):
     folder.mkdir(parents=True)
     per_batch = 12
     arrays = []
-    for index, name in enumerate(["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
-                                  "data_batch_5", "test_batch"]):
+    for index, name in enumerate(
+        ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]
+    ):
         images = _images(per_batch, (3, 32, 32), index * per_batch, seed=index)  # CHW, as CIFAR stores it
         labels = [(index + i) % 10 for i in range(per_batch)]
-        entry = {"batch_label": name, "labels": labels, "data": images.reshape(per_batch, 3072),
-                 "filenames": [f"{name}_{i}.png" for i in range(per_batch)]}
+        entry = {
+            "batch_label": name,
+            "labels": labels,
+            "data": images.reshape(per_batch, 3072),
+            "filenames": [f"{name}_{i}.png" for i in range(per_batch)],
+        }
         with open(folder / name, "wb") as handle:
             pickle.dump(entry, handle, protocol=2)
         arrays.append((images, labels))
@@ -111,8 +116,7 @@ def _first_pixels(x, data, scale=255.0):
 def _check_normalized(x):
     channels = x.transpose(0, 1).reshape(x.shape[1], -1).double()
     assert torch.allclose(channels.mean(dim=1), torch.zeros(x.shape[1], dtype=torch.float64), atol=1e-5)
-    assert torch.allclose(channels.std(dim=1, unbiased=False), torch.ones(x.shape[1], dtype=torch.float64),
-                          atol=1e-4)
+    assert torch.allclose(channels.std(dim=1, unbiased=False), torch.ones(x.shape[1], dtype=torch.float64), atol=1e-4)
 
 
 # -- MNIST and Fashion-MNIST ----------------------------------------------------------
@@ -171,15 +175,17 @@ def test_cifar10_loads(tmp_path, no_md5):
     # Channels come out as stored (CHW), each normalized with its own statistics.
     test_images, test_labels = arrays[5]
     for channel in range(3):
-        expected = (torch.as_tensor(test_images[:, channel], dtype=torch.float32) / 255
-                    - data.mean[channel]) / data.std[channel]
+        expected = (
+            torch.as_tensor(test_images[:, channel], dtype=torch.float32) / 255 - data.mean[channel]
+        ) / data.std[channel]
         assert torch.allclose(data.test_x[:, channel], expected, atol=1e-5)
     assert data.test_y.tolist() == test_labels
 
 
 # -- missing data -----------------------------------------------------------------------
-@pytest.mark.parametrize("name, folder", [("mnist", "MNIST/raw"), ("fashion-mnist", "FashionMNIST/raw"),
-                                          ("cifar10", "cifar-10-batches-py")])
+@pytest.mark.parametrize(
+    "name, folder", [("mnist", "MNIST/raw"), ("fashion-mnist", "FashionMNIST/raw"), ("cifar10", "cifar-10-batches-py")]
+)
 def test_missing_data_without_download_is_a_clear_error(tmp_path, name, folder, monkeypatch):
     monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", str(tmp_path / "no-debian-package"))
     with pytest.raises(FileNotFoundError) as info:
@@ -298,15 +304,18 @@ def test_torchvision_missing_names_the_extra(tmp_path, monkeypatch):
         load_dataset("mnist", root=tmp_path)
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"name": "imagenet"}, ValueError, "not a known data set; known: mnist, fashion-mnist, cifar10, mnist1d"),
-    ({"name": None}, TypeError, "name must be a str"),
-    ({"root": 3}, TypeError, "root must be a path"),
-    ({"download": "yes"}, TypeError, "download must be a bool"),
-    ({"validation": -1}, ValueError, "validation=-1 must be >= 0"),
-    ({"validation": 0.1}, TypeError, "validation must be an int"),
-    ({"seed": "0"}, TypeError, "seed must be an int"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"name": "imagenet"}, ValueError, "not a known data set; known: mnist, fashion-mnist, cifar10, mnist1d"),
+        ({"name": None}, TypeError, "name must be a str"),
+        ({"root": 3}, TypeError, "root must be a path"),
+        ({"download": "yes"}, TypeError, "download must be a bool"),
+        ({"validation": -1}, ValueError, "validation=-1 must be >= 0"),
+        ({"validation": 0.1}, TypeError, "validation must be an int"),
+        ({"seed": "0"}, TypeError, "seed must be an int"),
+    ],
+)
 def test_load_dataset_validation(tmp_path, kwargs, error, match):
     args = {"name": "mnist", "root": tmp_path, **kwargs}
     with pytest.raises(error, match=match):
@@ -320,8 +329,17 @@ def test_datasets_constant():
 # -- TensorData -----------------------------------------------------------------------------
 def _tiny(n=5):
     x, y = torch.randn(n, 3), torch.arange(n)
-    return TensorData(train_x=x, train_y=y, val_x=x[:0], val_y=y[:0], test_x=x[:2], test_y=y[:2],
-                      num_classes=5, input_shape=(3,), name="tiny")
+    return TensorData(
+        train_x=x,
+        train_y=y,
+        val_x=x[:0],
+        val_y=y[:0],
+        test_x=x[:2],
+        test_y=y[:2],
+        num_classes=5,
+        input_shape=(3,),
+        name="tiny",
+    )
 
 
 def test_tensor_data_to_is_a_copy_and_frozen():
@@ -378,13 +396,16 @@ def test_batches_are_reproducible():
     assert list(batches(x[:0], y[:0], 4)) == []
 
 
-@pytest.mark.parametrize("args, error, match", [
-    ((torch.zeros(3), torch.zeros(4), 2), ValueError, "x has 3 examples but y has 4"),
-    (([1, 2], torch.zeros(2), 2), TypeError, "x and y must be tensors"),
-    ((torch.zeros(3), torch.zeros(3), 0), ValueError, "batch_size=0 must be >= 1"),
-    ((torch.zeros(3), torch.zeros(3), 2.0), TypeError, "batch_size must be an int"),
-    ((torch.zeros(3), torch.zeros(3), 2, 7), TypeError, "generator must be a torch.Generator"),
-])
+@pytest.mark.parametrize(
+    "args, error, match",
+    [
+        ((torch.zeros(3), torch.zeros(4), 2), ValueError, "x has 3 examples but y has 4"),
+        (([1, 2], torch.zeros(2), 2), TypeError, "x and y must be tensors"),
+        ((torch.zeros(3), torch.zeros(3), 0), ValueError, "batch_size=0 must be >= 1"),
+        ((torch.zeros(3), torch.zeros(3), 2.0), TypeError, "batch_size must be an int"),
+        ((torch.zeros(3), torch.zeros(3), 2, 7), TypeError, "generator must be a torch.Generator"),
+    ],
+)
 def test_batches_validation(args, error, match):
     with pytest.raises(error, match=match):
         batches(*args)  # raised at the call, not at the first batch

@@ -24,14 +24,19 @@ def _applicable(name, shape):
     return name == "lenet300100" or len(shape) == 3
 
 
-CASES = [pytest.param(name, shape, id=f"{name}-{'x'.join(map(str, shape))}")
-         for name in MODELS for shape in SHAPES if _applicable(name, shape)]
+CASES = [
+    pytest.param(name, shape, id=f"{name}-{'x'.join(map(str, shape))}")
+    for name in MODELS
+    for shape in SHAPES
+    if _applicable(name, shape)
+]
 
 
 def _effective_rates(options, model):
     """{qualified name: per-round rate} that the imp strategy applies with ``options``."""
-    return {q: options["rate"] * options["rate_multipliers"].get(q, 1.0)
-            for q, _, _ in named_prunable_parameters(model)}
+    return {
+        q: options["rate"] * options["rate_multipliers"].get(q, 1.0) for q, _, _ in named_prunable_parameters(model)
+    }
 
 
 @pytest.mark.parametrize("name, shape", CASES)
@@ -61,8 +66,9 @@ def test_lenet_is_the_paper_mlp():
     assert sum(p.numel() for p in mnist.parameters()) == 266_610  # the paper's 266K
 
 
-@pytest.mark.parametrize("name, convs, flat", [("conv2", 2, 64 * 16 * 16), ("conv4", 4, 128 * 8 * 8),
-                                               ("conv6", 6, 256 * 4 * 4)])
+@pytest.mark.parametrize(
+    "name, convs, flat", [("conv2", 2, 64 * 16 * 16), ("conv4", 4, 128 * 8 * 8), ("conv6", 6, 256 * 4 * 4)]
+)
 def test_conv_nets_layout(name, convs, flat):
     model = build_model(name, (3, 32, 32), 10)
     conv = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -108,8 +114,7 @@ def test_paper_options_name_real_tensors_and_match_the_paper(name):
     output = output_layer_name(model)
     for qualified, rate in _effective_rates(options, model).items():
         module = model.get_submodule(qualified.rpartition(".")[0])
-        kind = ("output_rate" if qualified == output
-                else "conv_rate" if isinstance(module, nn.Conv2d) else "fc_rate")
+        kind = "output_rate" if qualified == output else "conv_rate" if isinstance(module, nn.Conv2d) else "fc_rate"
         assert rate == pytest.approx(setup[kind]), qualified
     # The imp strategy takes the options and knows every name.
     strategy = get_strategy("imp")(**options)
@@ -119,10 +124,17 @@ def test_paper_options_name_real_tensors_and_match_the_paper(name):
 def test_paper_rates_spelled_out():
     lenet = build_model("lenet300100", (1, 28, 28), 10)
     assert paper_strategy_options("lenet300100", lenet) == {
-        "rate": 0.2, "scope": "local", "rate_multipliers": {"fc3.weight": 0.5}, "rewind_iteration": 0}
+        "rate": 0.2,
+        "scope": "local",
+        "rate_multipliers": {"fc3.weight": 0.5},
+        "rewind_iteration": 0,
+    }
     conv2 = paper_strategy_options("conv2", build_model("conv2", (3, 32, 32), 10))
     assert conv2["rate"] == 0.2 and conv2["rate_multipliers"] == {
-        "features.0.weight": 0.5, "features.2.weight": 0.5, "fc3.weight": 0.5}
+        "features.0.weight": 0.5,
+        "features.2.weight": 0.5,
+        "fc3.weight": 0.5,
+    }
     conv6_model = build_model("conv6", (3, 32, 32), 10)
     rates = _effective_rates(paper_strategy_options("conv6", conv6_model), conv6_model)
     conv_rates = [r for q, r in rates.items() if q.startswith("features.")]
@@ -130,16 +142,20 @@ def test_paper_rates_spelled_out():
     assert rates["fc1.weight"] == rates["fc2.weight"] == pytest.approx(0.2)
     assert rates["fc3.weight"] == pytest.approx(0.1)
     resnet = paper_strategy_options("resnet18", build_model("resnet18", (3, 32, 32), 10))
-    assert resnet == {"rate": 0.2, "scope": "global", "rate_multipliers": {"fc.weight": 0.0},
-                      "rewind_iteration": 500}
+    assert resnet == {"rate": 0.2, "scope": "global", "rate_multipliers": {"fc.weight": 0.0}, "rewind_iteration": 500}
     vgg = paper_strategy_options("vgg19", build_model("vgg19", (3, 32, 32), 10))
     assert vgg["scope"] == "global" and vgg["rewind_iteration"] == 100
 
 
 def test_paper_training_setups():
     assert {k: (v["optimizer"], v["lr"], v["batch_size"]) for k, v in PAPER_SETUPS.items()} == {
-        "lenet300100": ("adam", 1.2e-3, 60), "conv2": ("adam", 2e-4, 60), "conv4": ("adam", 3e-4, 60),
-        "conv6": ("adam", 3e-4, 60), "resnet18": ("sgd", 0.1, 128), "vgg19": ("sgd", 0.1, 64)}
+        "lenet300100": ("adam", 1.2e-3, 60),
+        "conv2": ("adam", 2e-4, 60),
+        "conv4": ("adam", 3e-4, 60),
+        "conv6": ("adam", 3e-4, 60),
+        "resnet18": ("sgd", 0.1, 128),
+        "vgg19": ("sgd", 0.1, 64),
+    }
     for name in ("resnet18", "vgg19"):
         assert PAPER_SETUPS[name]["momentum"] == 0.9 and PAPER_SETUPS[name]["weight_decay"] == 1e-4
 
@@ -198,16 +214,19 @@ def test_unknown_names(name):
         build_model(name, (1, 28, 28), 10)
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"name": 3}, TypeError, "name must be a str"),
-    ({"input_shape": 784}, TypeError, "input_shape must be a non-empty tuple"),
-    ({"input_shape": ()}, TypeError, "input_shape must be a non-empty tuple"),
-    ({"input_shape": (1, 28.0, 28)}, TypeError, "input_shape must hold ints"),
-    ({"input_shape": (1, 0, 28)}, ValueError, r"input_shape=\(1, 0, 28\) must hold sizes >= 1"),
-    ({"num_classes": 10.0}, TypeError, "num_classes must be an int"),
-    ({"num_classes": True}, TypeError, "num_classes must be an int"),
-    ({"num_classes": 0}, ValueError, "num_classes=0 must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"name": 3}, TypeError, "name must be a str"),
+        ({"input_shape": 784}, TypeError, "input_shape must be a non-empty tuple"),
+        ({"input_shape": ()}, TypeError, "input_shape must be a non-empty tuple"),
+        ({"input_shape": (1, 28.0, 28)}, TypeError, "input_shape must hold ints"),
+        ({"input_shape": (1, 0, 28)}, ValueError, r"input_shape=\(1, 0, 28\) must hold sizes >= 1"),
+        ({"num_classes": 10.0}, TypeError, "num_classes must be an int"),
+        ({"num_classes": True}, TypeError, "num_classes must be an int"),
+        ({"num_classes": 0}, ValueError, "num_classes=0 must be >= 1"),
+    ],
+)
 def test_build_model_validation(kwargs, error, match):
     args = {"name": "lenet300100", "input_shape": (1, 28, 28), "num_classes": 10, **kwargs}
     with pytest.raises(error, match=match):

@@ -25,22 +25,38 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _record(kind, round_index, remaining, accuracy, early_stop=10):
-    return {"kind": kind, "round": round_index, "remaining": remaining, "test_accuracy": accuracy,
-            "test_accuracy_at_early_stop": accuracy, "early_stop_iteration": early_stop, "test_loss": 1 - accuracy}
+    return {
+        "kind": kind,
+        "round": round_index,
+        "remaining": remaining,
+        "test_accuracy": accuracy,
+        "test_accuracy_at_early_stop": accuracy,
+        "early_stop_iteration": early_stop,
+        "test_loss": 1 - accuracy,
+    }
 
 
 @pytest.fixture
 def result():
     """Two seeds: the ticket over rounds 0-2, random reinit over rounds 1-2."""
     records = [
-        _record("ticket", 0, 1.0, 0.90, 100), _record("ticket", 0, 1.0, 0.80, 120),
-        _record("ticket", 1, 0.8, 0.95, 90), _record("ticket", 1, 0.8, 0.85, 70),
-        _record("ticket", 2, 0.64, 0.97, 60), _record("ticket", 2, 0.64, 0.97, 60),
-        _record("reinit", 1, 0.8, 0.70), _record("reinit", 1, 0.8, 0.60),
-        _record("reinit", 2, 0.64, 0.50), _record("reinit", 2, 0.64, 0.40),
+        _record("ticket", 0, 1.0, 0.90, 100),
+        _record("ticket", 0, 1.0, 0.80, 120),
+        _record("ticket", 1, 0.8, 0.95, 90),
+        _record("ticket", 1, 0.8, 0.85, 70),
+        _record("ticket", 2, 0.64, 0.97, 60),
+        _record("ticket", 2, 0.64, 0.97, 60),
+        _record("reinit", 1, 0.8, 0.70),
+        _record("reinit", 1, 0.8, 0.60),
+        _record("reinit", 2, 0.64, 0.50),
+        _record("reinit", 2, 0.64, 0.40),
     ]
-    return {"config": {"dataset": "mnist1d", "model": "lenet300100"}, "records": records,
-            "summary": summarize(records), "seconds": 1.0}
+    return {
+        "config": {"dataset": "mnist1d", "model": "lenet300100"},
+        "records": records,
+        "summary": summarize(records),
+        "seconds": 1.0,
+    }
 
 
 def _rows(text):
@@ -92,7 +108,12 @@ def test_write_csv_columns(result, tmp_path):
     assert header[:4] == ["kind", "round", "n", "remaining"]
     assert header[4:] == [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "min", "max")]
     assert [(r["kind"], int(r["round"])) for r in rows] == [
-        ("ticket", 0), ("ticket", 1), ("ticket", 2), ("reinit", 1), ("reinit", 2)]
+        ("ticket", 0),
+        ("ticket", 1),
+        ("ticket", 2),
+        ("reinit", 1),
+        ("reinit", 2),
+    ]
     assert all(r["n"] == "2" for r in rows)
     assert float(rows[0]["test_accuracy_mean"]) == pytest.approx(0.85)
     assert float(rows[4]["test_accuracy_min"]) == pytest.approx(0.40)
@@ -115,8 +136,11 @@ def test_plot_writes_a_png(result, tmp_path):
 def test_write_outputs_writes_the_three_files(result, tmp_path):
     directory = tmp_path / "nested" / "run"
     paths = write_outputs(result, str(directory))
-    assert paths == {"json": str(directory / RESULTS_JSON), "csv": str(directory / RESULTS_CSV),
-                     "plot": str(directory / PLOT_PNG)}
+    assert paths == {
+        "json": str(directory / RESULTS_JSON),
+        "csv": str(directory / RESULTS_CSV),
+        "plot": str(directory / PLOT_PNG),
+    }
     assert sorted(os.listdir(directory)) == sorted([RESULTS_JSON, RESULTS_CSV, PLOT_PNG])
     assert json.loads((directory / RESULTS_JSON).read_text()) == result
     assert (directory / PLOT_PNG).read_bytes().startswith(PNG_MAGIC)

@@ -64,8 +64,9 @@ BAD_FIELDS = [
 ]
 
 
-@pytest.mark.parametrize("changes, error, match", BAD_FIELDS,
-                         ids=[",".join(f"{k}={v!r}" for k, v in c.items()) for c, _, _ in BAD_FIELDS])
+@pytest.mark.parametrize(
+    "changes, error, match", BAD_FIELDS, ids=[",".join(f"{k}={v!r}" for k, v in c.items()) for c, _, _ in BAD_FIELDS]
+)
 def test_check_rejects_bad_fields_naming_them(changes, error, match):
     config = RunConfig(**changes)
     with pytest.raises(error, match=match):
@@ -84,9 +85,11 @@ def test_check_rejects_cuda_without_cuda():
 def _rates(setup, model):
     """{tensor: per-round rate} that the imp strategy applies with the resolved options."""
     options = setup.strategy_options
-    return {name: options["rate"] * options["rate_multipliers"].get(name, 1.0)
-            for name in ("fc1.weight", "fc2.weight", "fc3.weight")
-            if name in dict(model.named_parameters())}
+    return {
+        name: options["rate"] * options["rate_multipliers"].get(name, 1.0)
+        for name in ("fc1.weight", "fc2.weight", "fc3.weight")
+        if name in dict(model.named_parameters())
+    }
 
 
 @pytest.fixture(scope="module")
@@ -98,15 +101,27 @@ def test_resolve_setup_takes_the_papers_lenet_setup(lenet):
     setup = resolve_setup(RunConfig(), lenet)
     assert (setup.optimizer, setup.lr, setup.batch_size, setup.weight_decay) == ("adam", 1.2e-3, 60, 0.0)
     assert setup.epochs == 30  # MNIST-1D's default
-    assert setup.strategy_options == {"rate": 0.2, "scope": "local", "rate_multipliers": {"fc3.weight": 0.5},
-                                      "rewind_iteration": 0}
+    assert setup.strategy_options == {
+        "rate": 0.2,
+        "scope": "local",
+        "rate_multipliers": {"fc3.weight": 0.5},
+        "rewind_iteration": 0,
+    }
     assert _rates(setup, lenet) == pytest.approx({"fc1.weight": 0.2, "fc2.weight": 0.2, "fc3.weight": 0.1})
     assert resolve_setup(RunConfig(dataset="mnist"), lenet).epochs == 5
 
 
 def test_resolve_setup_applies_training_overrides(lenet):
-    config = RunConfig(epochs=3, batch_size=17, optimizer="sgd", lr=0.05, momentum=0.5, weight_decay=1e-4,
-                       scope="global", rewind_iteration=7)
+    config = RunConfig(
+        epochs=3,
+        batch_size=17,
+        optimizer="sgd",
+        lr=0.05,
+        momentum=0.5,
+        weight_decay=1e-4,
+        scope="global",
+        rewind_iteration=7,
+    )
     setup = resolve_setup(config, lenet)
     assert (setup.epochs, setup.batch_size, setup.optimizer) == (3, 17, "sgd")
     assert (setup.lr, setup.momentum, setup.weight_decay) == (0.05, 0.5, 1e-4)
@@ -138,7 +153,8 @@ def test_resolve_setup_rate_keeps_the_relative_rates_of_conv2():
     model = build_model("conv2", (1, 28, 28), 10)
     paper = resolve_setup(RunConfig(model="conv2"), model).strategy_options
     assert paper["rate_multipliers"] == pytest.approx(
-        {"features.0.weight": 0.5, "features.2.weight": 0.5, "fc3.weight": 0.5})
+        {"features.0.weight": 0.5, "features.2.weight": 0.5, "fc3.weight": 0.5}
+    )
     setup = resolve_setup(RunConfig(model="conv2", rate=0.4), model).strategy_options
     assert setup["rate"] == 0.4
     assert setup["rate_multipliers"] == pytest.approx(paper["rate_multipliers"])
@@ -174,8 +190,14 @@ def test_records_one_per_kind_round_and_replicate(tiny_run):
     for record in records:
         assert set(record) == {"kind", "round", "remaining", "replicate", *METRICS}
         assert 0.0 <= record["test_accuracy"] <= 1.0 and math.isfinite(record["test_loss"])
-    assert tiny_run["data"] == {"name": "mnist1d", "train": 3500, "validation": 500, "test": 1000,
-                                "input_shape": [40], "classes": 10}
+    assert tiny_run["data"] == {
+        "name": "mnist1d",
+        "train": 3500,
+        "validation": 500,
+        "test": 1000,
+        "input_shape": [40],
+        "classes": 10,
+    }
     assert tiny_run["config"] == RunConfig(**TINY).to_dict()
     assert tiny_run["setup"]["epochs"] == 1 and tiny_run["setup"]["optimizer"] == "adam"
     assert json.loads(json.dumps(tiny_run)) == tiny_run
@@ -207,7 +229,8 @@ def test_supermask_is_not_trained(tiny_run):
 def test_summary_aggregates_the_replicates(tiny_run):
     summary = tiny_run["summary"]
     assert [(row["kind"], row["round"]) for row in summary] == (
-        [("ticket", rnd) for rnd in range(3)] + [(kind, rnd) for kind in CONTROLS for rnd in (1, 2)])
+        [("ticket", rnd) for rnd in range(3)] + [(kind, rnd) for kind in CONTROLS for rnd in (1, 2)]
+    )
     assert [row["kind"] for row in summary] == sorted((row["kind"] for row in summary), key=KINDS.index)
     records = _with_replicates(tiny_run)
     for row in summary:
@@ -245,11 +268,26 @@ def test_run_experiment_checks_the_config_first():
 
 # -- torchvision loading path, end to end ------------------------------------------------
 def test_run_on_fake_mnist_with_conv2(fake_mnist_root):
-    config = RunConfig(dataset="mnist", model="conv2", rounds=1, epochs=1, controls=("reinit",), replicates=1,
-                       data_root=str(fake_mnist_root), validation=10, progress=False)
+    config = RunConfig(
+        dataset="mnist",
+        model="conv2",
+        rounds=1,
+        epochs=1,
+        controls=("reinit",),
+        replicates=1,
+        data_root=str(fake_mnist_root),
+        validation=10,
+        progress=False,
+    )
     result = run_experiment(config)
-    assert result["data"] == {"name": "mnist", "train": 50, "validation": 10, "test": 20,
-                              "input_shape": [1, 28, 28], "classes": 10}
+    assert result["data"] == {
+        "name": "mnist",
+        "train": 50,
+        "validation": 10,
+        "test": 20,
+        "input_shape": [1, 28, 28],
+        "classes": 10,
+    }
     assert [(r["kind"], r["round"]) for r in result["records"]] == [("ticket", 0), ("ticket", 1), ("reinit", 1)]
     assert result["setup"]["lr"] == 2e-4  # conv2's paper setup
     ticket = {r["round"]: r for r in result["records"] if r["kind"] == "ticket"}

@@ -40,7 +40,7 @@ def test_seed_0_finds_the_4_weight_ticket(result):
     assert result["rounds"] == len(history) - 1 > 0
     remaining = [h["remaining_weights"] for h in history]
     assert remaining[0] == 600 and remaining[-1] == 4
-    assert all(a > b for a, b in zip(remaining, remaining[1:]))
+    assert all(a > b for a, b in zip(remaining, remaining[1:], strict=False))
 
 
 def test_rmse_of_ticket_controls_and_full_model(result):
@@ -56,7 +56,7 @@ def test_controls_keep_the_ticket_shape(result):
     # The random-reinit ticket uses the ticket's mask; the permuted one has as many weights per layer.
     ticket_layers = [{tuple(e["index"]) for e in layer} for layer in result["winning_ticket"]]
     reinit_layers = [{tuple(e["index"]) for e in layer} for layer in result["random_reinit_ticket"]]
-    assert all(r <= t for r, t in zip(reinit_layers, ticket_layers))
+    assert all(r <= t for r, t in zip(reinit_layers, ticket_layers, strict=True))
     assert all(len(layer) <= KEEP for layer in result["permuted_ticket"])
 
 

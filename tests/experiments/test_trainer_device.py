@@ -48,16 +48,32 @@ def meta_data(n_train=96, n_val=16, n_test=24):
         x = torch.empty(n_train + n_val + n_test, 1, 28, 28)
         y = torch.zeros(n_train + n_val + n_test, dtype=torch.int64)
     cut = (n_train, n_train + n_val)
-    return TensorData(train_x=x[:cut[0]], train_y=y[:cut[0]], val_x=x[cut[0]:cut[1]], val_y=y[cut[0]:cut[1]],
-                      test_x=x[cut[1]:], test_y=y[cut[1]:], num_classes=10, input_shape=(1, 28, 28), name="meta")
+    return TensorData(
+        train_x=x[: cut[0]],
+        train_y=y[: cut[0]],
+        val_x=x[cut[0] : cut[1]],
+        val_y=y[cut[0] : cut[1]],
+        test_x=x[cut[1] :],
+        test_y=y[cut[1] :],
+        num_classes=10,
+        input_shape=(1, 28, 28),
+        name="meta",
+    )
 
 
 def run_epochs(batch_size, epochs=2):
     data = meta_data()
     with torch.device("meta"):
         model = build_model("lenet300100", (1, 28, 28), 10)
-    setup = Setup(epochs=epochs, batch_size=batch_size, optimizer="adam", lr=1e-3, momentum=0.9,
-                  weight_decay=0.0, strategy_options={})
+    setup = Setup(
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer="adam",
+        lr=1e-3,
+        momentum=0.9,
+        weight_decay=0.0,
+        strategy_options={},
+    )
     trainer = Trainer(data, setup, evals_per_epoch=1, progress=False)
     log = DeviceLog()
     with log:

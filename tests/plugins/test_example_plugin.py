@@ -15,7 +15,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO_ROOT / "docs" / "example-plugin"
 
-CHILD = r'''
+CHILD = r"""
 import json, sys
 import torch
 from torch import nn
@@ -44,7 +44,7 @@ if "neuron_imp" in names:
     out["remaining"] = [h["remaining"] for h in ticket.history]
     out["masks"] = {n: m.int().tolist() for n, m in ticket.masks.items()}
 print("JSON:" + json.dumps(out))
-'''
+"""
 
 
 def _run_child(site: Path, disable_autoload: bool) -> dict:
@@ -53,11 +53,12 @@ def _run_child(site: Path, disable_autoload: bool) -> dict:
     env.pop("TORCH_LOTTERY_DISABLE_PLUGIN_AUTOLOAD", None)
     if disable_autoload:
         env["TORCH_LOTTERY_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    done = subprocess.run([sys.executable, "-c", CHILD], env=env, cwd=str(site.parent),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD], env=env, cwd=str(site.parent), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
-    (line,) = [l for l in done.stdout.splitlines() if l.startswith("JSON:")]
-    return json.loads(line[len("JSON:"):])
+    (line,) = [text for text in done.stdout.splitlines() if text.startswith("JSON:")]
+    return json.loads(line[len("JSON:") :])
 
 
 @pytest.mark.slow

@@ -12,9 +12,9 @@ import torch
 
 import torch_lottery as tl
 from torch_lottery import Strategy, find_ticket, hookimpl
-from torch_lottery.strategies import IterativeMagnitude
 from torch_lottery.plugins import hookspecs
 from torch_lottery.plugins.manager import get_plugin_manager, get_strategy, list_strategies, strategy_entries
+from torch_lottery.strategies import IterativeMagnitude
 
 HOOKS = (
     "torch_lottery_register_strategies",
@@ -96,8 +96,7 @@ def test_markers_are_exported_at_the_root_for_project_torch_lottery():
 
 
 def test_every_hook_has_its_own_test_here():
-    declared = sorted(n for n, f in vars(hookspecs).items()
-                      if n.startswith("torch_lottery_") and inspect.isfunction(f))
+    declared = sorted(n for n, f in vars(hookspecs).items() if n.startswith("torch_lottery_") and inspect.isfunction(f))
     assert declared == sorted(HOOKS)
     pm = get_plugin_manager()
     for name in HOOKS:
@@ -175,8 +174,15 @@ def test_torch_lottery_round_start(via, register_plugin, tiny_model, train_fn):
 
         @hookimpl
         def torch_lottery_round_start(self, round_index, model, strategy, remaining):
-            self.calls.append({"round_index": round_index, "model": model, "strategy": strategy,
-                               "remaining": remaining, "masks": _masks(model)})
+            self.calls.append(
+                {
+                    "round_index": round_index,
+                    "model": model,
+                    "strategy": strategy,
+                    "remaining": remaining,
+                    "masks": _masks(model),
+                }
+            )
 
     observer, subset = Observer(), RoundIndexOnly()
     strategy = IterativeMagnitude(rate=0.5)
@@ -229,13 +235,17 @@ def test_torch_lottery_after_prune(via, register_plugin, tiny_model, train_fn):
 
         @hookimpl
         def torch_lottery_after_prune(self, round_index, model, masks, remaining):
-            self.calls.append({
-                "round_index": round_index, "model": model, "remaining": remaining,
-                "masks": {n: m.clone() for n, m in masks.items()},
-                "buffers": _masks(model),
-                "orig": {n: _orig(model, n).detach().clone() for n in PRUNED},
-                "trained_so_far": len(trained),
-            })
+            self.calls.append(
+                {
+                    "round_index": round_index,
+                    "model": model,
+                    "remaining": remaining,
+                    "masks": {n: m.clone() for n, m in masks.items()},
+                    "buffers": _masks(model),
+                    "orig": {n: _orig(model, n).detach().clone() for n in PRUNED},
+                    "trained_so_far": len(trained),
+                }
+            )
             for mask in masks.values():  # masks are read only: scribbling on them changes nothing
                 mask.zero_()
 
@@ -298,14 +308,18 @@ def test_torch_lottery_after_rewind(via, register_plugin, tiny_model, train_fn):
 
         @hookimpl
         def torch_lottery_after_rewind(self, round_index, model, rewind_point):
-            self.calls.append({
-                "round_index": round_index, "model": model, "rewind_point": rewind_point,
-                "params": {n: p.detach().clone() for n, p in model.named_parameters()},
-                "weights": {n: _orig(model, n).detach().clone() for n in PRUNED},
-                "effective": {n: model.get_submodule(n.split(".")[0]).weight.detach().clone() for n in PRUNED},
-                "masks": _masks(model),
-                "rewound": {n: rewind_point[n].clone() for n in rewind_point},
-            })
+            self.calls.append(
+                {
+                    "round_index": round_index,
+                    "model": model,
+                    "rewind_point": rewind_point,
+                    "params": {n: p.detach().clone() for n, p in model.named_parameters()},
+                    "weights": {n: _orig(model, n).detach().clone() for n in PRUNED},
+                    "effective": {n: model.get_submodule(n.split(".")[0]).weight.detach().clone() for n in PRUNED},
+                    "masks": _masks(model),
+                    "rewound": {n: rewind_point[n].clone() for n in rewind_point},
+                }
+            )
 
     observer, subset = Observer(), RoundIndexOnly()
     ticket = _run(tiny_model, train_fn, via, [observer, subset], register_plugin)
@@ -313,9 +327,18 @@ def test_torch_lottery_after_rewind(via, register_plugin, tiny_model, train_fn):
     assert [c["round_index"] for c in observer.calls] == [1, 2]
     assert subset.of("after_rewind") == [1, 2]
     # order of events within a round: prune, then rewind, then train
-    assert subset.calls == [("round_start", 0), ("round_end", 0),
-                            ("round_start", 1), ("after_prune", 1), ("after_rewind", 1), ("round_end", 1),
-                            ("round_start", 2), ("after_prune", 2), ("after_rewind", 2), ("round_end", 2)]
+    assert subset.calls == [
+        ("round_start", 0),
+        ("round_end", 0),
+        ("round_start", 1),
+        ("after_prune", 1),
+        ("after_rewind", 1),
+        ("round_end", 1),
+        ("round_start", 2),
+        ("after_prune", 2),
+        ("after_rewind", 2),
+        ("round_end", 2),
+    ]
     for call in observer.calls:
         point = call["rewind_point"]
         assert call["model"] is tiny_model
@@ -350,8 +373,14 @@ def test_torch_lottery_round_end(via, register_plugin, tiny_model, train_fn):
 
         @hookimpl
         def torch_lottery_round_end(self, round_index, model, record):
-            self.calls.append({"round_index": round_index, "model": model, "record": copy.deepcopy(record),
-                               "params": {n: p.detach().clone() for n, p in model.named_parameters()}})
+            self.calls.append(
+                {
+                    "round_index": round_index,
+                    "model": model,
+                    "record": copy.deepcopy(record),
+                    "params": {n: p.detach().clone() for n, p in model.named_parameters()},
+                }
+            )
             record["remaining"] = -1.0  # the hook gets a copy: this must not reach Ticket.history
             record["metrics"]["loss"] = "tampered"
 
@@ -366,8 +395,15 @@ def test_torch_lottery_round_end(via, register_plugin, tiny_model, train_fn):
         assert call["model"] is tiny_model
         assert call["record"] == ticket.history[r]
         assert call["record"]["round"] == r
-        assert set(call["record"]) >= {"round", "remaining", "remaining_weights", "total_weights",
-                                       "per_tensor", "metrics", "seconds"}
+        assert set(call["record"]) >= {
+            "round",
+            "remaining",
+            "remaining_weights",
+            "total_weights",
+            "per_tensor",
+            "metrics",
+            "seconds",
+        }
         assert isinstance(call["record"]["metrics"]["loss"], float)
         assert call["record"]["metrics"]["iterations"] == 3
         # the model is the one trained in this round
@@ -414,5 +450,6 @@ def test_plugins_argument_leaves_a_globally_registered_plugin_registered(registe
         find_ticket(tiny_model, train_fn, rounds=1, plugins=[observer])
     except ValueError:
         pass  # refusing the double registration is acceptable
-    assert get_plugin_manager().is_registered(observer), \
+    assert get_plugin_manager().is_registered(observer), (
         "find_ticket(plugins=[p]) unregistered a plugin that was registered before the run"
+    )

@@ -11,7 +11,6 @@ import pytest
 
 import torch_lottery as tl
 from torch_lottery import hookimpl
-from torch_lottery.strategies import IterativeMagnitude, OneShotMagnitude, RandomPruning
 from torch_lottery.plugins import manager
 from torch_lottery.plugins.manager import (
     DEFAULT_PLUGINS,
@@ -26,6 +25,7 @@ from torch_lottery.plugins.manager import (
     reset_plugin_manager,
     strategy_entries,
 )
+from torch_lottery.strategies import IterativeMagnitude, OneShotMagnitude, RandomPruning
 
 BUILTINS = {"imp": IterativeMagnitude, "one_shot": OneShotMagnitude, "random": RandomPruning}
 
@@ -106,14 +106,14 @@ def test_non_str_strategy_name_raises_type_error(name):
 
 def test_unknown_strategy_name_through_the_driver_is_a_strategy_error():
     import torch
+
     with pytest.raises(StrategyError, match="nope"):
         tl.find_ticket(torch.nn.Linear(2, 2), lambda m, c: None, strategy="nope", rounds=1)
 
 
 # -- conflicts and broken plugins -------------------------------------------------------------------
 def test_duplicate_name_is_refused_naming_both_plugins(register_plugin):
-    register_plugin(_registering("A", ("dup", IterativeMagnitude), ("only_a", IterativeMagnitude)),
-                    name="plugin_a")
+    register_plugin(_registering("A", ("dup", IterativeMagnitude), ("only_a", IterativeMagnitude)), name="plugin_a")
     register_plugin(_registering("B", ("dup", RandomPruning)), name="plugin_b")
 
     with pytest.raises(StrategyError) as info:
@@ -159,13 +159,16 @@ def test_plugin_whose_register_hook_raises_is_reported_and_others_work(register_
         get_strategy("missing")
 
 
-@pytest.mark.parametrize("name, strategy, mentions", [
-    ("not_callable", 42, "not_callable"),
-    ("none_strategy", None, "none_strategy"),
-    (3, IterativeMagnitude, "name"),
-    (None, IterativeMagnitude, "name"),
-    ("", IterativeMagnitude, "name"),
-])
+@pytest.mark.parametrize(
+    "name, strategy, mentions",
+    [
+        ("not_callable", 42, "not_callable"),
+        ("none_strategy", None, "none_strategy"),
+        (3, IterativeMagnitude, "name"),
+        (None, IterativeMagnitude, "name"),
+        ("", IterativeMagnitude, "name"),
+    ],
+)
 def test_plugin_registering_bad_name_or_strategy_is_reported(register_plugin, name, strategy, mentions):
     register_plugin(_registering("Bad", (name, strategy)), name="bad_plugin")
     errors = [str(e) for e in plugin_errors()]
@@ -229,7 +232,7 @@ def fake_entry_points(monkeypatch):
     return install
 
 
-GOOD_PLUGIN = '''
+GOOD_PLUGIN = """
 from torch_lottery import hookimpl
 from torch_lottery.strategies import IterativeMagnitude
 
@@ -239,7 +242,7 @@ class FromEntryPoint(IterativeMagnitude):
 @hookimpl
 def torch_lottery_register_strategies(register):
     register("from_entry_point", FromEntryPoint)
-'''
+"""
 
 
 def test_entry_point_plugin_is_discovered_and_registered(plugin_module, fake_entry_points, monkeypatch):
@@ -260,7 +263,7 @@ def test_entry_point_plugin_is_discovered_and_registered(plugin_module, fake_ent
 
 def test_entry_point_with_an_attribute_reference(plugin_module, fake_entry_points, monkeypatch):
     monkeypatch.delenv(DISABLE_AUTOLOAD_ENV, raising=False)
-    module_name = plugin_module('''
+    module_name = plugin_module("""
 from torch_lottery import hookimpl
 from torch_lottery.strategies import RandomPruning
 
@@ -270,28 +273,27 @@ class _Plugin:
         register("attr_strategy", RandomPruning)
 
 plugin = _Plugin()
-''')
+""")
     fake_entry_points(("attr_ep", f"{module_name}:plugin"))
     assert get_plugin_manager().get_plugin("attr_ep") is sys.modules[module_name].plugin
     assert get_strategy("attr_strategy") is RandomPruning
 
 
 @pytest.mark.parametrize("kind", ["raises_import_error", "missing_module", "invalid_hookimpl"])
-def test_broken_entry_point_warns_is_reported_and_builtins_work(kind, plugin_module, fake_entry_points,
-                                                                 monkeypatch):
+def test_broken_entry_point_warns_is_reported_and_builtins_work(kind, plugin_module, fake_entry_points, monkeypatch):
     monkeypatch.delenv(DISABLE_AUTOLOAD_ENV, raising=False)
     if kind == "raises_import_error":
         value = plugin_module("raise ImportError('needs a library that is not installed')\n")
     elif kind == "missing_module":
         value = f"no_such_module_{uuid.uuid4().hex[:12]}"
     else:  # a hook implementation with an argument the hookspec does not have
-        value = plugin_module('''
+        value = plugin_module("""
 from torch_lottery import hookimpl
 
 @hookimpl
 def torch_lottery_register_strategies(register, misspelled):
     pass
-''')
+""")
     good = plugin_module(GOOD_PLUGIN)
     fake_entry_points(("broken_ep", value), ("good_ep", good))
 
@@ -310,8 +312,7 @@ def torch_lottery_register_strategies(register, misspelled):
 
 
 @pytest.mark.parametrize("value", ["1", "yes"])
-def test_disable_autoload_env_skips_entry_points_but_not_builtins(value, plugin_module, fake_entry_points,
-                                                                   monkeypatch):
+def test_disable_autoload_env_skips_entry_points_but_not_builtins(value, plugin_module, fake_entry_points, monkeypatch):
     module_name = plugin_module(GOOD_PLUGIN)
     calls = fake_entry_points(("my_ep", module_name))
     monkeypatch.setenv(DISABLE_AUTOLOAD_ENV, value)
@@ -334,8 +335,7 @@ def test_empty_disable_autoload_env_still_loads_entry_points(plugin_module, fake
     assert "from_entry_point" in list_strategies()
 
 
-def test_blocked_or_already_registered_entry_point_names_are_skipped(plugin_module, fake_entry_points,
-                                                                       monkeypatch):
+def test_blocked_or_already_registered_entry_point_names_are_skipped(plugin_module, fake_entry_points, monkeypatch):
     monkeypatch.delenv(DISABLE_AUTOLOAD_ENV, raising=False)
     module_name = plugin_module(GOOD_PLUGIN)
     # an entry point named like a built-in does not replace it

@@ -12,7 +12,8 @@ Hypothesis runs a modest, derandomized number of examples (the same ones on ever
 from __future__ import annotations
 
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import prune
 
@@ -21,8 +22,13 @@ from torch_lottery.strategies.base import PruneContext
 
 #: Examples per property (docs/reliability.md quotes it; tests/test_bad_input.py keeps them in sync).
 EXAMPLES = 40
-PROPERTY = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+PROPERTY = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 shapes = st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple)
 values = st.sampled_from(["normal", "ties", "signed-ties"])
@@ -74,8 +80,14 @@ def test_local_rounds_shrink_masks_by_exactly_the_amount(shape, kind, seed, roun
 
 
 @PROPERTY
-@given(shapes_=st.lists(shapes, min_size=1, max_size=4), kind=values, seed=st.integers(0, 2**16),
-       rounds=st.integers(1, 4), floor=st.integers(0, 3), data=st.data())
+@given(
+    shapes_=st.lists(shapes, min_size=1, max_size=4),
+    kind=values,
+    seed=st.integers(0, 2**16),
+    rounds=st.integers(1, 4),
+    floor=st.integers(0, 3),
+    data=st.data(),
+)
 def test_global_rounds_shrink_masks_by_the_amount_and_respect_floors(shapes_, kind, seed, rounds, floor, data):
     holders = [Holder(tensor(s, kind, seed + i)) for i, s in enumerate(shapes_)]
     params = [(h, "weight") for h in holders]
@@ -89,7 +101,7 @@ def test_global_rounds_shrink_masks_by_the_amount_and_respect_floors(shapes_, ki
             continue  # refused (tests/test_bad_input.py); here: what is allowed
         tl.global_magnitude(params, amount, min_remaining=floor)
         masks = [alive(h) for h in holders]
-        for mask, before, s in zip(masks, previous, surviving):
+        for mask, before, s in zip(masks, previous, surviving, strict=True):
             assert not bool((mask & ~before).any()), "a pruned entry came back"
             assert int(mask.sum()) >= min(floor, s), "a tensor fell below its floor"
         assert sum(int(m.sum()) for m in masks) == total - expected_count(amount, total)
@@ -113,16 +125,22 @@ def test_global_and_local_pooling_agree_on_a_single_tensor(shape, kind, seed, ro
 
 
 @PROPERTY
-@given(shape=shapes, kind=values, seed=st.integers(0, 2**16), rate=st.floats(0.0, 0.95),
-       rounds=st.integers(1, 4))
+@given(shape=shapes, kind=values, seed=st.integers(0, 2**16), rate=st.floats(0.0, 0.95), rounds=st.integers(1, 4))
 def test_imp_strategy_local_and_global_agree_on_a_single_tensor_and_shrink(shape, kind, seed, rate, rounds):
     weight = tensor(shape, kind, seed)
     masks = {scope: torch.ones(shape, dtype=torch.bool) for scope in ("local", "global")}
     for round_index in range(1, rounds + 1):
         for scope in masks:
             strategy = tl.get_strategy("imp")(rate=rate, scope=scope, min_remaining=0)
-            context = PruneContext(nn.Module(), ("w",), {"w": weight}, {"w": masks[scope]}, None, round_index,
-                                   torch.Generator().manual_seed(0))
+            context = PruneContext(
+                nn.Module(),
+                ("w",),
+                {"w": weight},
+                {"w": masks[scope]},
+                None,
+                round_index,
+                torch.Generator().manual_seed(0),
+            )
             new = strategy.prune(context)["w"]
             surviving = int(masks[scope].sum())
             assert not bool((new & ~masks[scope]).any())
@@ -132,19 +150,23 @@ def test_imp_strategy_local_and_global_agree_on_a_single_tensor_and_shrink(shape
 
 
 @PROPERTY
-@given(shapes_=st.lists(shapes, min_size=1, max_size=3), seed=st.integers(0, 2**16),
-       amount=st.floats(0.0, 1.0), permutation_seed=st.integers(0, 2**31))
+@given(
+    shapes_=st.lists(shapes, min_size=1, max_size=3),
+    seed=st.integers(0, 2**16),
+    amount=st.floats(0.0, 1.0),
+    permutation_seed=st.integers(0, 2**31),
+)
 def test_permutation_keeps_each_tensors_count(shapes_, seed, amount, permutation_seed):
     holders = [Holder(tensor(s, "normal", seed + i)) for i, s in enumerate(shapes_)]
     for h in holders:
         tl.lottery_magnitude(h, "weight", amount)
     counts = [int(alive(h).sum()) for h in holders]
     twins = [Holder(h.weight_orig.detach()) for h in holders]
-    for h, t in zip(holders, twins):
+    for h, t in zip(holders, twins, strict=True):
         tl.fixed_mask(t, "weight", alive(h))
         tl.random_permutation(h, "weight", seed=permutation_seed)
         tl.random_permutation(t, "weight", seed=permutation_seed)
-    for h, t, count in zip(holders, twins, counts):
+    for h, t, count in zip(holders, twins, counts, strict=True):
         mask = tl.get_mask(h, "weight")
         assert bool(((mask == 0) | (mask == 1)).all()) and mask.shape == h.weight_orig.shape
         assert int(mask.sum()) == count

@@ -13,12 +13,12 @@
 from __future__ import annotations
 
 import re
-
 from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import prune
 
@@ -27,9 +27,13 @@ from torch_lottery.export import SparseState, export
 
 #: Examples per property (docs/reliability.md quotes it; tests/test_bad_input.py keeps them in sync).
 EXAMPLES = 40
-PROPERTY = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.function_scoped_fixture])
+PROPERTY = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 dtypes = st.sampled_from(DTYPES)
@@ -48,7 +52,7 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
 def mlp(widths_, dtype, seed) -> nn.Sequential:
     torch.manual_seed(seed)
     layers = []
-    for i, (a, b) in enumerate(zip(widths_, widths_[1:])):
+    for i, (a, b) in enumerate(zip(widths_, widths_[1:], strict=False)):
         layers += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(widths_) - 2 else [])
     return nn.Sequential(*layers).to(dtype)
 
@@ -70,8 +74,14 @@ def check_rewound(model, point):
 
 
 @PROPERTY
-@given(widths_=widths, dtype=dtypes, seed=st.integers(0, 2**16), rounds=st.integers(1, 4),
-       way=st.sampled_from(["local", "global", "stock-global", "restore"]), amount=st.floats(0.0, 0.9))
+@given(
+    widths_=widths,
+    dtype=dtypes,
+    seed=st.integers(0, 2**16),
+    rounds=st.integers(1, 4),
+    way=st.sampled_from(["local", "global", "stock-global", "restore"]),
+    amount=st.floats(0.0, 0.9),
+)
 def test_rewinding_is_bit_exact(widths_, dtype, seed, rounds, way, amount):
     model = mlp(widths_, dtype, seed)
     point = tl.RewindPoint.capture(model)
@@ -84,8 +94,9 @@ def test_rewinding_is_bit_exact(widths_, dtype, seed, rounds, way, amount):
         elif way == "global":
             tl.global_magnitude(params, amount, rewind_point=point, min_remaining=0)
         elif way == "stock-global":
-            prune.global_unstructured(params, pruning_method=tl.LotteryMagnitude, amount=amount,
-                                      rewind_point=point.select(params))
+            prune.global_unstructured(
+                params, pruning_method=tl.LotteryMagnitude, amount=amount, rewind_point=point.select(params)
+            )
         else:
             for module, name in params:
                 prune.l1_unstructured(module, name, amount)
@@ -109,8 +120,13 @@ def tensors(draw, values=special):
 
 
 names = st.text(alphabet="abcdefghij._0123456789", min_size=1, max_size=12)
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.text(max_size=8),
-                    st.floats(allow_nan=False, allow_infinity=False))
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.text(max_size=8),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
 records = st.dictionaries(st.text(min_size=1, max_size=6), scalars, max_size=4)
 
 
@@ -122,10 +138,17 @@ def test_rewind_point_save_load_is_the_identity(tmp_path_factory, values, iterat
     point.save(path)
     loaded = tl.RewindPoint.load(path)
     assert loaded.iteration == iteration and list(loaded.keys()) == list(point.keys())
-    assert all(same_bits(loaded[k], point[k]) for k in point.keys())
-    check_damage(path, data, lambda p: tl.RewindPoint.load(p), lambda got: (
-        got.iteration == iteration and list(got.keys()) == list(point.keys())
-        and all(same_bits(got[k], point[k]) for k in point.keys())))
+    assert all(same_bits(loaded[k], point[k]) for k in point)
+    check_damage(
+        path,
+        data,
+        lambda p: tl.RewindPoint.load(p),
+        lambda got: (
+            got.iteration == iteration
+            and list(got.keys()) == list(point.keys())
+            and all(same_bits(got[k], point[k]) for k in point)
+        ),
+    )
 
 
 @PROPERTY
@@ -139,8 +162,13 @@ def test_rewind_values_that_are_not_finite_are_refused(good, bad, key):
 
 
 @PROPERTY
-@given(masks=st.dictionaries(names, st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple), max_size=3),
-       seed=st.integers(0, 2**16), history=st.lists(records, max_size=3), config=records, data=st.data())
+@given(
+    masks=st.dictionaries(names, st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple), max_size=3),
+    seed=st.integers(0, 2**16),
+    history=st.lists(records, max_size=3),
+    config=records,
+    data=st.data(),
+)
 def test_ticket_save_load_is_the_identity(tmp_path_factory, masks, seed, history, config, data):
     g = torch.Generator().manual_seed(seed)
     mask_tensors = {k: torch.rand(s, generator=g) > 0.5 for k, s in masks.items()}
@@ -150,12 +178,15 @@ def test_ticket_save_load_is_the_identity(tmp_path_factory, masks, seed, history
     ticket.save(path)
 
     def same(got):
-        return (list(got.masks) == list(ticket.masks)
-                and all(same_bits(got.masks[k], ticket.masks[k]) for k in ticket.masks)
-                and list(got.rewind.keys()) == list(ticket.rewind.keys())
-                and all(same_bits(got.rewind[k], ticket.rewind[k]) for k in ticket.rewind.keys())
-                and got.rewind.iteration == ticket.rewind.iteration
-                and got.history == ticket.history and got.config == ticket.config)
+        return (
+            list(got.masks) == list(ticket.masks)
+            and all(same_bits(got.masks[k], ticket.masks[k]) for k in ticket.masks)
+            and list(got.rewind.keys()) == list(ticket.rewind.keys())
+            and all(same_bits(got.rewind[k], ticket.rewind[k]) for k in ticket.rewind)
+            and got.rewind.iteration == ticket.rewind.iteration
+            and got.history == ticket.history
+            and got.config == ticket.config
+        )
 
     assert same(tl.Ticket.load(path))
     check_damage(path, data, tl.Ticket.load, same)
@@ -174,8 +205,11 @@ def test_sparse_export_save_load_is_the_identity(tmp_path_factory, widths_, dtyp
 
     def same(got):
         got_dense = got.state_dict()
-        return list(got_dense) == list(expected) and all(same_bits(got_dense[k], expected[k]) for k in expected) \
+        return (
+            list(got_dense) == list(expected)
+            and all(same_bits(got_dense[k], expected[k]) for k in expected)
             and got.pruned == state.pruned
+        )
 
     assert same(SparseState.load(path))
     own = model.state_dict()

@@ -23,8 +23,8 @@ from torch_lottery import (
     random_permutation,
     sign_preserving_supermask,
 )
-from torch_lottery.pruning import LotteryContainer
 from torch_lottery._layout import _PrunedWeight as MaskedTensor
+from torch_lottery.pruning import LotteryContainer
 
 
 def make_net(seed=0):
@@ -80,13 +80,14 @@ def tensors_in(obj, seen=None):
 PRUNERS = {
     "lottery_magnitude": lambda net, init: [lottery_magnitude(m, n, 0.4) for m, n in weights(net)],
     "lottery_magnitude_rewind": lambda net, init: [
-        lottery_magnitude(m, n, 0.4, rewind_point=init) for m, n in weights(net)],
-    "supermask": lambda net, init: [
-        sign_preserving_supermask(m, n, 0.3, rewind_point=init) for m, n in weights(net)],
+        lottery_magnitude(m, n, 0.4, rewind_point=init) for m, n in weights(net)
+    ],
+    "supermask": lambda net, init: [sign_preserving_supermask(m, n, 0.3, rewind_point=init) for m, n in weights(net)],
     "global_magnitude": lambda net, init: global_magnitude(weights(net), 0.5, rewind_point=init),
     "global_apply": lambda net, init: [GlobalMagnitude.apply(m, n, amount=0.3) for m, n in weights(net)],
     "permutation": lambda net, init: [
-        (lottery_magnitude(m, n, 0.5), random_permutation(m, n, seed=i)) for i, (m, n) in enumerate(weights(net))],
+        (lottery_magnitude(m, n, 0.5), random_permutation(m, n, seed=i)) for i, (m, n) in enumerate(weights(net))
+    ],
     "bias": lambda net, init: [LotteryMagnitude.apply(m, "bias", 0.3) for m, _ in weights(net)],
 }
 
@@ -196,7 +197,7 @@ def test_state_dict_loads_into_model_pruned_the_same_way():
     assert not result.missing_keys and not result.unexpected_keys
     x = torch.randn(4, 6)
     assert torch.equal(other(x), net(x))
-    for (a, _), (b, _) in zip(weights(net), weights(other)):
+    for (a, _), (b, _) in zip(weights(net), weights(other), strict=True):
         assert torch.equal(a.weight_mask, b.weight_mask)
         assert torch.equal(b.weight, b.weight_mask * b.weight_orig)
 
@@ -237,7 +238,7 @@ def test_compact_hooks_after_stock_global_rounds():
     assert all(isinstance(m.mask, torch.Tensor) for m in stock_hook)  # stock keeps one copy per round
 
     assert compact_hooks(net) == 3
-    for (m, _), mask, orig in zip(weights(net), masks, origs):
+    for (m, _), mask, orig in zip(weights(net), masks, origs, strict=True):
         assert torch.equal(m.weight_mask, mask)
         assert torch.equal(m.weight_orig, orig)
         hooks = [h for h in m._forward_pre_hooks.values() if isinstance(h, prune.BasePruningMethod)]
@@ -300,8 +301,9 @@ def test_ten_rounds_keep_one_mask_and_no_tensors_in_hook():
     layer = net[2]
     for r in range(10):
         train_step(net, seed=r)
-        lottery_magnitude(layer, "weight", 0.1, rewind_point=init if r % 2 else layer.weight_orig.detach().clone()
-                          if r else None)
+        lottery_magnitude(
+            layer, "weight", 0.1, rewind_point=init if r % 2 else layer.weight_orig.detach().clone() if r else None
+        )
     assert [n for n, _ in layer.named_buffers()] == ["weight_mask"]
     assert sorted(n for n, _ in layer.named_parameters()) == ["bias", "weight_orig"]
     hooks = list(layer._forward_pre_hooks.values())

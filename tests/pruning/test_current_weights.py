@@ -28,8 +28,7 @@ X = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(5))
 
 def cnn(seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 20), nn.ReLU(),
-                         nn.Linear(20, 10))
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 20), nn.ReLU(), nn.Linear(20, 10))
 
 
 def params_of(model):
@@ -50,8 +49,9 @@ def expected_global(params, amount):
     keep = alive.clone()
     order = torch.sort(scores.masked_fill(~alive, float("inf")), stable=True).indices
     keep[order[:k]] = False
-    return list(torch.split(keep, [m.get_parameter(n + "_orig" if hasattr(m, n + "_orig") else n).numel()
-                                   for m, n in params]))
+    return list(
+        torch.split(keep, [m.get_parameter(n + "_orig" if hasattr(m, n + "_orig") else n).numel() for m, n in params])
+    )
 
 
 def expected_local(module, amount, name="weight"):
@@ -105,11 +105,14 @@ FIRST_ROUNDS = {
 
 GLOBAL_ROUTES = {
     "stock-global-LotteryMagnitude": lambda model, p, a: prune.global_unstructured(
-        p, pruning_method=tl.LotteryMagnitude, amount=a),
+        p, pruning_method=tl.LotteryMagnitude, amount=a
+    ),
     "stock-global-LotteryMagnitude-rewind": lambda model, p, a: prune.global_unstructured(
-        p, pruning_method=tl.LotteryMagnitude, amount=a, rewind_point=tl.RewindPoint.capture(model), rewind=False),
+        p, pruning_method=tl.LotteryMagnitude, amount=a, rewind_point=tl.RewindPoint.capture(model), rewind=False
+    ),
     "stock-global-GlobalMagnitude": lambda model, p, a: prune.global_unstructured(
-        p, pruning_method=tl.GlobalMagnitude, amount=a, min_remaining=0),
+        p, pruning_method=tl.GlobalMagnitude, amount=a, min_remaining=0
+    ),
     "global_magnitude": lambda model, p, a: tl.global_magnitude(p, amount=a, min_remaining=0),
     "global_magnitude-model": lambda model, p, a: tl.global_magnitude(model, amount=a, min_remaining=0),
 }
@@ -189,12 +192,16 @@ def test_an_optimizer_step_recomputes_the_masked_weight():
 def test_stock_global_with_our_method_and_importance_scores_uses_them():
     model = trained_pruned_model(FIRST_ROUNDS["ours"])
     params = params_of(model)
-    scores = {p: torch.rand(helpers.orig_of(*p).shape, generator=torch.Generator().manual_seed(i))
-              for i, p in enumerate(params)}
+    scores = {
+        p: torch.rand(helpers.orig_of(*p).shape, generator=torch.Generator().manual_seed(i))
+        for i, p in enumerate(params)
+    }
     alive = torch.cat([tl.get_mask(m, n).bool().reshape(-1) for m, n in params])
     flat = torch.cat([scores[p].reshape(-1) for p in params])
     keep = alive.clone()
-    keep[torch.sort(flat.masked_fill(~alive, float("inf")), stable=True).indices[: round(0.3 * int(alive.sum()))]] = False
+    keep[torch.sort(flat.masked_fill(~alive, float("inf")), stable=True).indices[: round(0.3 * int(alive.sum()))]] = (
+        False
+    )
     prune.global_unstructured(params, pruning_method=tl.LotteryMagnitude, amount=0.3, importance_scores=scores)
     assert torch.equal(torch.cat(masks(params)), keep)
 
@@ -205,5 +212,6 @@ def test_global_magnitude_inside_stock_keeps_its_floor():
     prune.global_unstructured(params, pruning_method=tl.GlobalMagnitude, amount=0.999, min_remaining=3)
     assert [int(tl.get_mask(m, n).sum()) for m, n in params] == [3, 3, 3]
     with pytest.raises(ValueError, match="min_remaining=3"):
-        prune.global_unstructured(params, pruning_method=tl.GlobalMagnitude, amount=0.5, min_remaining=3,
-                                  on_floor="raise")
+        prune.global_unstructured(
+            params, pruning_method=tl.GlobalMagnitude, amount=0.5, min_remaining=3, on_floor="raise"
+        )

@@ -109,7 +109,7 @@ def test_masks_equal_stock_global_l1(seed, amounts, min_remaining):
     # only compare where the floor does not bind in the stock result
     stock_counts = [int(mask_of(m).sum()) for m, _ in weights(stock)]
     if min_remaining == 0 or min(stock_counts) >= min_remaining:
-        for (m1, _), (m2, _) in zip(weights(ours), weights(stock)):
+        for (m1, _), (m2, _) in zip(weights(ours), weights(stock), strict=True):
             assert torch.equal(mask_of(m1), mask_of(m2))
             assert torch.equal(m1.weight_orig, m2.weight_orig)
         x = torch.randn(3, 10)
@@ -120,13 +120,15 @@ def test_masks_equal_stock_global_l1(seed, amounts, min_remaining):
 def test_masks_equal_stock_with_importance_scores():
     ours, stock = net3(4), net3(4)
     g = torch.Generator().manual_seed(0)
-    for round_ in range(2):
+    for _ in range(2):
         scores_ours = {(m, n): torch.randn(orig_of(m).shape, generator=g) for m, n in weights(ours)}
-        scores_stock = {(m2, n2): scores_ours[(m1, n1)] for (m1, n1), (m2, n2) in zip(weights(ours), weights(stock))}
+        pairs = zip(weights(ours), weights(stock), strict=True)
+        scores_stock = {(m2, n2): scores_ours[(m1, n1)] for (m1, n1), (m2, n2) in pairs}
         global_magnitude(weights(ours), 0.3, importance_scores=scores_ours, min_remaining=0)
-        prune.global_unstructured(weights(stock), pruning_method=prune.L1Unstructured, amount=0.3,
-                                  importance_scores=scores_stock)
-        for (m1, _), (m2, _) in zip(weights(ours), weights(stock)):
+        prune.global_unstructured(
+            weights(stock), pruning_method=prune.L1Unstructured, amount=0.3, importance_scores=scores_stock
+        )
+        for (m1, _), (m2, _) in zip(weights(ours), weights(stock), strict=True):
             assert torch.equal(mask_of(m1), mask_of(m2))
 
 
@@ -138,7 +140,7 @@ def test_on_top_of_stock_global_rounds_equals_stock():
     prune.global_unstructured(weights(stock), pruning_method=prune.L1Unstructured, amount=0.4)
     prune.global_unstructured(weights(ours), pruning_method=prune.L1Unstructured, amount=0.2)
     prune.global_unstructured(weights(stock), pruning_method=prune.L1Unstructured, amount=0.2)
-    for (m1, _), (m2, _) in zip(weights(ours), weights(stock)):
+    for (m1, _), (m2, _) in zip(weights(ours), weights(stock), strict=True):
         assert torch.equal(mask_of(m1), mask_of(m2))
 
 
@@ -299,8 +301,7 @@ def test_min_remaining_zero_equals_stock_layer_collapse():
     big, tiny = tiny_and_big()
     big2, tiny2 = copy.deepcopy(big), copy.deepcopy(tiny)
     global_magnitude([(big, "weight"), (tiny, "weight")], 0.5, min_remaining=0)
-    prune.global_unstructured([(big2, "weight"), (tiny2, "weight")], pruning_method=prune.L1Unstructured,
-                              amount=0.5)
+    prune.global_unstructured([(big2, "weight"), (tiny2, "weight")], pruning_method=prune.L1Unstructured, amount=0.5)
     assert torch.equal(big.weight_mask, big2.weight_mask)
     assert torch.equal(tiny.weight_mask, tiny2.weight_mask)
     assert int(tiny.weight_mask.sum()) == 0
@@ -356,7 +357,7 @@ def test_rewind_point_rewinds_every_tensor_including_excluded():
     trained = copy.deepcopy(net)
     global_magnitude(weights(net), 0.3, rewind_point=init, exclude=[net[4]])
     global_magnitude(weights(trained), 0.3, exclude=[trained[4]])
-    for (m, _), (t, _), key in zip(weights(net)[:2], weights(trained)[:2], ["0.weight", "2.weight"]):
+    for (m, _), (t, _), key in zip(weights(net)[:2], weights(trained)[:2], ["0.weight", "2.weight"], strict=True):
         assert torch.equal(m.weight_mask, t.weight_mask)  # mask from the trained weights
         assert torch.equal(m.weight_orig, init[key])
         assert torch.equal(m.weight, m.weight_mask * init[key])
@@ -369,13 +370,13 @@ def test_rewind_false_only_uses_rewind_point_for_criterion():
     net = lth_net(5)
     init = RewindPoint.capture(net, weights(net))
     perturb(net)
-    trained = {k: orig_of(m).detach().clone() for (m, _), k in zip(weights(net), init.keys())}
+    trained = {k: orig_of(m).detach().clone() for (m, _), k in zip(weights(net), init.keys(), strict=True)}
     global_magnitude(weights(net), 0.4, criterion="large_init", rewind_point=init, rewind=False)
-    flat_init = torch.cat([init[k].abs().reshape(-1) for k in init.keys()])
+    flat_init = torch.cat([init[k].abs().reshape(-1) for k in init])
     keep = pool_masks(weights(net)).bool()
     assert int((~keep).sum()) == round(0.4 * 340)
     assert float(flat_init[~keep].max()) <= float(flat_init[keep].min())
-    for (m, _), k in zip(weights(net), init.keys()):
+    for (m, _), k in zip(weights(net), init.keys(), strict=True):
         assert torch.equal(m.weight_orig, trained[k])
 
 
@@ -385,15 +386,18 @@ def test_criteria_over_the_pool(criterion):
     init = RewindPoint.capture(net, weights(net))
     perturb(net, scale=0.3)
     final = torch.cat([m.weight.detach().reshape(-1) for m, _ in weights(net)])
-    initial = torch.cat([init[k].reshape(-1) for k in init.keys()])
-    scores = {"movement": (final - initial).abs(), "magnitude_increase": final.abs() - initial.abs(),
-              "small_final": -final.abs()}[criterion]
+    initial = torch.cat([init[k].reshape(-1) for k in init])
+    scores = {
+        "movement": (final - initial).abs(),
+        "magnitude_increase": final.abs() - initial.abs(),
+        "small_final": -final.abs(),
+    }[criterion]
     global_magnitude(weights(net), 0.25, criterion=criterion, rewind_point=init, min_remaining=0)
     keep = pool_masks(weights(net)).bool()
     expected = torch.ones(340, dtype=torch.bool)
     expected[torch.argsort(scores)[:85]] = False
     assert torch.equal(keep, expected)
-    for (m, _), k in zip(weights(net), init.keys()):
+    for (m, _), k in zip(weights(net), init.keys(), strict=True):
         assert torch.equal(m.weight_orig, init[k])
 
 
@@ -419,7 +423,7 @@ def test_masks_only_shrink_and_layout():
     for amount in (0.2, 30, 0.5):
         perturb(net, seed=int(amount * 10))
         global_magnitude(weights(net), amount)
-        for (m, _), prev in zip(weights(net), previous):
+        for (m, _), prev in zip(weights(net), previous, strict=True):
             assert bool((m.weight_mask <= prev).all())
             assert isinstance(m.weight_orig, nn.Parameter)
             assert "weight_mask" in dict(m.named_buffers())
@@ -505,42 +509,94 @@ def _bad_cases(net):
         ("amount_bool", dict(amount=True), TypeError, r"amount.*True"),
         ("amount_too_large_int", dict(amount=341), ValueError, r"amount=341"),
         ("criterion_unknown", dict(amount=0.2, criterion="huge"), ValueError, r"criterion='huge'"),
-        ("criterion_needs_rewind", dict(amount=0.2, criterion="large_init"), ValueError,
-         r"criterion='large_init'.*rewind_point"),
+        (
+            "criterion_needs_rewind",
+            dict(amount=0.2, criterion="large_init"),
+            ValueError,
+            r"criterion='large_init'.*rewind_point",
+        ),
         ("min_remaining_negative", dict(amount=0.2, min_remaining=-1), ValueError, r"min_remaining=-1"),
         ("min_remaining_float", dict(amount=0.2, min_remaining=1.5), TypeError, r"min_remaining.*1\.5"),
         ("min_remaining_bool", dict(amount=0.2, min_remaining=True), TypeError, r"min_remaining"),
         ("rewind_not_bool", dict(amount=0.2, rewind="yes"), TypeError, r"rewind.*'yes'"),
         ("rewind_point_tensor", dict(amount=0.2, rewind_point=torch.zeros(3)), TypeError, r"rewind_point"),
         ("rewind_point_type", dict(amount=0.2, rewind_point=[1, 2]), TypeError, r"rewind_point"),
-        ("rewind_point_other_model", dict(amount=0.2, rewind_point=RewindPoint.capture(_OTHER)), ValueError,
-         r"rewind_point"),
-        ("rewind_point_missing_tensor", dict(amount=0.2, rewind_point=RewindPoint.capture(net).select(
-            [(net[0], "weight")])), ValueError, r"rewind_point"),
-        ("int_amount_with_multiplier", dict(amount=10, rate_multipliers={net[4]: 0.5}), ValueError,
-         r"rate_multipliers.*amount=10"),
-        ("multiplier_negative", dict(amount=0.2, rate_multipliers={net[4]: -0.5}), ValueError,
-         r"rate_multipliers.*-0\.5"),
-        ("multiplier_str", dict(amount=0.2, rate_multipliers={net[4]: "half"}), ValueError,
-         r"rate_multipliers.*'half'"),
-        ("multiplier_too_big", dict(amount=0.6, rate_multipliers={net[4]: 2}), ValueError,
-         r"amount=0\.6.*rate_multipliers"),
-        ("multiplier_key_not_in_parameters", dict(amount=0.2, rate_multipliers={(net[4], "bias"): 0.5}),
-         ValueError, r"rate_multipliers"),
-        ("multiplier_module_not_in_parameters", dict(amount=0.2, rate_multipliers={other: 0.5}),
-         ValueError, r"rate_multipliers"),
+        (
+            "rewind_point_other_model",
+            dict(amount=0.2, rewind_point=RewindPoint.capture(_OTHER)),
+            ValueError,
+            r"rewind_point",
+        ),
+        (
+            "rewind_point_missing_tensor",
+            dict(amount=0.2, rewind_point=RewindPoint.capture(net).select([(net[0], "weight")])),
+            ValueError,
+            r"rewind_point",
+        ),
+        (
+            "int_amount_with_multiplier",
+            dict(amount=10, rate_multipliers={net[4]: 0.5}),
+            ValueError,
+            r"rate_multipliers.*amount=10",
+        ),
+        (
+            "multiplier_negative",
+            dict(amount=0.2, rate_multipliers={net[4]: -0.5}),
+            ValueError,
+            r"rate_multipliers.*-0\.5",
+        ),
+        (
+            "multiplier_str",
+            dict(amount=0.2, rate_multipliers={net[4]: "half"}),
+            ValueError,
+            r"rate_multipliers.*'half'",
+        ),
+        (
+            "multiplier_too_big",
+            dict(amount=0.6, rate_multipliers={net[4]: 2}),
+            ValueError,
+            r"amount=0\.6.*rate_multipliers",
+        ),
+        (
+            "multiplier_key_not_in_parameters",
+            dict(amount=0.2, rate_multipliers={(net[4], "bias"): 0.5}),
+            ValueError,
+            r"rate_multipliers",
+        ),
+        (
+            "multiplier_module_not_in_parameters",
+            dict(amount=0.2, rate_multipliers={other: 0.5}),
+            ValueError,
+            r"rate_multipliers",
+        ),
         ("multipliers_not_dict", dict(amount=0.2, rate_multipliers=[0.5]), TypeError, r"rate_multipliers"),
         ("exclude_not_in_parameters", dict(amount=0.2, exclude=[other]), ValueError, r"exclude"),
         ("exclude_pair_not_in_parameters", dict(amount=0.2, exclude=[(net[0], "bias")]), ValueError, r"exclude"),
         ("exclude_module_not_iterable", dict(amount=0.2, exclude=net[0]), TypeError, r"exclude"),
-        ("importance_scores_not_dict", dict(amount=0.2, importance_scores=torch.ones(3)), TypeError,
-         r"importance_scores"),
-        ("importance_scores_key", dict(amount=0.2, importance_scores={(other, "weight"): torch.ones(3, 3)}),
-         ValueError, r"importance_scores"),
-        ("importance_scores_shape", dict(amount=0.2, importance_scores={(net[2], "weight"): torch.ones(3, 3)}),
-         ValueError, r"importance_scores.*\(3, 3\)"),
-        ("importance_scores_nan", dict(amount=0.2, importance_scores={
-            (net[2], "weight"): torch.full((10, 10), float("nan"))}), ValueError, r"importance_scores.*NaN"),
+        (
+            "importance_scores_not_dict",
+            dict(amount=0.2, importance_scores=torch.ones(3)),
+            TypeError,
+            r"importance_scores",
+        ),
+        (
+            "importance_scores_key",
+            dict(amount=0.2, importance_scores={(other, "weight"): torch.ones(3, 3)}),
+            ValueError,
+            r"importance_scores",
+        ),
+        (
+            "importance_scores_shape",
+            dict(amount=0.2, importance_scores={(net[2], "weight"): torch.ones(3, 3)}),
+            ValueError,
+            r"importance_scores.*\(3, 3\)",
+        ),
+        (
+            "importance_scores_nan",
+            dict(amount=0.2, importance_scores={(net[2], "weight"): torch.full((10, 10), float("nan"))}),
+            ValueError,
+            r"importance_scores.*NaN",
+        ),
     ]
 
 
@@ -586,13 +642,16 @@ def test_nan_weights_raise_and_leave_model_unchanged(round_):
     assert_unchanged(net, before)
 
 
-@pytest.mark.parametrize("parameters,exc,match", [
-    ([], ValueError, r"parameters is empty"),
-    ("weight", TypeError, r"parameters"),
-    (None, TypeError, r"parameters"),
-    ([nn.Linear(2, 2)], TypeError, r"parameters"),
-    ([(nn.Linear(2, 2), "weights")], ValueError, r"name='weights'"),
-])
+@pytest.mark.parametrize(
+    "parameters,exc,match",
+    [
+        ([], ValueError, r"parameters is empty"),
+        ("weight", TypeError, r"parameters"),
+        (None, TypeError, r"parameters"),
+        ([nn.Linear(2, 2)], TypeError, r"parameters"),
+        ([(nn.Linear(2, 2), "weights")], ValueError, r"name='weights'"),
+    ],
+)
 def test_bad_parameters(parameters, exc, match):
     with pytest.raises(exc, match=match):
         global_magnitude(parameters, 0.2)
@@ -629,10 +688,14 @@ def test_apply_bad_input_leaves_model_unchanged():
 def test_options_are_keyed_by_qualified_name_pair_or_module(key):
     nets = [lth_net(8), lth_net(8)]
     keyed = {"qualified": "4.weight", "pair": (nets[0][4], "weight"), "module": nets[0][4]}[key]
-    global_magnitude(nets[0], 0.4, rate_multipliers={keyed: 0.5}, exclude=[{"qualified": "2.weight",
-                     "pair": (nets[0][2], "weight"), "module": nets[0][2]}[key]])
+    global_magnitude(
+        nets[0],
+        0.4,
+        rate_multipliers={keyed: 0.5},
+        exclude=[{"qualified": "2.weight", "pair": (nets[0][2], "weight"), "module": nets[0][2]}[key]],
+    )
     global_magnitude(weights(nets[1]), 0.4, rate_multipliers={(nets[1][4], "weight"): 0.5}, exclude=[nets[1][2]])
-    for a, b in zip(nets[0], nets[1]):
+    for a, b in zip(nets[0], nets[1], strict=True):
         if hasattr(a, "weight_mask") or hasattr(b, "weight_mask"):
             assert torch.equal(a.weight_mask, b.weight_mask)
     assert not hasattr(nets[0][2], "weight_mask")
@@ -641,8 +704,11 @@ def test_options_are_keyed_by_qualified_name_pair_or_module(key):
 def test_qualified_names_with_pairs_need_a_model():
     net = lth_net(9)
     before = snapshot(net)
-    with pytest.raises(ValueError, match=r"rate_multipliers names '4.weight', a qualified name, but parameters are "
-                                         r"\(module, name\) pairs: pass the model itself"):
+    with pytest.raises(
+        ValueError,
+        match=r"rate_multipliers names '4.weight', a qualified name, but parameters are "
+        r"\(module, name\) pairs: pass the model itself",
+    ):
         global_magnitude(weights(net), 0.4, rate_multipliers={"4.weight": 0.5})
     assert_unchanged(net, before)
     # a rewind point bound to the model names the pairs too

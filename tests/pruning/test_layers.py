@@ -13,8 +13,8 @@ pass must never use stale weights; and deep copies and rewind points must work.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pytest
 import torch
@@ -121,33 +121,81 @@ CASES = [
     Case("conv1d", lambda: nn.Conv1d(3, 4, 3), ("weight",), _randn(2, 3, 8), _call),
     Case("conv2d", lambda: nn.Conv2d(2, 3, 3), ("weight",), _randn(2, 2, 6, 6), _call),
     Case("conv3d", lambda: nn.Conv3d(2, 3, 2), ("weight",), _randn(1, 2, 4, 4, 4), _call),
-    Case("embedding", lambda: nn.Embedding(12, 5), ("weight",),
-         lambda g: (torch.randint(0, 12, (4, 6), generator=g),), _call),
+    Case(
+        "embedding",
+        lambda: nn.Embedding(12, 5),
+        ("weight",),
+        lambda g: (torch.randint(0, 12, (4, 6), generator=g),),
+        _call,
+    ),
     Case("lstm", lambda: nn.LSTM(5, 4), ("weight_ih_l0", "weight_hh_l0"), _randn(6, 2, 5), _rnn),
-    Case("lstm-2layer-bidirectional", lambda: nn.LSTM(5, 4, num_layers=2, bidirectional=True),
-         _rnn_names(2, True), _randn(6, 2, 5), _rnn),
+    Case(
+        "lstm-2layer-bidirectional",
+        lambda: nn.LSTM(5, 4, num_layers=2, bidirectional=True),
+        _rnn_names(2, True),
+        _randn(6, 2, 5),
+        _rnn,
+    ),
     Case("gru", lambda: nn.GRU(5, 4), ("weight_ih_l0", "weight_hh_l0"), _randn(6, 2, 5), _rnn),
-    Case("gru-2layer-bidirectional", lambda: nn.GRU(5, 4, num_layers=2, bidirectional=True),
-         _rnn_names(2, True), _randn(6, 2, 5), _rnn),
+    Case(
+        "gru-2layer-bidirectional",
+        lambda: nn.GRU(5, 4, num_layers=2, bidirectional=True),
+        _rnn_names(2, True),
+        _randn(6, 2, 5),
+        _rnn,
+    ),
     # Also documented as supported (docs/layers.md):
     Case("rnn", lambda: nn.RNN(5, 4), ("weight_ih_l0", "weight_hh_l0"), _randn(6, 2, 5), _rnn),
-    Case("lstm-proj_size", lambda: nn.LSTM(5, 4, proj_size=2),
-         ("weight_ih_l0", "weight_hh_l0", "weight_hr_l0"), _randn(6, 2, 5), _rnn),
+    Case(
+        "lstm-proj_size",
+        lambda: nn.LSTM(5, 4, proj_size=2),
+        ("weight_ih_l0", "weight_hh_l0", "weight_hr_l0"),
+        _randn(6, 2, 5),
+        _rnn,
+    ),
     Case("conv_transpose2d", lambda: nn.ConvTranspose2d(2, 3, 3), ("weight",), _randn(2, 2, 5, 5), _call),
-    Case("embedding_bag", lambda: nn.EmbeddingBag(12, 5), ("weight",),
-         lambda g: (torch.randint(0, 12, (4, 6), generator=g),), _call),
-    Case("bilinear", lambda: nn.Bilinear(4, 3, 2), ("weight",),
-         lambda g: (torch.randn(5, 4, generator=g), torch.randn(5, 3, generator=g)), _call),
-    Case("mha-in_proj_weight", lambda: nn.MultiheadAttention(8, 2, batch_first=True),
-         ("in_proj_weight",), _randn(3, 5, 8), _attention),
-    Case("mha-out_proj.weight", lambda: nn.MultiheadAttention(8, 2, batch_first=True),
-         ("out_proj.weight",), _randn(3, 5, 8), _attention),
-    Case("mha-both", lambda: nn.MultiheadAttention(8, 2, batch_first=True),
-         ("in_proj_weight", "out_proj.weight"), _randn(3, 5, 8), _attention),
-    Case("mha-separate-qkv", lambda: nn.MultiheadAttention(8, 2, kdim=6, vdim=4, batch_first=True),
-         ("q_proj_weight", "k_proj_weight", "v_proj_weight", "out_proj.weight"),
-         lambda g: tuple(torch.randn(3, 5, d, generator=g) for d in (8, 6, 4)),
-         lambda m, inputs: m(*inputs)[0]),
+    Case(
+        "embedding_bag",
+        lambda: nn.EmbeddingBag(12, 5),
+        ("weight",),
+        lambda g: (torch.randint(0, 12, (4, 6), generator=g),),
+        _call,
+    ),
+    Case(
+        "bilinear",
+        lambda: nn.Bilinear(4, 3, 2),
+        ("weight",),
+        lambda g: (torch.randn(5, 4, generator=g), torch.randn(5, 3, generator=g)),
+        _call,
+    ),
+    Case(
+        "mha-in_proj_weight",
+        lambda: nn.MultiheadAttention(8, 2, batch_first=True),
+        ("in_proj_weight",),
+        _randn(3, 5, 8),
+        _attention,
+    ),
+    Case(
+        "mha-out_proj.weight",
+        lambda: nn.MultiheadAttention(8, 2, batch_first=True),
+        ("out_proj.weight",),
+        _randn(3, 5, 8),
+        _attention,
+    ),
+    Case(
+        "mha-both",
+        lambda: nn.MultiheadAttention(8, 2, batch_first=True),
+        ("in_proj_weight", "out_proj.weight"),
+        _randn(3, 5, 8),
+        _attention,
+    ),
+    Case(
+        "mha-separate-qkv",
+        lambda: nn.MultiheadAttention(8, 2, kdim=6, vdim=4, batch_first=True),
+        ("q_proj_weight", "k_proj_weight", "v_proj_weight", "out_proj.weight"),
+        lambda g: tuple(torch.randn(3, 5, d, generator=g) for d in (8, 6, 4)),
+        lambda m, inputs: m(*inputs)[0],
+    ),
 ]
 
 
@@ -217,8 +265,9 @@ def test_forward_equals_dense_reference(case):
     dense = dense_reference(template, module)
     assert_same(case.run(module, inputs), case.run(dense, inputs))
     for qualified in case.names:
-        assert_same(weight_of(module, qualified).detach(),
-                    mask_of(module, qualified) * orig_of(module, qualified).detach())
+        assert_same(
+            weight_of(module, qualified).detach(), mask_of(module, qualified) * orig_of(module, qualified).detach()
+        )
 
 
 def test_forward_differs_from_unpruned(case):
@@ -433,7 +482,7 @@ def test_global_magnitude_over_all_layer_types():
     dropped = torch.cat([before[q].abs()[~mask_of(model, q).bool()] for q in ALL_NAMES])
     assert kept.min() >= dropped.max()
     for qualified in ALL_NAMES:
-        assert 0 < int(mask_of(model, qualified).sum()), qualified  # min_remaining=1
+        assert int(mask_of(model, qualified).sum()) > 0, qualified  # min_remaining=1
         assert_same(orig_of(model, qualified).detach(), before[qualified])
 
     assert_same(model(inputs), dense_reference(template, model)(inputs))

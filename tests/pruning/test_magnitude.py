@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-
 import math
 
 import pytest
@@ -72,8 +71,16 @@ def snapshot(model: nn.Module) -> dict:
     for mod_name, mod in model.named_modules():
         for key, hook in mod._forward_pre_hooks.items():
             methods = tuple(hook) if isinstance(hook, prune.PruningContainer) else None
-            hooks.append((mod_name, key, type(hook), id(hook), methods,
-                          tuple(type(m) for m in methods) if methods is not None else None))
+            hooks.append(
+                (
+                    mod_name,
+                    key,
+                    type(hook),
+                    id(hook),
+                    methods,
+                    tuple(type(m) for m in methods) if methods is not None else None,
+                )
+            )
         for attr, value in vars(mod).items():
             if isinstance(value, torch.Tensor) and not attr.startswith("_"):
                 computed[(mod_name, attr)] = value.detach().clone()
@@ -182,7 +189,7 @@ def test_global_unstructured_with_lottery_magnitude_equals_stock(amounts):
     for amount in amounts:
         prune.global_unstructured(ours_params, pruning_method=LotteryMagnitude, amount=amount)
         prune.global_unstructured(stock_params, pruning_method=prune.L1Unstructured, amount=amount)
-        for (m1, n1), (m2, n2) in zip(ours_params, stock_params):
+        for (m1, n1), (m2, n2) in zip(ours_params, stock_params, strict=True):
             assert torch.equal(getattr(m1, n1 + "_mask"), getattr(m2, n2 + "_mask"))
             assert torch.equal(getattr(m1, n1 + "_orig"), getattr(m2, n2 + "_orig"))
     x = torch.randn(2, 6)
@@ -266,8 +273,11 @@ def test_mix_with_stock_methods_then_remove(stock_name, order):
     torch.manual_seed(0)
     layer = nn.Linear(8, 8)
     stock = STOCK[stock_name]
-    steps = [stock, lambda m: lottery_magnitude(m, "weight", 0.3), stock] if order == "stock_first" else [
-        lambda m: lottery_magnitude(m, "weight", 0.3), stock, lambda m: lottery_magnitude(m, "weight", 0.3)]
+    steps = (
+        [stock, lambda m: lottery_magnitude(m, "weight", 0.3), stock]
+        if order == "stock_first"
+        else [lambda m: lottery_magnitude(m, "weight", 0.3), stock, lambda m: lottery_magnitude(m, "weight", 0.3)]
+    )
     previous = torch.ones(8, 8)
     for i, step in enumerate(steps):
         before_orig = layer.weight_orig.detach().clone() if i else layer.weight.detach().clone()
@@ -386,17 +396,16 @@ def test_rewind_point_in_stock_global_unstructured_rewinds_whole_pool():
     for round_ in range(2):
         perturb(net, seed=10 + round_)
         with torch.no_grad():
-            for (m, n), (rm, rn) in zip(params, ref_params):
+            for (m, n), (rm, rn) in zip(params, ref_params, strict=True):
                 src = getattr(m, n + "_orig") if round_ else getattr(m, n)
                 dst = getattr(rm, rn + "_orig") if round_ else getattr(rm, rn)
                 dst.copy_(src)
         # stock global_unstructured ranks the computed module.<name>, which a forward refreshes
         net(x)
         reference(x)
-        prune.global_unstructured(params, pruning_method=LotteryMagnitude, amount=0.3,
-                                  rewind_point=init.select(params))
+        prune.global_unstructured(params, pruning_method=LotteryMagnitude, amount=0.3, rewind_point=init.select(params))
         prune.global_unstructured(ref_params, pruning_method=prune.L1Unstructured, amount=0.3)
-        for (m, n), (rm, rn), key in zip(params, ref_params, ["0.weight", "2.weight", "4.weight"]):
+        for (m, n), (rm, rn), key in zip(params, ref_params, ["0.weight", "2.weight", "4.weight"], strict=True):
             assert torch.equal(getattr(m, n + "_mask"), getattr(rm, rn + "_mask"))
             assert torch.equal(getattr(m, n + "_orig"), init[key])
             assert torch.equal(getattr(m, n), getattr(m, n + "_mask") * init[key])
@@ -412,7 +421,7 @@ def test_rewind_point_in_global_unstructured_without_select_same_order_works():
     perturb(net)
     params = [(net[0], "weight"), (net[2], "weight"), (net[4], "weight")]
     prune.global_unstructured(params, pruning_method=LotteryMagnitude, amount=0.5, rewind_point=init)
-    for (m, _), key in zip(params, ["0.weight", "2.weight", "4.weight"]):
+    for (m, _), key in zip(params, ["0.weight", "2.weight", "4.weight"], strict=True):
         assert torch.equal(m.weight_orig, init[key])
 
 
@@ -424,8 +433,12 @@ def test_rewind_point_needs_no_select_and_works_in_any_order():
     params = [(net[4], "weight"), (net[2], "weight"), (net[0], "weight")]
     prune.global_unstructured(params, pruning_method=LotteryMagnitude, amount=0.3, rewind_point=init)
     twin_params = [(twin[0], "weight"), (twin[2], "weight"), (twin[4], "weight")]
-    prune.global_unstructured(twin_params, pruning_method=LotteryMagnitude, amount=0.3,
-                              rewind_point=RewindPoint(dict(init.items()), model=twin).select(twin_params))
+    prune.global_unstructured(
+        twin_params,
+        pruning_method=LotteryMagnitude,
+        amount=0.3,
+        rewind_point=RewindPoint(dict(init.items()), model=twin).select(twin_params),
+    )
     for i in (0, 2, 4):
         assert torch.equal(net[i].weight_mask, twin[i].weight_mask)
         assert torch.equal(net[i].weight_orig, init[f"{i}.weight"])
@@ -439,8 +452,9 @@ def test_rewind_point_covering_fewer_tensors_raises_and_leaves_model():
     params = [(net[0], "weight"), (net[2], "weight")]
     before = snapshot(net)
     with pytest.raises(ValueError, match="rewind_point"):
-        prune.global_unstructured(params, pruning_method=LotteryMagnitude, amount=0.3,
-                                  rewind_point=init.select(params[:1]))
+        prune.global_unstructured(
+            params, pruning_method=LotteryMagnitude, amount=0.3, rewind_point=init.select(params[:1])
+        )
     assert_unchanged(net, before)
 
 
@@ -453,8 +467,7 @@ def test_rewind_point_of_other_tensors_of_the_same_size_raises_and_leaves_model(
     other = [(net[1], "weight"), (net[2], "weight")]  # not the pool: same total size
     before = snapshot(net)
     with pytest.raises(ValueError, match="rewind_point"):
-        prune.global_unstructured(params, pruning_method=LotteryMagnitude, amount=0.5,
-                                  rewind_point=init.select(other))
+        prune.global_unstructured(params, pruning_method=LotteryMagnitude, amount=0.5, rewind_point=init.select(other))
     assert_unchanged(net, before)
 
 
@@ -463,8 +476,9 @@ def test_tensor_rewind_point_in_global_unstructured_is_refused():
     params = [(net[0], "weight"), (net[2], "weight")]
     before = snapshot(net)
     with pytest.raises(TypeError, match="rewind_point"):
-        prune.global_unstructured(params, pruning_method=LotteryMagnitude, amount=0.3,
-                                  rewind_point=net[0].weight.detach().clone())
+        prune.global_unstructured(
+            params, pruning_method=LotteryMagnitude, amount=0.3, rewind_point=net[0].weight.detach().clone()
+        )
     assert_unchanged(net, before)
 
 
@@ -599,13 +613,14 @@ def test_criteria_in_stock_global_unstructured_second_round(criterion):
     base = torch.cat([m.weight_mask.reshape(-1) for m, _ in params])
     final = torch.cat([m.weight_orig.detach().reshape(-1) for m, _ in params])
     initial = torch.cat([init[k].reshape(-1) for k in ["0.weight", "2.weight", "4.weight"]])
-    prune.global_unstructured(params, pruning_method=LotteryMagnitude, amount=0.4, criterion=criterion,
-                              rewind_point=init.select(params))
+    prune.global_unstructured(
+        params, pruning_method=LotteryMagnitude, amount=0.4, criterion=criterion, rewind_point=init.select(params)
+    )
     k = round(0.4 * int(base.sum()))
     expected = reference_prune(_criterion_reference(criterion, final, initial), base, k)
     got = torch.cat([m.weight_mask.reshape(-1) for m, _ in params])
     assert torch.equal(got, expected)
-    for (m, _), key in zip(params, ["0.weight", "2.weight", "4.weight"]):
+    for (m, _), key in zip(params, ["0.weight", "2.weight", "4.weight"], strict=True):
         assert torch.equal(m.weight_orig, init[key])
 
 
@@ -689,10 +704,12 @@ def test_supermask_in_stock_global_unstructured():
     init = RewindPoint.capture(net)
     perturb(net, seed=9, scale=0.4)
     params = [(net[0], "weight"), (net[2], "weight"), (net[4], "weight")]
-    trained = {k: getattr(m, n).detach().clone() for (m, n), k in zip(params, ["0.weight", "2.weight", "4.weight"])}
-    prune.global_unstructured(params, pruning_method=SignPreservingSupermask, amount=0.2,
-                              rewind_point=init.select(params))
-    for (m, _), key in zip(params, trained):
+    names = ["0.weight", "2.weight", "4.weight"]
+    trained = {k: getattr(m, n).detach().clone() for (m, n), k in zip(params, names, strict=True)}
+    prune.global_unstructured(
+        params, pruning_method=SignPreservingSupermask, amount=0.2, rewind_point=init.select(params)
+    )
+    for (m, _), key in zip(params, trained, strict=True):
         kept = m.weight_mask.bool()
         assert bool((torch.sign(trained[key][kept]) == torch.sign(init[key][kept])).all())
         assert torch.equal(m.weight_orig, init[key])
@@ -732,25 +749,56 @@ BAD_INPUTS = [
     ("amount_none", lambda net: dict(amount=None), TypeError, r"amount.*None"),
     ("criterion_unknown", lambda net: dict(amount=0.2, criterion="biggest"), ValueError, r"criterion='biggest'"),
     ("criterion_not_str", lambda net: dict(amount=0.2, criterion=3), ValueError, r"criterion=3"),
-    ("criterion_needs_rewind", lambda net: dict(amount=0.2, criterion="movement"), ValueError,
-     r"criterion='movement'.*rewind_point"),
-    ("rewind_point_shape", lambda net: dict(amount=0.2, rewind_point=torch.zeros(5, 4)), ValueError,
-     r"rewind_point.*\(5, 4\)"),
+    (
+        "criterion_needs_rewind",
+        lambda net: dict(amount=0.2, criterion="movement"),
+        ValueError,
+        r"criterion='movement'.*rewind_point",
+    ),
+    (
+        "rewind_point_shape",
+        lambda net: dict(amount=0.2, rewind_point=torch.zeros(5, 4)),
+        ValueError,
+        r"rewind_point.*\(5, 4\)",
+    ),
     ("rewind_point_type", lambda net: dict(amount=0.2, rewind_point=[1.0, 2.0]), TypeError, r"rewind_point"),
-    ("rewind_point_dict", lambda net: dict(amount=0.2, rewind_point={"0.weight": torch.zeros(4, 5)}), TypeError,
-     r"rewind_point"),
-    ("rewind_point_other_model", lambda net: dict(amount=0.2, rewind_point=_other_model_point()), ValueError,
-     r"rewind_point"),
-    ("rewind_point_unbound", lambda net: dict(amount=0.2, rewind_point=RewindPoint({"0.weight": torch.zeros(4, 5)})),
-     ValueError, r"rewind_point.*not bound"),
-    ("rewind_not_bool", lambda net: dict(amount=0.2, rewind_point=torch.zeros(4, 5), rewind=1), TypeError,
-     r"rewind"),
-    ("importance_scores_shape", lambda net: dict(amount=0.2, importance_scores=torch.ones(5, 4)), ValueError,
-     r"importance_scores.*\(5, 4\)"),
-    ("importance_scores_type", lambda net: dict(amount=0.2, importance_scores=[[1.0]]), TypeError,
-     r"importance_scores"),
-    ("importance_scores_nan", lambda net: dict(amount=0.2, importance_scores=torch.full((4, 5), float("nan"))),
-     ValueError, r"importance_scores.*NaN"),
+    (
+        "rewind_point_dict",
+        lambda net: dict(amount=0.2, rewind_point={"0.weight": torch.zeros(4, 5)}),
+        TypeError,
+        r"rewind_point",
+    ),
+    (
+        "rewind_point_other_model",
+        lambda net: dict(amount=0.2, rewind_point=_other_model_point()),
+        ValueError,
+        r"rewind_point",
+    ),
+    (
+        "rewind_point_unbound",
+        lambda net: dict(amount=0.2, rewind_point=RewindPoint({"0.weight": torch.zeros(4, 5)})),
+        ValueError,
+        r"rewind_point.*not bound",
+    ),
+    ("rewind_not_bool", lambda net: dict(amount=0.2, rewind_point=torch.zeros(4, 5), rewind=1), TypeError, r"rewind"),
+    (
+        "importance_scores_shape",
+        lambda net: dict(amount=0.2, importance_scores=torch.ones(5, 4)),
+        ValueError,
+        r"importance_scores.*\(5, 4\)",
+    ),
+    (
+        "importance_scores_type",
+        lambda net: dict(amount=0.2, importance_scores=[[1.0]]),
+        TypeError,
+        r"importance_scores",
+    ),
+    (
+        "importance_scores_nan",
+        lambda net: dict(amount=0.2, importance_scores=torch.full((4, 5), float("nan"))),
+        ValueError,
+        r"importance_scores.*NaN",
+    ),
 ]
 
 
@@ -827,11 +875,14 @@ def test_supermask_bad_input_leaves_model_unchanged(round_):
     assert_unchanged(net, before)
 
 
-@pytest.mark.parametrize("name,exc,match", [
-    ("weights", ValueError, r"name='weights'"),
-    ("weight_mask", ValueError, r"name='weight_mask'"),
-    (3, TypeError, r"name"),
-])
+@pytest.mark.parametrize(
+    "name,exc,match",
+    [
+        ("weights", ValueError, r"name='weights'"),
+        ("weight_mask", ValueError, r"name='weight_mask'"),
+        (3, TypeError, r"name"),
+    ],
+)
 def test_bad_name_raises(name, exc, match):
     net = small_net(0)
     before = snapshot(net)

@@ -18,14 +18,15 @@ from torch import nn
 from torch.nn.utils import prune
 
 from torch_lottery import fixed_mask
-from torch_lottery.pruning import LotteryContainer
 from torch_lottery._layout import _PrunedWeight as MaskedTensor
+from torch_lottery.pruning import LotteryContainer
 
 
 def make_net(seed=0):
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(4 * 5 * 5, 16), nn.ReLU(), nn.Linear(16, 3))
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5 * 5, 16), nn.ReLU(), nn.Linear(16, 3)
+    )
 
 
 PRUNED = (0, 3, 5)

@@ -81,8 +81,14 @@ def driver(model, rounds):
             optimizer.step()
             context.step()
 
-    tl.find_ticket(model, train, strategy="imp", strategy_options={"rate": 0.2, "scope": "global"},
-                   rounds=rounds, parameters=[f"{i}.weight" for i in (0, 2, 4)])
+    tl.find_ticket(
+        model,
+        train,
+        strategy="imp",
+        strategy_options={"rate": 0.2, "scope": "global"},
+        rounds=rounds,
+        parameters=[f"{i}.weight" for i in (0, 2, 4)],
+    )
 
 
 FLAT = {
@@ -102,7 +108,7 @@ def test_bytes_after_ten_rounds_equal_bytes_after_one(how):
     FLAT[how](ten, 10)
     assert tl.pruning.held_bytes(one) == tl.pruning.held_bytes(ten) == expected_bytes(one)
     for module, _ in pairs(ten):  # the rounds really pruned
-        assert int(module.weight_mask.sum()) < int(module.weight_mask.numel() * 0.8 ** 5)
+        assert int(module.weight_mask.sum()) < int(module.weight_mask.numel() * 0.8**5)
 
 
 def test_stock_global_rounds_without_compaction_grow():

@@ -5,7 +5,8 @@ import random
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import prune
 
@@ -21,13 +22,20 @@ def pool_keep(scores, eligible, amount, min_remaining, on_floor="raise", checked
     """
     pool = _select._Pool([_select._Source(s, eligible=e) for s, e in zip(scores, eligible, strict=True)])
     if checked:
-        plans = _select.plan(pool, amount, labels=[f"scores[{i}]" for i in range(len(scores))],
-                             min_remaining=min_remaining, on_floor=on_floor)
+        plans = _select.plan(
+            pool,
+            amount,
+            labels=[f"scores[{i}]" for i in range(len(scores))],
+            min_remaining=min_remaining,
+            on_floor=on_floor,
+        )
     else:
         group = _select.plan_group(pool, list(range(len(scores))), amount, min_remaining, on_floor)
         plans = [group[i] for i in range(len(scores))]
-    return [pool.write(i, p, torch.empty(s.shape if e is None else e.shape, dtype=torch.bool))
-            for i, (p, s, e) in enumerate(zip(plans, scores, eligible, strict=True))]
+    return [
+        pool.write(i, p, torch.empty(s.shape if e is None else e.shape, dtype=torch.bool))
+        for i, (p, s, e) in enumerate(zip(plans, scores, eligible, strict=True))
+    ]
 
 
 def bottom_k(scores, k):
@@ -67,15 +75,17 @@ def test_global_magnitude_equals_stock(seed, shapes, amount):
         prune.global_unstructured([(m, "weight") for m in a], pruning_method=prune.L1Unstructured, amount=amount)
         before = [getattr(m, "weight_mask", torch.ones_like(m.weight)).bool() for m in b]
         global_magnitude([(m, "weight") for m in b], amount=amount, min_remaining=0)
-        scores = [m.weight_orig.detach().abs()[e] for m, e in zip(b, before)]
+        scores = [m.weight_orig.detach().abs()[e] for m, e in zip(b, before, strict=True)]
         k = amount if isinstance(amount, int) else round(amount * sum(int(e.sum()) for e in before))
-        for m, e, exp in zip(b, before, reference_keep(scores, k)):
+        for m, e, exp in zip(b, before, reference_keep(scores, k), strict=True):
             assert torch.equal(m.weight_mask.bool()[e], exp)
         prune.global_unstructured([(m, "weight") for m in c], pruning_method=LotteryMagnitude, amount=amount)
-        survivors = torch.cat([m.weight_orig.abs()[m.weight_mask.bool()] for m in b]) if hasattr(b[0], "weight_orig") else None
+        survivors = (
+            torch.cat([m.weight_orig.abs()[m.weight_mask.bool()] for m in b]) if hasattr(b[0], "weight_orig") else None
+        )
         ties = survivors is not None and survivors.unique().numel() < survivors.numel()
         assert sum(int(x.weight_mask.sum()) for x in a) == sum(int(y.weight_mask.sum()) for y in b)
-        for x, y, z in zip(a, b, c):
+        for x, y, z in zip(a, b, c, strict=True):
             assert torch.equal(y.weight_mask, z.weight_mask)
             if not ties:  # stock's topk breaks ties arbitrarily; we prune the lower flat index first
                 assert torch.equal(x.weight_mask, y.weight_mask)
@@ -88,24 +98,24 @@ def test_ties_count_determinism_and_order(values):
     net = nn.ModuleList([nn.Linear(i, o, bias=False) for i, o in shapes])
     with torch.no_grad():
         for m in net:
-            m.weight.copy_(torch.randint(-3, 4, m.weight.shape).float() if values == "integers"
-                           else torch.full_like(m.weight, 0.5))
+            m.weight.copy_(
+                torch.randint(-3, 4, m.weight.shape).float() if values == "integers" else torch.full_like(m.weight, 0.5)
+            )
     stock, ours, again = copy.deepcopy(net), copy.deepcopy(net), copy.deepcopy(net)
     prune.global_unstructured([(m, "weight") for m in stock], pruning_method=prune.L1Unstructured, amount=0.3)
     global_magnitude([(m, "weight") for m in ours], amount=0.3, min_remaining=0)
     global_magnitude([(m, "weight") for m in again], amount=0.3, min_remaining=0)
     assert sum(int(m.weight_mask.sum()) for m in stock) == sum(int(m.weight_mask.sum()) for m in ours)
-    for x, y in zip(ours, again):
+    for x, y in zip(ours, again, strict=True):
         assert torch.equal(x.weight_mask, y.weight_mask)
     expected = reference_keep([m.weight.abs() for m in net], round(0.3 * sum(m.weight.numel() for m in net)))
-    for m, e in zip(ours, expected):
+    for m, e in zip(ours, expected, strict=True):
         assert torch.equal(m.weight_mask.bool().reshape(-1), e)
 
 
 def test_all_equal_prunes_lowest_flat_indices_first():
     scores = [torch.ones(50_000), torch.ones(40_000)]  # above the direct-kthvalue size: radix path
-    keeps = pool_keep(scores, [torch.ones(50_000, dtype=torch.bool), torch.ones(40_000, dtype=torch.bool)],
-                      60_000, 0)
+    keeps = pool_keep(scores, [torch.ones(50_000, dtype=torch.bool), torch.ones(40_000, dtype=torch.bool)], 60_000, 0)
     assert not keeps[0].any()
     assert int((~keeps[1]).sum()) == 10_000 and not keeps[1][:10_000].any() and keeps[1][10_000:].all()
 
@@ -128,7 +138,7 @@ def test_large_pools_match_reference(dtype, kind):
     total = sum(sizes)
     for k in (1, 17, total // 5, total // 2, total - 1):
         keeps = pool_keep(scores, [torch.ones(n, dtype=torch.bool) for n in sizes], k, 0)
-        for got, exp in zip(keeps, reference_keep(scores, k)):
+        for got, exp in zip(keeps, reference_keep(scores, k), strict=True):
             assert torch.equal(got, exp)
 
 
@@ -145,6 +155,7 @@ def test_bottom_k_matches_topk_without_ties():
 def test_no_sort_or_topk(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("full sort/topk used")
+
     monkeypatch.setattr(torch, "sort", forbidden)
     monkeypatch.setattr(torch, "topk", forbidden)
     torch.manual_seed(3)
@@ -154,7 +165,9 @@ def test_no_sort_or_topk(monkeypatch):
 
 
 def test_nan_is_refused_naming_the_tensor():
-    with pytest.raises(ValueError, match=r"scores\[0\] contains NaN values \(shape \(70000,\); e.g. nan at flat index 0\)"):
+    with pytest.raises(
+        ValueError, match=r"scores\[0\] contains NaN values \(shape \(70000,\); e.g. nan at flat index 0\)"
+    ):
         pool_keep([torch.full((70_000,), float("nan")), torch.ones(30_000)], [None, None], 0.5, 0, checked=True)
 
 
@@ -167,16 +180,21 @@ def test_min_remaining_and_rate_multipliers():
     assert int(net[4].weight_mask.sum()) == 20
     assert sum(int(net[i].weight_mask.sum()) for i in (0, 2, 4)) == 80_300 - round(0.9 * 80_300)
     net2 = nn.Sequential(nn.Linear(300, 200), nn.ReLU(), nn.Linear(200, 3))
-    global_magnitude([(net2[0], "weight"), (net2[2], "weight")], amount=0.4,
-                     rate_multipliers={(net2[2], "weight"): 0.5})
+    global_magnitude(
+        [(net2[0], "weight"), (net2[2], "weight")], amount=0.4, rate_multipliers={(net2[2], "weight"): 0.5}
+    )
     assert int(net2[2].weight_mask.sum()) == 600 - 120
     assert int(net2[0].weight_mask.sum()) == 60_000 - 24_000
 
 
 @settings(max_examples=80, deadline=None)
-@given(sizes=st.lists(st.integers(0, 3000), min_size=1, max_size=5),
-       frac=st.floats(0, 1), values=st.sampled_from(["normal", "ties", "signed"]),
-       seed=st.integers(0, 2**16), small=st.booleans())
+@given(
+    sizes=st.lists(st.integers(0, 3000), min_size=1, max_size=5),
+    frac=st.floats(0, 1),
+    values=st.sampled_from(["normal", "ties", "signed"]),
+    seed=st.integers(0, 2**16),
+    small=st.booleans(),
+)
 def test_property_matches_sort_reference(sizes, frac, values, seed, small):
     saved = _select._SMALL
     if small:  # force the radix passes on small pools too
@@ -198,10 +216,10 @@ def check_against_reference(sizes, frac, values, seed):
     total = sum(sizes)
     k = round(frac * total)
     keeps = pool_keep(scores, [torch.ones(n, dtype=torch.bool) for n in sizes], k, 0)
-    for got, exp in zip(keeps, reference_keep(scores, k)):
+    for got, exp in zip(keeps, reference_keep(scores, k), strict=True):
         assert torch.equal(got, exp)
     again = pool_keep(scores, [None] * len(sizes), k, 0)
-    for a, b in zip(keeps, again):
+    for a, b in zip(keeps, again, strict=True):
         assert torch.equal(a, b)
 
 
@@ -226,8 +244,12 @@ def knobs(request, monkeypatch):
 def reference_eligible(scores, eligible, k):
     """Sort-based reference over the surviving entries only (ties: lower tensor, lower flat index first)."""
     flat = torch.cat([s.reshape(-1).double() for s in scores])
-    alive = torch.cat([torch.ones(s.numel(), dtype=torch.bool) if e is None else e.reshape(-1)
-                       for s, e in zip(scores, eligible)])
+    alive = torch.cat(
+        [
+            torch.ones(s.numel(), dtype=torch.bool) if e is None else e.reshape(-1)
+            for s, e in zip(scores, eligible, strict=True)
+        ]
+    )
     index = alive.nonzero().reshape(-1)
     keep = alive.clone()
     if k > 0:
@@ -263,13 +285,13 @@ def test_forced_paths_match_reference(knobs, kind, dtype):
         sizes = [rng.choice([0, 1, 9, 200, 700]) for _ in range(rng.randint(1, 4))]
         scores = random_scores(kind, sizes, dtype, g)
         eligible = [None if rng.random() < 0.5 else torch.rand(n, generator=g) < rng.random() for n in sizes]
-        for s, e in zip(scores, eligible):  # NaN where the entry is already pruned must be ignored
+        for s, e in zip(scores, eligible, strict=True):  # NaN where the entry is already pruned must be ignored
             if e is not None and rng.random() < 0.5:
                 s[~e] = float("nan")
-        alive = sum(s.numel() if e is None else int(e.sum()) for s, e in zip(scores, eligible))
+        alive = sum(s.numel() if e is None else int(e.sum()) for s, e in zip(scores, eligible, strict=True))
         for k in sorted({0, min(1, alive), alive // 3, alive // 2, max(alive - 1, 0), alive}):
             keeps = pool_keep(scores, eligible, k, 0)
-            for got, exp in zip(keeps, reference_eligible(scores, eligible, k)):
+            for got, exp in zip(keeps, reference_eligible(scores, eligible, k), strict=True):
                 assert torch.equal(got.reshape(-1), exp)
 
 
@@ -292,7 +314,7 @@ def test_models_over_rounds_match_stock_and_reference(knobs, ties, dtype):
         prune.global_unstructured(pairs(lottery), pruning_method=LotteryMagnitude, amount=amount)
         k = amount if isinstance(amount, int) else round(amount * sum(int(e.sum()) for e in before))
         expected = reference_eligible([m.weight_orig.detach().abs() for m in ours], before, k)
-        for s, o, lm, exp in zip(stock, ours, lottery, expected):
+        for s, o, lm, exp in zip(stock, ours, lottery, expected, strict=True):
             assert o.weight_mask.dtype == dtype
             assert torch.equal(o.weight_mask.bool().reshape(-1), exp)
             assert torch.equal(lm.weight_mask, o.weight_mask)
@@ -310,11 +332,19 @@ def test_importance_scores_and_empty_tensor_match_stock(knobs):
     g = torch.Generator().manual_seed(1)
     for amount in (0.4, 0.4):
         scores = [torch.randn(m.weight.shape, generator=g) for m in net]
-        global_magnitude([(m, "weight") for m in net], amount, min_remaining=0,
-                         importance_scores={(m, "weight"): s for m, s in zip(net, scores)})
-        prune.global_unstructured([(m, "weight") for m in stock], pruning_method=prune.L1Unstructured,
-                                  amount=amount, importance_scores={(m, "weight"): s for m, s in zip(stock, scores)})
-        for a, b in zip(net, stock):
+        global_magnitude(
+            [(m, "weight") for m in net],
+            amount,
+            min_remaining=0,
+            importance_scores={(m, "weight"): s for m, s in zip(net, scores, strict=True)},
+        )
+        prune.global_unstructured(
+            [(m, "weight") for m in stock],
+            pruning_method=prune.L1Unstructured,
+            amount=amount,
+            importance_scores={(m, "weight"): s for m, s in zip(stock, scores, strict=True)},
+        )
+        for a, b in zip(net, stock, strict=True):
             assert torch.equal(a.weight_mask, b.weight_mask)
     assert net[1].weight_mask.numel() == 0
 
@@ -322,15 +352,16 @@ def test_importance_scores_and_empty_tensor_match_stock(knobs):
 def test_large_pool_multi_pass_matches_stock():
     """Over the direct-rank size (65536 entries): the sampled pivots, counting and gather passes."""
     torch.manual_seed(6)
-    net = nn.ModuleList([nn.Linear(300, 200, bias=False), nn.Linear(200, 150, bias=False),
-                         nn.Linear(150, 10, bias=False)])
+    net = nn.ModuleList(
+        [nn.Linear(300, 200, bias=False), nn.Linear(200, 150, bias=False), nn.Linear(150, 10, bias=False)]
+    )
     assert sum(m.weight.numel() for m in net) > _select._SMALL
     stock, ours, lottery = copy.deepcopy(net), copy.deepcopy(net), copy.deepcopy(net)
     for amount in (0.2, 0.2, 0.6):
         prune.global_unstructured([(m, "weight") for m in stock], pruning_method=prune.L1Unstructured, amount=amount)
         global_magnitude([(m, "weight") for m in ours], amount=amount, min_remaining=0)
         prune.global_unstructured([(m, "weight") for m in lottery], pruning_method=LotteryMagnitude, amount=amount)
-        for a, b, c in zip(stock, ours, lottery):
+        for a, b, c in zip(stock, ours, lottery, strict=True):
             assert torch.equal(a.weight_mask, b.weight_mask)
             assert torch.equal(a.weight_mask, c.weight_mask)
 
@@ -342,7 +373,7 @@ def test_large_pool_with_ties_at_the_threshold():
     total = sum(s.numel() for s in scores)
     for k in (1, 17_999, 26_001, total // 2, total - 1):
         keeps = pool_keep(scores, [None] * len(scores), k, 0)
-        for got, exp in zip(keeps, reference_keep(scores, k)):
+        for got, exp in zip(keeps, reference_keep(scores, k), strict=True):
             assert torch.equal(got, exp)
 
 
@@ -375,7 +406,14 @@ def test_nan_in_a_later_chunk_raises_before_any_change(monkeypatch):
     with pytest.raises(ValueError, match="NaN"):
         global_magnitude([(m, "weight") for m in net], amount=0.3)
     assert list(net.state_dict()) == list(state)
-    assert all(torch.equal(net.state_dict()[k], v, ) or torch.isnan(v).any() for k, v in state.items())
+    assert all(
+        torch.equal(
+            net.state_dict()[k],
+            v,
+        )
+        or torch.isnan(v).any()
+        for k, v in state.items()
+    )
     assert not hasattr(net[0], "weight_mask")
 
 
@@ -387,18 +425,25 @@ def test_criteria_chunked_match_reference(knobs, criterion):
     torch.manual_seed(11)
     net = nn.ModuleList([nn.Linear(30, 20, bias=False), nn.Linear(20, 7, bias=False)])
     init = RewindPoint.capture(net)
-    for round_ in range(2):
+    for _ in range(2):
         with torch.no_grad():
             for m in net.parameters():
                 m.add_(torch.randn(m.shape) * 0.3)  # stand-in for training
         before = [getattr(m, "weight_mask", torch.ones_like(m.weight)).bool() for m in net]
         final = [(m.weight_orig if hasattr(m, "weight_orig") else m.weight).detach().clone() for m in net]
         initial = [init[f"{i}.weight"] for i in range(len(net))]
-        global_magnitude([(m, "weight") for m in net], amount=0.4, criterion=criterion, rewind_point=init,
-                         rewind=False, min_remaining=0)
+        global_magnitude(
+            [(m, "weight") for m in net],
+            amount=0.4,
+            criterion=criterion,
+            rewind_point=init,
+            rewind=False,
+            min_remaining=0,
+        )
         k = round(0.4 * sum(int(e.sum()) for e in before))
-        expected = reference_eligible([criterion_scores(criterion, f, i) for f, i in zip(final, initial)], before, k)
-        for m, exp in zip(net, expected):
+        scores = [criterion_scores(criterion, f, i) for f, i in zip(final, initial, strict=True)]
+        expected = reference_eligible(scores, before, k)
+        for m, exp in zip(net, expected, strict=True):
             assert torch.equal(m.weight_mask.bool().reshape(-1), exp)
 
 
@@ -413,6 +458,7 @@ NAMES = ["0.weight", "2.weight", "4.weight"]
 
 def _by_global_magnitude(amount, min_remaining, on_floor, multipliers=None):
     from torch_lottery import global_magnitude
+
     net = _floor_net()
     global_magnitude(net, amount, min_remaining=min_remaining, on_floor=on_floor, rate_multipliers=multipliers)
     return [net.get_submodule(n.split(".")[0]).weight_mask.bool() for n in NAMES]
@@ -420,20 +466,34 @@ def _by_global_magnitude(amount, min_remaining, on_floor, multipliers=None):
 
 def _by_stock_global(amount, min_remaining, on_floor, multipliers=None):
     from torch_lottery import GlobalMagnitude
+
     net = _floor_net()
-    prune.global_unstructured([(net[i], "weight") for i in (0, 2, 4)], pruning_method=GlobalMagnitude,
-                              amount=amount, min_remaining=min_remaining, on_floor=on_floor)
+    prune.global_unstructured(
+        [(net[i], "weight") for i in (0, 2, 4)],
+        pruning_method=GlobalMagnitude,
+        amount=amount,
+        min_remaining=min_remaining,
+        on_floor=on_floor,
+    )
     return [net[i].weight_mask.bool() for i in (0, 2, 4)]
 
 
 def _by_imp(amount, min_remaining, on_floor, multipliers=None):
     from torch_lottery import PruneContext, get_strategy
+
     net = _floor_net()
-    strategy = get_strategy("imp")(rate=amount, scope="global", min_remaining=min_remaining, on_floor=on_floor,
-                                   rate_multipliers=multipliers)
-    context = PruneContext(net, tuple(NAMES), {n: net.get_parameter(n).detach() for n in NAMES},
-                           {n: torch.ones_like(net.get_parameter(n), dtype=torch.bool) for n in NAMES}, None, 1,
-                           torch.Generator().manual_seed(0))
+    strategy = get_strategy("imp")(
+        rate=amount, scope="global", min_remaining=min_remaining, on_floor=on_floor, rate_multipliers=multipliers
+    )
+    context = PruneContext(
+        net,
+        tuple(NAMES),
+        {n: net.get_parameter(n).detach() for n in NAMES},
+        {n: torch.ones_like(net.get_parameter(n), dtype=torch.bool) for n in NAMES},
+        None,
+        1,
+        torch.Generator().manual_seed(0),
+    )
     masks = strategy.prune(context)
     return [masks[n] for n in NAMES]
 
@@ -453,8 +513,11 @@ def test_floors_clamp_the_same_way_in_every_front_end(front_end, amount, min_rem
 @pytest.mark.parametrize("front_end", [_by_global_magnitude, *FRONT_ENDS.values()])
 def test_floors_raise_the_same_way_in_every_front_end(front_end):
     # 80 + 24 + 6 weights, 0.99 of them is 109; floors of 3 leave 101 prunable
-    with pytest.raises(ValueError, match=r"^amount=0.99 would prune 109 of 110 surviving entries, but "
-                                         r"min_remaining=3 per tensor leaves only 101 prunable \(on_floor="):
+    with pytest.raises(
+        ValueError,
+        match=r"^amount=0.99 would prune 109 of 110 surviving entries, but "
+        r"min_remaining=3 per tensor leaves only 101 prunable \(on_floor=",
+    ):
         front_end(0.99, 3, "raise")
 
 

@@ -27,13 +27,14 @@ def names(model, include_bias=False):
 
 
 def test_linear_and_conv():
-    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4, 2),
-                        nn.LayerNorm(2))
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4, 2), nn.LayerNorm(2)
+    )
     assert names(net) == ["0.weight", "4.weight"]
     assert names(net, include_bias=True) == ["0.weight", "0.bias", "4.weight", "4.bias"]
     pairs = prunable_parameters(net)
     assert pairs == [(net[0], "weight"), (net[4], "weight")]
-    assert all(p[0] is q[1] and p[1] == q[2] for p, q in zip(pairs, named_prunable_parameters(net)))
+    assert all(p[0] is q[1] and p[1] == q[2] for p, q in zip(pairs, named_prunable_parameters(net), strict=True))
 
 
 def test_conv_variants_and_bilinear():
@@ -57,23 +58,34 @@ def test_lstm_weights_and_biases():
     lstm = nn.LSTM(3, 4, num_layers=2)
     assert set(names(lstm)) == {"weight_ih_l0", "weight_hh_l0", "weight_ih_l1", "weight_hh_l1"}
     with_bias = names(lstm, include_bias=True)
-    assert set(with_bias) == {"weight_ih_l0", "weight_hh_l0", "weight_ih_l1", "weight_hh_l1",
-                              "bias_ih_l0", "bias_hh_l0", "bias_ih_l1", "bias_hh_l1"}
+    assert set(with_bias) == {
+        "weight_ih_l0",
+        "weight_hh_l0",
+        "weight_ih_l1",
+        "weight_hh_l1",
+        "bias_ih_l0",
+        "bias_hh_l0",
+        "bias_ih_l1",
+        "bias_hh_l1",
+    }
     assert len(with_bias) == 8
 
 
 def test_bidirectional_gru_and_nested_rnn():
     net = nn.Sequential(nn.GRU(2, 3, bidirectional=True, bias=False))
-    assert set(names(net)) == {"0.weight_ih_l0", "0.weight_hh_l0", "0.weight_ih_l0_reverse",
-                               "0.weight_hh_l0_reverse"}
+    assert set(names(net)) == {"0.weight_ih_l0", "0.weight_hh_l0", "0.weight_ih_l0_reverse", "0.weight_hh_l0_reverse"}
     assert set(names(net, include_bias=True)) == set(names(net))
 
 
 def test_multihead_attention_packed_projection():
     net = nn.Sequential(nn.MultiheadAttention(4, 2))
     assert names(net) == ["0.in_proj_weight", "0.out_proj.weight"]
-    assert names(net, include_bias=True) == ["0.in_proj_weight", "0.in_proj_bias", "0.out_proj.weight",
-                                             "0.out_proj.bias"]
+    assert names(net, include_bias=True) == [
+        "0.in_proj_weight",
+        "0.in_proj_bias",
+        "0.out_proj.weight",
+        "0.out_proj.bias",
+    ]
     (_, module, name), (_, out_module, out_name) = named_prunable_parameters(net)
     assert module is net[0] and name == "in_proj_weight"
     assert out_module is net[0].out_proj and out_name == "weight"
@@ -82,8 +94,16 @@ def test_multihead_attention_packed_projection():
 def test_multihead_attention_separate_projections_and_bias_kv():
     mha = nn.MultiheadAttention(4, 2, kdim=3, vdim=5, add_bias_kv=True)
     assert names(mha) == ["q_proj_weight", "k_proj_weight", "v_proj_weight", "out_proj.weight"]
-    assert names(mha, include_bias=True) == ["q_proj_weight", "k_proj_weight", "v_proj_weight", "in_proj_bias",
-                                             "bias_k", "bias_v", "out_proj.weight", "out_proj.bias"]
+    assert names(mha, include_bias=True) == [
+        "q_proj_weight",
+        "k_proj_weight",
+        "v_proj_weight",
+        "in_proj_bias",
+        "bias_k",
+        "bias_v",
+        "out_proj.weight",
+        "out_proj.bias",
+    ]
 
 
 def test_model_with_no_prunable_tensors():
@@ -103,7 +123,7 @@ def test_pruned_tensors_listed_under_base_name():
     prune.random_unstructured(net[3], "weight_hh_l0", 0.5)
     after = names(net, include_bias=True)
     assert after == before
-    assert not any(q.endswith("_orig") or q.endswith("_mask") for q in after)
+    assert not any(q.endswith(("_orig", "_mask")) for q in after)
     pairs = prunable_parameters(net, include_bias=True)
     assert (net[0], "weight") in pairs and (net[2], "bias") in pairs and (net[3], "weight_hh_l0") in pairs
 

@@ -240,14 +240,12 @@ DEFAULT_CASES = [
     ("lstm-ih", lambda: nn.LSTM(32, 256), "weight_ih_l0", _uniform(1 / math.sqrt(256))),
     ("lstm-hh", lambda: nn.LSTM(32, 256), "weight_hh_l0", _uniform(1 / math.sqrt(256))),
     ("gru-hh", lambda: nn.GRU(32, 100), "weight_hh_l0", _uniform(1 / math.sqrt(100))),
-    ("mha-in_proj", lambda: nn.MultiheadAttention(64, 4), "in_proj_weight",
-     _uniform(math.sqrt(6 / (64 + 3 * 64)))),
+    ("mha-in_proj", lambda: nn.MultiheadAttention(64, 4), "in_proj_weight", _uniform(math.sqrt(6 / (64 + 3 * 64)))),
     ("mha-out_proj", lambda: nn.MultiheadAttention(64, 4), "out_proj.weight", _uniform(1 / math.sqrt(64))),
 ]
 
 
-@pytest.mark.parametrize("make, qualified, expected", [c[1:] for c in DEFAULT_CASES],
-                         ids=[c[0] for c in DEFAULT_CASES])
+@pytest.mark.parametrize("make, qualified, expected", [c[1:] for c in DEFAULT_CASES], ids=[c[0] for c in DEFAULT_CASES])
 def test_random_reinit_default_follows_pytorch_default_distribution(make, qualified, expected):
     torch.manual_seed(MODEL_SEED)
     module = make()
@@ -483,8 +481,11 @@ def test_init_must_be_callable(call):
         (lambda net, init: random_reinit(net, "fc1.weight"), TypeError, "parameters"),
         (lambda net, init: random_reinit(net, [net.fc1]), TypeError, "parameters"),
         (lambda net, init: random_reinit(net, [("fc1", "weight")]), TypeError, "parameters"),
-        (lambda net, init: signed_constant(net, init.select(prunable_parameters(net)), [(net.fc1, "bias")]),
-             ValueError, "fc1.bias"),
+        (
+            lambda net, init: signed_constant(net, init.select(prunable_parameters(net)), [(net.fc1, "bias")]),
+            ValueError,
+            "fc1.bias",
+        ),
     ],
 )
 def test_bad_arguments_change_nothing(call, error, words):

@@ -111,8 +111,12 @@ def test_capture_with_buffers_rewinds_batchnorm_statistics_but_never_masks():
     assert "0.weight_mask" not in RewindPoint.capture(net, buffers=True)
     init.restore(net)
     for key in ("1.running_mean", "1.running_var", "1.num_batches_tracked", "0.weight", "1.weight"):
-        assert torch.equal(tensor_of(net, key) if not key.startswith("1.r") and "num" not in key
-                           else net.get_submodule("1")._buffers[key.split(".")[1]], init[key]), key
+        assert torch.equal(
+            tensor_of(net, key)
+            if not key.startswith("1.r") and "num" not in key
+            else net.get_submodule("1")._buffers[key.split(".")[1]],
+            init[key],
+        ), key
     assert torch.equal(net[0].weight_mask, mask)
 
 
@@ -221,8 +225,7 @@ def test_restore_writes_orig_and_never_the_mask():
     net = make_net()
     init = RewindPoint.capture(net)
     prune_all(net)
-    masks = {q: net.get_submodule(q.rpartition(".")[0]).get_buffer(q.rpartition(".")[2] + "_mask")
-             for q in NAMES}
+    masks = {q: net.get_submodule(q.rpartition(".")[0]).get_buffer(q.rpartition(".")[2] + "_mask") for q in NAMES}
     mask_values = {q: m.clone() for q, m in masks.items()}
     versions = {q: m._version for q, m in masks.items()}
     sgd_steps(net, 3)
@@ -268,8 +271,7 @@ def test_restore_on_tensors_pruned_by_stock_methods():
     params = [(net.fc1, "weight"), (net.fc2, "weight")]
     prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=0.5)
     prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=0.2)
-    masks = {q: getattr(net.get_submodule(q.rpartition(".")[0]), q.rpartition(".")[2] + "_mask").clone()
-             for q in NAMES}
+    masks = {q: getattr(net.get_submodule(q.rpartition(".")[0]), q.rpartition(".")[2] + "_mask").clone() for q in NAMES}
     sgd_steps(net, 3)
 
     init.restore()
@@ -709,4 +711,3 @@ def test_point_of_another_model_in_lottery_magnitude_fails_and_changes_nothing()
     with pytest.raises(ValueError, match="bind"):
         lottery_magnitude(net.fc1, "weight", amount=0.5, rewind_point=foreign)
     assert_state_equal(net, before)
-

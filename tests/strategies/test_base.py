@@ -10,14 +10,14 @@ import torch
 
 import torch_lottery as tl
 from torch_lottery import PruneContext, Strategy
-from torch_lottery.strategies import IterativeMagnitude, OneShotMagnitude, RandomPruning
-from torch_lottery.strategies import PoolStrategy
+from torch_lottery.strategies import IterativeMagnitude, OneShotMagnitude, PoolStrategy, RandomPruning
 
 import helpers
 
 BUILTINS = {"imp": IterativeMagnitude, "one_shot": OneShotMagnitude, "random": RandomPruning}
-POOL = pytest.mark.parametrize("cls", [IterativeMagnitude, OneShotMagnitude, RandomPruning],
-                               ids=["imp", "one_shot", "random"])
+POOL = pytest.mark.parametrize(
+    "cls", [IterativeMagnitude, OneShotMagnitude, RandomPruning], ids=["imp", "one_shot", "random"]
+)
 
 
 class KeepAll(Strategy):
@@ -50,8 +50,9 @@ def test_strategy_is_abstract_and_a_minimal_subclass_works():
     assert helpers.check_masks(context, s.prune(context)) == {"0.weight": 0}
 
 
-@pytest.mark.parametrize("value, error", [(-1, ValueError), (1.5, TypeError), ("3", TypeError),
-                                          (True, TypeError), (None, TypeError)])
+@pytest.mark.parametrize(
+    "value, error", [(-1, ValueError), (1.5, TypeError), ("3", TypeError), (True, TypeError), (None, TypeError)]
+)
 @pytest.mark.parametrize("cls", [KeepAll, IterativeMagnitude, OneShotMagnitude, RandomPruning])
 def test_bad_rewind_iteration_is_refused(cls, value, error):
     with pytest.raises(error, match="rewind_iteration"):
@@ -60,8 +61,15 @@ def test_bad_rewind_iteration_is_refused(cls, value, error):
 
 def test_prune_context_is_frozen_and_holds_what_the_driver_passes():
     context = helpers.build_context(helpers.random_weights((2, 3), (4, 2)), round_index=3)
-    assert [f.name for f in dataclasses.fields(PruneContext)] == \
-        ["model", "names", "weights", "masks", "rewind", "round_index", "generator"]
+    assert [f.name for f in dataclasses.fields(PruneContext)] == [
+        "model",
+        "names",
+        "weights",
+        "masks",
+        "rewind",
+        "round_index",
+        "generator",
+    ]
     assert context.names == ("0.weight", "1.weight")
     assert context.round_index == 3
     assert isinstance(context.generator, torch.Generator)
@@ -87,16 +95,19 @@ def test_bad_scope_is_refused(cls, scope):
 
 
 @POOL
-@pytest.mark.parametrize("multipliers, error", [
-    ({"fc.weight": -0.5}, ValueError),
-    ({"fc.weight": float("nan")}, ValueError),
-    ({"fc.weight": "half"}, ValueError),
-    ({"fc.weight": True}, ValueError),
-    ({3: 0.5}, TypeError),
-    ({("fc", "weight"): 0.5}, TypeError),
-    ([("fc.weight", 0.5)], TypeError),
-    (0.5, TypeError),
-])
+@pytest.mark.parametrize(
+    "multipliers, error",
+    [
+        ({"fc.weight": -0.5}, ValueError),
+        ({"fc.weight": float("nan")}, ValueError),
+        ({"fc.weight": "half"}, ValueError),
+        ({"fc.weight": True}, ValueError),
+        ({3: 0.5}, TypeError),
+        ({("fc", "weight"): 0.5}, TypeError),
+        ([("fc.weight", 0.5)], TypeError),
+        (0.5, TypeError),
+    ],
+)
 def test_bad_rate_multipliers_are_refused(cls, multipliers, error):
     with pytest.raises(error, match="rate_multipliers"):
         cls(rate_multipliers=multipliers)
@@ -111,8 +122,9 @@ def test_unknown_multiplier_name_is_refused_at_prune_time(cls):
 
 
 @POOL
-@pytest.mark.parametrize("value, error", [(-1, ValueError), (1.5, TypeError), ("2", TypeError),
-                                          (True, TypeError), (None, TypeError)])
+@pytest.mark.parametrize(
+    "value, error", [(-1, ValueError), (1.5, TypeError), ("2", TypeError), (True, TypeError), (None, TypeError)]
+)
 def test_bad_min_remaining_is_refused(cls, value, error):
     with pytest.raises(error, match="min_remaining"):
         cls(min_remaining=value)
@@ -134,13 +146,23 @@ def test_multipliers_are_copied_not_shared(cls):
     assert s.options()["rate_multipliers"] == {"fc.weight": 0.5}
 
 
-@pytest.mark.parametrize("strategy", [
-    KeepAll(rewind_iteration=2),
-    IterativeMagnitude(rate=0.3, scope="global", rate_multipliers={"a.weight": 0}, min_remaining=5,
-                       criterion="large_final_same_sign", rewind_iteration=100),
-    OneShotMagnitude(remaining=0.02, scope="global", rate_multipliers={"a.weight": 0.5}, criterion="small_final"),
-    RandomPruning(rate=0.1, rate_multipliers={"b.weight": 3}, min_remaining=0),
-], ids=["base", "imp", "one_shot", "random"])
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        KeepAll(rewind_iteration=2),
+        IterativeMagnitude(
+            rate=0.3,
+            scope="global",
+            rate_multipliers={"a.weight": 0},
+            min_remaining=5,
+            criterion="large_final_same_sign",
+            rewind_iteration=100,
+        ),
+        OneShotMagnitude(remaining=0.02, scope="global", rate_multipliers={"a.weight": 0.5}, criterion="small_final"),
+        RandomPruning(rate=0.1, rate_multipliers={"b.weight": 3}, min_remaining=0),
+    ],
+    ids=["base", "imp", "one_shot", "random"],
+)
 def test_options_are_json_and_rebuild_an_equal_strategy(strategy):
     options = strategy.options()
     assert json.loads(json.dumps(options, allow_nan=False)) == options

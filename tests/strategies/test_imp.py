@@ -27,8 +27,14 @@ def test_registered_as_imp():
     assert IterativeMagnitude.max_rounds is None
     assert IterativeMagnitude.may_grow is False
     s = IterativeMagnitude()
-    assert (s.rate, s.scope, s.rate_multipliers, s.min_remaining, s.criterion, s.rewind_iteration) == \
-        (0.2, "local", {}, 1, "large_final", 0)
+    assert (s.rate, s.scope, s.rate_multipliers, s.min_remaining, s.criterion, s.rewind_iteration) == (
+        0.2,
+        "local",
+        {},
+        1,
+        "large_final",
+        0,
+    )
 
 
 def test_local_rate_prunes_round_of_rate_times_survivors_per_tensor_each_round():
@@ -44,7 +50,7 @@ def test_local_rate_prunes_round_of_rate_times_survivors_per_tensor_each_round()
             assert gone.max() <= kept.min(), "imp must prune the smallest surviving magnitudes"
         context = helpers.next_context(context, new)
     # six rounds of 20%: 0.8 ** 6 of 10000 is about 2621
-    assert int(context.masks["0.weight"].sum()) == pytest.approx(10000 * 0.8 ** 6, abs=3)
+    assert int(context.masks["0.weight"].sum()) == pytest.approx(10000 * 0.8**6, abs=3)
 
 
 def test_prune_does_not_modify_the_context_and_accepts_float_masks():
@@ -103,8 +109,9 @@ def test_rate_multipliers_scale_the_rate_of_their_tensor(scope):
             assert pruned["0.weight"] == round(0.2 * surviving["0.weight"])
             assert pruned["3.weight"] == round(0.2 * surviving["3.weight"])
         else:  # the tensors without a multiplier form the pool
-            assert pruned["0.weight"] + pruned["3.weight"] == \
-                round(0.2 * (surviving["0.weight"] + surviving["3.weight"]))
+            assert pruned["0.weight"] + pruned["3.weight"] == round(
+                0.2 * (surviving["0.weight"] + surviving["3.weight"])
+            )
         for name in ("1.weight", "4.weight"):  # a multiplied tensor is pruned by its own magnitudes
             gone, kept = _newly_pruned_and_kept(context, new, name)
             assert gone.max() <= kept.min()
@@ -156,13 +163,16 @@ def test_min_remaining_floor_limits_a_local_round():
     assert new["0.weight"].tolist() == [[False, True, True, True]]
 
 
-@pytest.mark.parametrize("criterion, pruned_by", [
-    ("large_final", lambda w, r: w.abs()),
-    ("small_final", lambda w, r: -w.abs()),
-    ("large_init", lambda w, r: r.abs()),
-    ("magnitude_increase", lambda w, r: w.abs() - r.abs()),
-    ("movement", lambda w, r: (w - r).abs()),
-])
+@pytest.mark.parametrize(
+    "criterion, pruned_by",
+    [
+        ("large_final", lambda w, r: w.abs()),
+        ("small_final", lambda w, r: -w.abs()),
+        ("large_init", lambda w, r: r.abs()),
+        ("magnitude_increase", lambda w, r: w.abs() - r.abs()),
+        ("movement", lambda w, r: (w - r).abs()),
+    ],
+)
 def test_criterion_chooses_the_scores(criterion, pruned_by):
     w, r = helpers.random_weights((40, 25), (40, 25), seed=5)
     context = helpers.build_context([w], rewind={"0.weight": r})
@@ -179,8 +189,9 @@ def test_large_init_prunes_by_the_rewind_point_not_the_trained_weights():
     w = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     r = torch.tensor([[4.0, 3.0, 2.0, 1.0]])
     context = helpers.build_context([w], rewind=[r])
-    assert IterativeMagnitude(rate=0.5, criterion="large_init").prune(context)["0.weight"].tolist() == \
-        [[True, True, False, False]]
+    assert IterativeMagnitude(rate=0.5, criterion="large_init").prune(context)["0.weight"].tolist() == [
+        [True, True, False, False]
+    ]
     assert IterativeMagnitude(rate=0.5).prune(context)["0.weight"].tolist() == [[False, False, True, True]]
 
 
@@ -198,10 +209,19 @@ def test_nan_weights_are_refused():
         IterativeMagnitude(rate=0.5).prune(helpers.build_context([w]))
 
 
-@pytest.mark.parametrize("rate, error", [
-    (1.0, ValueError), (-0.1, ValueError), (1.5, ValueError), (float("nan"), ValueError),
-    (float("inf"), ValueError), ("x", TypeError), (None, TypeError), (True, TypeError),
-])
+@pytest.mark.parametrize(
+    "rate, error",
+    [
+        (1.0, ValueError),
+        (-0.1, ValueError),
+        (1.5, ValueError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        ("x", TypeError),
+        (None, TypeError),
+        (True, TypeError),
+    ],
+)
 def test_bad_rate_is_refused(rate, error):
     with pytest.raises(error, match="rate"):
         IterativeMagnitude(rate=rate)
@@ -225,18 +245,28 @@ def test_infinite_multiplier_is_refused_even_at_rate_zero():
         IterativeMagnitude(rate=0.0, rate_multipliers={"0.weight": math.inf})
 
 
-@pytest.mark.parametrize("options", [
-    {},
-    {"rate": 0.35, "scope": "global"},
-    {"rate": 0.2, "rate_multipliers": {"fc3.weight": 0.5, "fc1.weight": 0}, "min_remaining": 4},
-    {"criterion": "large_init", "rewind_iteration": 500},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"rate": 0.35, "scope": "global"},
+        {"rate": 0.2, "rate_multipliers": {"fc3.weight": 0.5, "fc1.weight": 0}, "min_remaining": 4},
+        {"criterion": "large_init", "rewind_iteration": 500},
+    ],
+)
 def test_options_round_trip_and_are_json(options):
     s = IterativeMagnitude(**options)
     recorded = s.options()
     assert json.loads(json.dumps(recorded)) == recorded
-    assert set(recorded) == {"rate", "scope", "rate_multipliers", "min_remaining", "on_floor", "criterion",
-                             "rewind_iteration"}
+    assert set(recorded) == {
+        "rate",
+        "scope",
+        "rate_multipliers",
+        "min_remaining",
+        "on_floor",
+        "criterion",
+        "rewind_iteration",
+    }
     for key, value in options.items():
         assert recorded[key] == value
     assert type(s)(**recorded).options() == recorded

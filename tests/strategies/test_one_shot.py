@@ -23,8 +23,14 @@ def test_registered_as_one_shot_with_one_round():
     assert OneShotMagnitude(remaining=0.1).max_rounds == 1
     assert OneShotMagnitude.may_grow is False
     s = OneShotMagnitude()
-    assert (s.remaining, s.scope, s.rate_multipliers, s.min_remaining, s.criterion, s.rewind_iteration) == \
-        (0.2, "local", {}, 1, "large_final", 0)
+    assert (s.remaining, s.scope, s.rate_multipliers, s.min_remaining, s.criterion, s.rewind_iteration) == (
+        0.2,
+        "local",
+        {},
+        1,
+        "large_final",
+        0,
+    )
 
 
 @pytest.mark.parametrize("remaining", [0.1, 0.2, 0.37, 0.8])
@@ -118,8 +124,9 @@ def test_criterion_large_init_uses_the_rewind_point():
     w = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     r = torch.tensor([[4.0, -3.0, 2.0, -1.0]])
     context = helpers.build_context([w], rewind=[r])
-    assert OneShotMagnitude(remaining=0.5, criterion="large_init").prune(context)["0.weight"].tolist() == \
-        [[True, True, False, False]]
+    assert OneShotMagnitude(remaining=0.5, criterion="large_init").prune(context)["0.weight"].tolist() == [
+        [True, True, False, False]
+    ]
     assert OneShotMagnitude(remaining=0.5).prune(context)["0.weight"].tolist() == [[False, False, True, True]]
     with pytest.raises(ValueError, match="large_init"):
         OneShotMagnitude(criterion="large_init").prune(helpers.build_context([w]))
@@ -133,10 +140,18 @@ def test_driver_stops_after_the_single_round():
     assert ticket.remaining_weights == round(0.25 * 64) + round(0.25 * 16)
 
 
-@pytest.mark.parametrize("remaining, error", [
-    (0.0, ValueError), (-0.1, ValueError), (1.5, ValueError), (float("nan"), ValueError),
-    ("x", TypeError), (None, TypeError), (True, TypeError),
-])
+@pytest.mark.parametrize(
+    "remaining, error",
+    [
+        (0.0, ValueError),
+        (-0.1, ValueError),
+        (1.5, ValueError),
+        (float("nan"), ValueError),
+        ("x", TypeError),
+        (None, TypeError),
+        (True, TypeError),
+    ],
+)
 def test_bad_remaining_is_refused(remaining, error):
     with pytest.raises(error, match="remaining"):
         OneShotMagnitude(remaining=remaining)
@@ -153,18 +168,28 @@ def test_rate_option_is_not_accepted():
         OneShotMagnitude(rate=0.2)
 
 
-@pytest.mark.parametrize("options", [
-    {},
-    {"remaining": 0.05, "scope": "global"},
-    {"remaining": 0.5, "rate_multipliers": {"out.weight": 0.5}, "min_remaining": 3, "criterion": "movement"},
-    {"rewind_iteration": 10},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"remaining": 0.05, "scope": "global"},
+        {"remaining": 0.5, "rate_multipliers": {"out.weight": 0.5}, "min_remaining": 3, "criterion": "movement"},
+        {"rewind_iteration": 10},
+    ],
+)
 def test_options_round_trip_and_are_json(options):
     s = OneShotMagnitude(**options)
     recorded = s.options()
     assert json.loads(json.dumps(recorded)) == recorded
-    assert set(recorded) == {"remaining", "scope", "rate_multipliers", "min_remaining", "on_floor", "criterion",
-                             "rewind_iteration"}
+    assert set(recorded) == {
+        "remaining",
+        "scope",
+        "rate_multipliers",
+        "min_remaining",
+        "on_floor",
+        "criterion",
+        "rewind_iteration",
+    }
     for key, value in options.items():
         assert recorded[key] == value
     assert type(s)(**recorded).options() == recorded

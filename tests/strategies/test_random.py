@@ -23,12 +23,15 @@ def test_registered_as_random():
     assert (s.rate, s.scope, s.rate_multipliers, s.min_remaining, s.rewind_iteration) == (0.2, "local", {}, 1, 0)
 
 
-@pytest.mark.parametrize("options", [
-    {"rate": 0.2},
-    {"rate": 0.5, "scope": "global"},
-    {"rate": 0.2, "rate_multipliers": {"1.weight": 0.5, "2.weight": 0.0}},
-    {"rate": 0.3, "scope": "global", "rate_multipliers": {"2.weight": 2.0}},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"rate": 0.2},
+        {"rate": 0.5, "scope": "global"},
+        {"rate": 0.2, "rate_multipliers": {"1.weight": 0.5, "2.weight": 0.0}},
+        {"rate": 0.3, "scope": "global", "rate_multipliers": {"2.weight": 2.0}},
+    ],
+)
 def test_same_counts_as_imp_for_the_same_options(options):
     weights = helpers.random_weights((100, 100), (20, 50), (10, 10), (40, 40))
     rand_ctx = imp_ctx = helpers.build_context(weights)
@@ -114,7 +117,7 @@ def test_pruned_entries_stay_pruned_over_rounds():
         helpers.check_masks(context, new)
         history.append(new)
         context = helpers.next_context(context, new, seed=round_index + 1)
-    for earlier, later in zip(history, history[1:]):
+    for earlier, later in zip(history, history[1:], strict=False):
         for name in earlier:
             assert not (later[name] & ~earlier[name]).any()
 
@@ -128,9 +131,16 @@ def test_min_remaining_protects_a_tiny_tensor_in_the_global_pool():
         context = helpers.next_context(context, new, seed=round_index + 1)
 
 
-@pytest.mark.parametrize("rate, error", [
-    (1.0, ValueError), (-0.1, ValueError), (float("nan"), ValueError), ("x", TypeError), (True, TypeError),
-])
+@pytest.mark.parametrize(
+    "rate, error",
+    [
+        (1.0, ValueError),
+        (-0.1, ValueError),
+        (float("nan"), ValueError),
+        ("x", TypeError),
+        (True, TypeError),
+    ],
+)
 def test_bad_rate_is_refused(rate, error):
     with pytest.raises(error, match="rate"):
         RandomPruning(rate=rate)
@@ -141,11 +151,14 @@ def test_criterion_is_not_an_option():
         RandomPruning(criterion="large_final")
 
 
-@pytest.mark.parametrize("options", [
-    {},
-    {"rate": 0.6, "scope": "global", "min_remaining": 0},
-    {"rate_multipliers": {"head.weight": 0.5}, "rewind_iteration": 3},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"rate": 0.6, "scope": "global", "min_remaining": 0},
+        {"rate_multipliers": {"head.weight": 0.5}, "rewind_iteration": 3},
+    ],
+)
 def test_options_round_trip_and_are_json(options):
     s = RandomPruning(**options)
     recorded = s.options()

@@ -128,8 +128,10 @@ def locked(directory: str) -> Iterator[None]:
 
 
 def _acquire(fd: int, path: str, directory: str) -> None:
-    busy = (f"checkpoint_dir={directory!r} is in use by another run ({{holder}}); wait for it to finish "
-            "or use another directory")
+    busy = (
+        f"checkpoint_dir={directory!r} is in use by another run ({{holder}}); wait for it to finish "
+        "or use another directory"
+    )
     if fcntl is not None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -166,8 +168,13 @@ def write_round(directory: str | os.PathLike, index: int, contents: dict[str, An
 KEYS = ("round", "config", "masks", "model", "rewind", "rewind_extra", "optimizer", "scheduler", "history")
 #: What every record of a run's history holds, with its type.
 RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "round": int, "remaining": (int, float), "remaining_weights": int, "total_weights": int,
-    "per_tensor": dict, "metrics": dict, "seconds": (int, float),
+    "round": int,
+    "remaining": (int, float),
+    "remaining_weights": int,
+    "total_weights": int,
+    "per_tensor": dict,
+    "metrics": dict,
+    "seconds": (int, float),
 }
 
 
@@ -203,8 +210,9 @@ def load_checkpoint(path: str, finished: Sequence[int]) -> dict[str, Any]:
         match = ROUND_PATTERN.match(os.path.basename(path))
         index = int(match.group(1)) if match else -1
         if state["round"] != index:
-            raise ValueError(f"path={path!r} is a damaged checkpoint: it holds round {state['round']!r}, "
-                             f"its name says {index}")
+            raise ValueError(
+                f"path={path!r} is a damaged checkpoint: it holds round {state['round']!r}, its name says {index}"
+            )
         problem = check_history(state["history"], index + 1)
         if problem is not None:
             raise ValueError(f"path={path!r} is a damaged checkpoint: {problem}")
@@ -217,8 +225,10 @@ def load_checkpoint(path: str, finished: Sequence[int]) -> dict[str, Any]:
 
 def _remedy(path: str, finished: Sequence[int]) -> str:
     folder, name = os.path.split(path)
-    stop = ("The run stops instead of skipping or using it (round files are written atomically, "
-            "so the damage happened after writing)")
+    stop = (
+        "The run stops instead of skipping or using it (round files are written atomically, "
+        "so the damage happened after writing)"
+    )
     earlier = [i for i in finished if round_path(folder, i) != path]
     if not earlier:
         return f"{stop}; move {name} out of {folder!r} to start the run over."
@@ -227,12 +237,21 @@ def _remedy(path: str, finished: Sequence[int]) -> str:
         load_state(previous, "checkpoint", CHECKPOINT_FORMAT, (CHECKPOINT_VERSION,))
     except (ValueError, OSError):
         return f"{stop}; the round before it, {os.path.basename(previous)}, is damaged too."
-    return (f"{stop}; {os.path.basename(previous)} is intact: move {name} out of {folder!r} to resume "
-            f"from round {earlier[-1]} (the later rounds are then trained again).")
+    return (
+        f"{stop}; {os.path.basename(previous)} is intact: move {name} out of {folder!r} to resume "
+        f"from round {earlier[-1]} (the later rounds are then trained again)."
+    )
 
 
-def check_checkpoint_fits(state: dict[str, Any], path: str, model: nn.Module, names: Sequence[str],
-                          pairs: Sequence[tuple[nn.Module, str]], optimizer: Any, scheduler: Any) -> None:
+def check_checkpoint_fits(
+    state: dict[str, Any],
+    path: str,
+    model: nn.Module,
+    names: Sequence[str],
+    pairs: Sequence[tuple[nn.Module, str]],
+    optimizer: Any,
+    scheduler: Any,
+) -> None:
     """Check that a checkpoint fits the model, tensors and optimizer of this run, changing nothing.
 
     Every name, shape and dtype (masks, model state, rewind point, buffers) and
@@ -269,8 +288,9 @@ def check_checkpoint_fits(state: dict[str, Any], path: str, model: nn.Module, na
             problems.append(f"{key!r} has dtype {value.dtype} there and {dtype} here")
     if problems:
         shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
-        raise ValueError(f"{where} does not fit the model ({shown}): the checkpoint is from another architecture "
-                         "or was edited")
+        raise ValueError(
+            f"{where} does not fit the model ({shown}): the checkpoint is from another architecture or was edited"
+        )
     if masks is not None:
         for name in names:
             mask_key = _layout.mask_name(name)
@@ -279,8 +299,9 @@ def check_checkpoint_fits(state: dict[str, Any], path: str, model: nn.Module, na
             except (TypeError, ValueError) as error:
                 raise ValueError(f"{error}; the checkpoint is damaged") from None
             if not torch.equal(saved[mask_key].bool(), masks[name].bool()):
-                raise ValueError(f"{where} is damaged: the model state's {mask_key!r} differs from the "
-                                 f"recorded mask of {name!r}")
+                raise ValueError(
+                    f"{where} is damaged: the model state's {mask_key!r} differs from the recorded mask of {name!r}"
+                )
     try:
         RewindPoint.from_state_dict(state["rewind"], source=where).check_model(model)
     except (TypeError, ValueError) as error:
@@ -288,8 +309,9 @@ def check_checkpoint_fits(state: dict[str, Any], path: str, model: nn.Module, na
     _check_extra(state, where, model, optimizer, scheduler)
 
 
-def _check_masks(state: dict[str, Any], where: str, names: Sequence[str],
-                 pairs: Sequence[tuple[nn.Module, str]]) -> dict[str, torch.Tensor] | None:
+def _check_masks(
+    state: dict[str, Any], where: str, names: Sequence[str], pairs: Sequence[tuple[nn.Module, str]]
+) -> dict[str, torch.Tensor] | None:
     masks = state["masks"]
     if state["round"] == 0:
         if masks is not None:
@@ -301,8 +323,10 @@ def _check_masks(state: dict[str, Any], where: str, names: Sequence[str],
         shape = tuple(_layout.original(module, tensor_name).shape)
         mask = masks[name]
         if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != shape:
-            raise ValueError(f"{where} has a mask for {name!r} of {_shape(mask)}, but the model's tensor has "
-                             f"shape {shape}: the checkpoint is from another architecture")
+            raise ValueError(
+                f"{where} has a mask for {name!r} of {_shape(mask)}, but the model's tensor has "
+                f"shape {shape}: the checkpoint is from another architecture"
+            )
         try:
             check_binary_mask(mask, f"{where}: the mask of {name!r}")
         except ValueError as error:
@@ -316,25 +340,33 @@ def _check_extra(state: dict[str, Any], where: str, model: nn.Module, optimizer:
         buffers = {q: tuple(m._buffers[n].shape) for q, m, n in _layout.named_buffers(model)}
         saved_buffers = extra.get("buffers") if isinstance(extra, dict) else None
         if not isinstance(saved_buffers, dict) or any(
-                k not in buffers or not isinstance(v, torch.Tensor) or tuple(v.shape) != buffers[k]
-                for k, v in saved_buffers.items()):
+            k not in buffers or not isinstance(v, torch.Tensor) or tuple(v.shape) != buffers[k]
+            for k, v in saved_buffers.items()
+        ):
             raise ValueError(f"{where} has rewound buffers that do not fit the model's {sorted(buffers)}")
-    for label, saved_state, current in (("optimizer", state["optimizer"], optimizer),
-                                        ("scheduler", state["scheduler"], scheduler)):
+    for label, saved_state, current in (
+        ("optimizer", state["optimizer"], optimizer),
+        ("scheduler", state["scheduler"], scheduler),
+    ):
         if (saved_state is None) != (current is None):
-            raise ValueError(f"{where} was written by a run {'with' if saved_state is not None else 'without'} "
-                             f"{label}=; pass the same {label} settings to resume (or use another directory)")
+            raise ValueError(
+                f"{where} was written by a run {'with' if saved_state is not None else 'without'} "
+                f"{label}=; pass the same {label} settings to resume (or use another directory)"
+            )
     groups = [state["optimizer"]] + ([extra.get("optimizer")] if isinstance(extra, dict) else [])
     if optimizer is not None:
         sizes = [len(g["params"]) for g in optimizer.param_groups]
         for saved_optimizer in groups:
             found = None
             if isinstance(saved_optimizer, dict) and isinstance(saved_optimizer.get("param_groups"), list):
-                found = [len(g.get("params", ())) if isinstance(g, dict) else None
-                         for g in saved_optimizer["param_groups"]]
+                found = [
+                    len(g.get("params", ())) if isinstance(g, dict) else None for g in saved_optimizer["param_groups"]
+                ]
             if found != sizes:
-                raise ValueError(f"{where} has optimizer state for parameter groups of sizes {found}, but "
-                                 f"optimizer has groups of sizes {sizes}: another model or optimizer")
+                raise ValueError(
+                    f"{where} has optimizer state for parameter groups of sizes {found}, but "
+                    f"optimizer has groups of sizes {sizes}: another model or optimizer"
+                )
 
 
 def _shape(value: Any) -> str:

@@ -55,8 +55,9 @@ class RoundContext:
     ``optimizer=`` to :func:`find_ticket` (then the driver counts by itself).
     """
 
-    def __init__(self, round_index: int, seed: int, rewind_iteration: int, on_iteration=None,
-                 counts_itself: bool = False) -> None:
+    def __init__(
+        self, round_index: int, seed: int, rewind_iteration: int, on_iteration=None, counts_itself: bool = False
+    ) -> None:
         self.round_index = round_index
         self.seed = seed
         self.rewind_iteration = rewind_iteration
@@ -77,7 +78,7 @@ class RoundContext:
 
 def round_seed(seed: int, round_index: int, salt: int = 0) -> int:
     """Return the seed of round ``round_index`` of a run seeded with ``seed`` (``salt`` for a second stream)."""
-    return (seed * 1_000_003 + round_index * 7919 + salt) % (2 ** 63)
+    return (seed * 1_000_003 + round_index * 7919 + salt) % (2**63)
 
 
 def _seed_everything(seed: int) -> None:
@@ -87,7 +88,7 @@ def _seed_everything(seed: int) -> None:
         import numpy
     except ImportError:
         return
-    numpy.random.seed(seed % (2 ** 32))
+    numpy.random.seed(seed % (2**32))
 
 
 def _buffers(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -104,7 +105,7 @@ def _load_buffers(model: nn.Module, buffers: Mapping[str, torch.Tensor]) -> None
 def _metrics(value: Any, source: str) -> dict[str, Any]:
     if value is None:
         return {}
-    if isinstance(value, bool) or isinstance(value, numbers.Real):
+    if isinstance(value, (bool, numbers.Real)):
         return {"score": float(value)}
     if isinstance(value, Mapping):
         out = {}
@@ -112,8 +113,9 @@ def _metrics(value: Any, source: str) -> dict[str, Any]:
             if isinstance(item, torch.Tensor) and item.numel() == 1:
                 item = item.item()
             if not isinstance(key, str) or not isinstance(item, (int, float, str, bool, type(None))):
-                raise TypeError(f"{source} must return a dict of str to numbers or strings, "
-                                f"got {describe(key)}: {describe(item)}")
+                raise TypeError(
+                    f"{source} must return a dict of str to numbers or strings, got {describe(key)}: {describe(item)}"
+                )
             out[key] = item
         return out
     raise TypeError(f"{source} must return a dict of metrics, a number or None, got {describe(value)}")
@@ -127,17 +129,27 @@ def _resolve_strategy(strategy: Any, options: Mapping[str, Any] | None) -> tuple
         try:
             instance = factory(**dict(options or {}))
         except TypeError as error:
-            raise TypeError(f"strategy {strategy!r} does not accept strategy_options={dict(options or {})}: {error}") from None
+            raise TypeError(
+                f"strategy {strategy!r} does not accept strategy_options={dict(options or {})}: {error}"
+            ) from None
         return strategy, instance
     if options:
         raise ValueError("strategy_options only goes with a strategy name; configure the instance instead")
     if not callable(getattr(strategy, "prune", None)):
-        raise TypeError(f"strategy must be a registered name or an object with prune(context), got {describe(strategy)}")
+        raise TypeError(
+            f"strategy must be a registered name or an object with prune(context), got {describe(strategy)}"
+        )
     return getattr(strategy, "name", type(strategy).__name__), strategy
 
 
-def _check_masks(new: Any, names: tuple[str, ...], old: Mapping[str, torch.Tensor], strategy_name: str,
-                 may_grow: bool, tied: Mapping[str, str]) -> dict[str, torch.Tensor]:
+def _check_masks(
+    new: Any,
+    names: tuple[str, ...],
+    old: Mapping[str, torch.Tensor],
+    strategy_name: str,
+    may_grow: bool,
+    tied: Mapping[str, str],
+) -> dict[str, torch.Tensor]:
     if not isinstance(new, Mapping):
         raise TypeError(f"strategy {strategy_name!r} returned {describe(new)}, not a dict of masks")
     missing = [n for n in names if n not in new]
@@ -147,17 +159,23 @@ def _check_masks(new: Any, names: tuple[str, ...], old: Mapping[str, torch.Tenso
     for name in names:
         mask = new[name]
         if not isinstance(mask, torch.Tensor) or mask.shape != old[name].shape:
-            raise ValueError(f"strategy {strategy_name!r} returned a mask for {name!r} of "
-                             f"{describe(mask)}; expected shape {tuple(old[name].shape)}")
+            raise ValueError(
+                f"strategy {strategy_name!r} returned a mask for {name!r} of "
+                f"{describe(mask)}; expected shape {tuple(old[name].shape)}"
+            )
         mask = check_binary_mask(mask, f"the mask strategy {strategy_name!r} returned for {name!r}").bool()
         if not may_grow and bool((mask & ~old[name]).any()):
-            raise ValueError(f"strategy {strategy_name!r} revived pruned entries of {name!r}; "
-                             "masks may only shrink (set may_grow = True on the strategy to allow it)")
+            raise ValueError(
+                f"strategy {strategy_name!r} revived pruned entries of {name!r}; "
+                "masks may only shrink (set may_grow = True on the strategy to allow it)"
+            )
         out[name] = mask
     for name, first in tied.items():
         if not torch.equal(out[name], out[first]):
-            raise ValueError(f"strategy {strategy_name!r} returned different masks for {first!r} and {name!r}, "
-                             "which are one tied tensor; tied weights get one mask")
+            raise ValueError(
+                f"strategy {strategy_name!r} returned different masks for {first!r} and {name!r}, "
+                "which are one tied tensor; tied weights get one mask"
+            )
     return out
 
 
@@ -208,7 +226,8 @@ class _GuardedHooks:
                 raise PluginError(
                     f"plugin {_culprit(caller, error)!r} raised in {hook_name} (round {kwargs.get('round_index')}): "
                     f"{type(error).__name__}: {error}; the run stops here (finished rounds in checkpoint_dir "
-                    "are kept, so it can be resumed)") from error
+                    "are kept, so it can be resumed)"
+                ) from error
 
         return call
 
@@ -216,8 +235,25 @@ class _GuardedHooks:
 class _Run:
     """One run of the driver (kept in one object so resume can rebuild it)."""
 
-    def __init__(self, model, wrapper, train, evaluate, strategy_name, strategy, names, pairs, rounds, target,
-                 optimizer, scheduler, rewind_state, checkpoint_dir, seed, sync):
+    def __init__(
+        self,
+        model,
+        wrapper,
+        train,
+        evaluate,
+        strategy_name,
+        strategy,
+        names,
+        pairs,
+        rounds,
+        target,
+        optimizer,
+        scheduler,
+        rewind_state,
+        checkpoint_dir,
+        seed,
+        sync,
+    ):
         self.model, self.wrapper = model, wrapper  # train and evaluate get the wrapper (e.g. DDP)
         self.train_fn, self.evaluate_fn = train, evaluate
         self.strategy_name, self.strategy = strategy_name, strategy
@@ -290,8 +326,9 @@ class _Run:
         seed = round_seed(self.seed, round_index)
         _seed_everything(seed)
         on_iteration = self._capture_at if round_index == 0 and self.rewind_iteration > 0 else None
-        context = RoundContext(round_index, seed, self.rewind_iteration, on_iteration,
-                               counts_itself=self.optimizer is not None)
+        context = RoundContext(
+            round_index, seed, self.rewind_iteration, on_iteration, counts_itself=self.optimizer is not None
+        )
         handle = None
         if self.optimizer is not None:
             handle = self.optimizer.register_step_post_hook(lambda *_: context._advance())
@@ -309,8 +346,12 @@ class _Run:
         if self.evaluate_fn is not None:
             metrics.update(_metrics(self.evaluate_fn(self.wrapper), "evaluate"))
         metrics.setdefault("iterations", context.iteration)
-        record = {"round": round_index, **self.figures(), "metrics": metrics,
-                  "seconds": round(time.perf_counter() - started, 6)}
+        record = {
+            "round": round_index,
+            **self.figures(),
+            "metrics": metrics,
+            "seconds": round(time.perf_counter() - started, 6),
+        }
         record = self.sync.value(record)  # rank 0's metrics in every rank's history
         self.history.append(record)
         self.hook.torch_lottery_round_end(round_index=round_index, model=self.model, record=copy.deepcopy(record))
@@ -325,8 +366,9 @@ class _Run:
             tensor = _layout.original(m, name)
             weights[n] = detached.setdefault(id(tensor), tensor.detach())
         for name, values in weights.items():  # a diverged training run stops here, before anything is pruned
-            check_finite(values, f"the weights of {name!r} after training round {round_index - 1} (diverged?)",
-                         old[name])
+            check_finite(
+                values, f"the weights of {name!r} after training round {round_index - 1} (diverged?)", old[name]
+            )
         rewind = {n: self.rewind_point[n] for n in self.names if n in self.rewind_point}
         context = PruneContext(self.model, self.names, weights, old, rewind, round_index, generator)
         try:
@@ -334,15 +376,21 @@ class _Run:
         except (ValueError, TypeError):  # WHY: the strategy's own checks, which name what is wrong
             raise
         except Exception as error:
-            raise PluginError(f"strategy {self.strategy_name!r}{_origin(self.strategy_name)} raised in prune "
-                              f"(round {round_index}): {type(error).__name__}: {error}; nothing was pruned") from error
-        new = _check_masks(proposed, self.names, old, self.strategy_name,
-                           bool(getattr(self.strategy, "may_grow", False)), self.tied)
+            raise PluginError(
+                f"strategy {self.strategy_name!r}{_origin(self.strategy_name)} raised in prune "
+                f"(round {round_index}): {type(error).__name__}: {error}; nothing was pruned"
+            ) from error
+        new = _check_masks(
+            proposed, self.names, old, self.strategy_name, bool(getattr(self.strategy, "may_grow", False)), self.tied
+        )
         new = self.sync.masks(new)  # rank 0's masks on every rank, whatever their RNG states
         self.install(new, f"{self.strategy_name} round {round_index}")
-        self.hook.torch_lottery_after_prune(round_index=round_index, model=self.model,
-                                            masks={n: m.clone() for n, m in new.items()},
-                                            remaining=self.figures()["remaining"])
+        self.hook.torch_lottery_after_prune(
+            round_index=round_index,
+            model=self.model,
+            masks={n: m.clone() for n, m in new.items()},
+            remaining=self.figures()["remaining"],
+        )
 
     def install(self, masks: Mapping[str, torch.Tensor], source: str) -> None:
         for name, (module, tensor_name) in zip(self.names, self.pairs, strict=True):
@@ -353,9 +401,8 @@ class _Run:
             return True
         if self.target is not None and self.history[-1]["remaining"] <= self.target:
             return True
-        if len(self.history) >= 2 and self.history[-1]["remaining_weights"] == self.history[-2]["remaining_weights"]:
-            return True  # the strategy cannot prune any further
-        return False
+        # the strategy cannot prune any further
+        return len(self.history) >= 2 and self.history[-1]["remaining_weights"] == self.history[-2]["remaining_weights"]
 
     # -- checkpoints ------------------------------------------------------------
     def save(self, round_index: int) -> None:
@@ -386,11 +433,14 @@ class _Run:
         saved, current = state["config"], self.config()
         differ = sorted(k for k in current if saved.get(k) != current[k] and k not in ("rounds", "target_remaining"))
         if differ:
-            raise ValueError(f"checkpoint_dir={os.fspath(self.checkpoint_dir)!r} holds a run with other settings "
-                             f"({', '.join(f'{k}: {saved.get(k)!r} vs {current[k]!r}' for k in differ)}); "
-                             "use another directory or the same settings")
-        checkpoints.check_checkpoint_fits(state, path, self.model, self.names, self.pairs, self.optimizer,
-                                          self.scheduler)  # before anything changes
+            raise ValueError(
+                f"checkpoint_dir={os.fspath(self.checkpoint_dir)!r} holds a run with other settings "
+                f"({', '.join(f'{k}: {saved.get(k)!r} vs {current[k]!r}' for k in differ)}); "
+                "use another directory or the same settings"
+            )
+        checkpoints.check_checkpoint_fits(
+            state, path, self.model, self.names, self.pairs, self.optimizer, self.scheduler
+        )  # before anything changes
         if state["masks"] is not None:
             self.install(state["masks"], f"{self.strategy_name} (resumed)")
         self.model.load_state_dict(state["model"])
@@ -411,8 +461,9 @@ class _Run:
         round_index = self.sync.together(lambda: self.resume(finished))
         if round_index == 0:
             started = time.perf_counter()
-            self.hook.torch_lottery_round_start(round_index=0, model=self.model, strategy=self.strategy,
-                                                remaining=self.figures()["remaining"])
+            self.hook.torch_lottery_round_start(
+                round_index=0, model=self.model, strategy=self.strategy, remaining=self.figures()["remaining"]
+            )
             if self.rewind_iteration == 0:
                 self.capture(0)
             self.train_and_record(0, started)
@@ -421,12 +472,14 @@ class _Run:
             round_index = 1
         while not (len(self.history) and self.done(round_index - 1)):
             started = time.perf_counter()
-            self.hook.torch_lottery_round_start(round_index=round_index, model=self.model, strategy=self.strategy,
-                                                remaining=self.figures()["remaining"])
+            self.hook.torch_lottery_round_start(
+                round_index=round_index, model=self.model, strategy=self.strategy, remaining=self.figures()["remaining"]
+            )
             self.prune_round(round_index)
             self.rewind()
-            self.hook.torch_lottery_after_rewind(round_index=round_index, model=self.model,
-                                                 rewind_point=self.rewind_point)
+            self.hook.torch_lottery_after_rewind(
+                round_index=round_index, model=self.model, rewind_point=self.rewind_point
+            )
             self.train_and_record(round_index, started)
             self.save(round_index)
             round_index += 1
@@ -465,8 +518,11 @@ def _parameters(model: nn.Module, parameters: Any) -> tuple[tuple[str, ...], lis
             raise ValueError("parameters is empty: nothing to prune")
         listed = {id(_layout.original(m, n)) for _, m, n in named}
         known = {q for q, _, _ in named}
-        named += [(q, m, n) for q, m, n in _layout.named_tensors(model)
-                  if id(_layout.original(m, n)) in listed and q not in known]
+        named += [
+            (q, m, n)
+            for q, m, n in _layout.named_tensors(model)
+            if id(_layout.original(m, n)) in listed and q not in known
+        ]
     for qualified, module, name in named:
         try:
             check_module_name(module, name)
@@ -480,13 +536,24 @@ def _parameters(model: nn.Module, parameters: Any) -> tuple[tuple[str, ...], lis
     return tuple(q for q, _, _ in named), [(m, n) for _, m, n in named]
 
 
-def find_ticket(model: nn.Module, train: TrainFn, evaluate: EvalFn | None = None, *,
-                strategy: str | Strategy = "imp", strategy_options: Mapping[str, Any] | None = None,
-                rounds: int | None = None, target_remaining: float | None = None,
-                parameters: Iterable | None = None, optimizer: torch.optim.Optimizer | None = None,
-                scheduler: Any = None, rewind_state: bool = False,
-                checkpoint_dir: str | os.PathLike | None = None, seed: int = 0,
-                plugins: Iterable[Any] = (), distributed: bool | None = None) -> Ticket:
+def find_ticket(
+    model: nn.Module,
+    train: TrainFn,
+    evaluate: EvalFn | None = None,
+    *,
+    strategy: str | Strategy = "imp",
+    strategy_options: Mapping[str, Any] | None = None,
+    rounds: int | None = None,
+    target_remaining: float | None = None,
+    parameters: Iterable | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    rewind_state: bool = False,
+    checkpoint_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    plugins: Iterable[Any] = (),
+    distributed: bool | None = None,
+) -> Ticket:
     """Find a lottery ticket with your own training loop: train, prune, rewind, repeat.
 
     Round 0 trains the dense model (capturing the rewind point at the strategy's
@@ -579,8 +646,10 @@ def find_ticket(model: nn.Module, train: TrainFn, evaluate: EvalFn | None = None
     if distributed is not None:
         check_bool(distributed, "distributed")
     if distributed and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        raise ValueError("distributed=True needs an initialized torch.distributed process group "
-                         "(torch.distributed.init_process_group)")
+        raise ValueError(
+            "distributed=True needs an initialized torch.distributed process group "
+            "(torch.distributed.init_process_group)"
+        )
     wrapper, model = model, unwrap(model)
     if not callable(train):
         raise TypeError(f"train must be callable as train(model, context), got {describe(train)}")
@@ -617,8 +686,24 @@ def find_ticket(model: nn.Module, train: TrainFn, evaluate: EvalFn | None = None
     group = wrapper.process_group if isinstance(wrapper, nn.parallel.DistributedDataParallel) else None
     sync = RunSync(group, enabled=distributed is not False)
     with _registered(list(plugins)), _directory(checkpoint_dir, sync):
-        run = _Run(model, wrapper, train, evaluate, strategy_name, instance, names, pairs, rounds, target_remaining,
-                   optimizer, scheduler, rewind_state, checkpoint_dir, seed, sync)
+        run = _Run(
+            model,
+            wrapper,
+            train,
+            evaluate,
+            strategy_name,
+            instance,
+            names,
+            pairs,
+            rounds,
+            target_remaining,
+            optimizer,
+            scheduler,
+            rewind_state,
+            checkpoint_dir,
+            seed,
+            sync,
+        )
         return run.run()
 
 

@@ -79,8 +79,13 @@ class Ticket:
         (['0.weight'], True)
     """
 
-    def __init__(self, masks: Mapping[str, torch.Tensor], rewind: RewindPoint | Mapping[str, torch.Tensor],
-                 history: list[dict] | tuple = (), config: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        masks: Mapping[str, torch.Tensor],
+        rewind: RewindPoint | Mapping[str, torch.Tensor],
+        history: list[dict] | tuple = (),
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
         if not isinstance(masks, Mapping):
             raise TypeError(f"masks must be a mapping of name to Tensor, got {describe(masks)}")
         self.masks: dict[str, torch.Tensor] = {}
@@ -94,8 +99,10 @@ class Ticket:
             self.rewind = RewindPoint(rewind)
         for name, mask in self.masks.items():
             if name in self.rewind and tuple(self.rewind[name].shape) != tuple(mask.shape):
-                raise ValueError(f"rewind[{name!r}] has shape {tuple(self.rewind[name].shape)} but "
-                                 f"masks[{name!r}] has shape {tuple(mask.shape)}")
+                raise ValueError(
+                    f"rewind[{name!r}] has shape {tuple(self.rewind[name].shape)} but "
+                    f"masks[{name!r}] has shape {tuple(mask.shape)}"
+                )
         self.history = _check_history(history)
         if config is not None and not isinstance(config, Mapping):
             raise TypeError(f"config must be a dict, got {describe(config)}")
@@ -119,8 +126,10 @@ class Ticket:
         return self.remaining_weights / total if total else 1.0
 
     def __repr__(self) -> str:
-        return (f"Ticket(tensors={len(self.masks)}, remaining={self.remaining:.4f}, "
-                f"rounds={len(self.history)}, strategy={self.config.get('strategy')!r})")
+        return (
+            f"Ticket(tensors={len(self.masks)}, remaining={self.remaining:.4f}, "
+            f"rounds={len(self.history)}, strategy={self.config.get('strategy')!r})"
+        )
 
     # -- files -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -135,12 +144,14 @@ class Ticket:
         }
 
     @classmethod
-    def from_state_dict(cls, state: Any, source: str = "state") -> "Ticket":
+    def from_state_dict(cls, state: Any, source: str = "state") -> Ticket:
         """Build a ticket from :meth:`state_dict` output, checking its layout."""
         if not isinstance(state, dict) or state.get("format") != TICKET_FORMAT:
             raise ValueError(f"{source} is not a torch-lottery ticket (no format={TICKET_FORMAT!r} field)")
         if type(state.get("version")) is not int or state["version"] != TICKET_VERSION:
-            raise ValueError(f"{source} has ticket version {state.get('version')!r}; this release reads {TICKET_VERSION}")
+            raise ValueError(
+                f"{source} has ticket version {state.get('version')!r}; this release reads {TICKET_VERSION}"
+            )
         try:
             rewind = RewindPoint.from_state_dict(state["rewind"], source=f"{source} (rewind)")
             return cls(state["masks"], rewind, state["history"], state["config"])
@@ -157,7 +168,7 @@ class Ticket:
         save_state(self.state_dict(), path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, map_location: Any = "cpu") -> "Ticket":
+    def load(cls, path: str | os.PathLike, map_location: Any = "cpu") -> Ticket:
         """Load a ticket saved by :meth:`save`, with ``torch.load(weights_only=True)``.
 
         Raises:
@@ -229,8 +240,11 @@ class Ticket:
         if strict and (report.missing or report.mismatched):
             problems = [f"missing: {', '.join(report.missing)}"] if report.missing else []
             problems += [f"mismatched: {'; '.join(report.mismatched)}"] if report.mismatched else []
-            raise ValueError("the ticket does not fit the model (" + " | ".join(problems) +
-                             "); pass strict=False to apply the tensors that match")
+            raise ValueError(
+                "the ticket does not fit the model ("
+                + " | ".join(problems)
+                + "); pass strict=False to apply the tensors that match"
+            )
         source = f"ticket ({self.config.get('strategy', 'unknown')})"
         for qualified, (module, name), mask in mask_jobs:
             FixedMask.apply(module, name, mask.to(_layout.original(module, name).device), source=source)

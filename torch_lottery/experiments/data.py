@@ -20,7 +20,7 @@ import os
 import random
 import shutil
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -87,10 +87,11 @@ class TensorData:
             if len(x) != len(y):
                 raise ValueError(f"{split}_x has {len(x)} examples but {split}_y has {len(y)}")
             if tuple(x.shape[1:]) != tuple(self.input_shape):
-                raise ValueError(f"{split}_x has inputs of shape {tuple(x.shape[1:])}, "
-                                 f"not input_shape={tuple(self.input_shape)}")
+                raise ValueError(
+                    f"{split}_x has inputs of shape {tuple(x.shape[1:])}, not input_shape={tuple(self.input_shape)}"
+                )
 
-    def to(self, device: torch.device | str) -> "TensorData":
+    def to(self, device: torch.device | str) -> TensorData:
         """Return a copy with every tensor on ``device``.
 
         Like ``Tensor.to``, tensors already on ``device`` are shared, not copied.
@@ -102,8 +103,7 @@ class TensorData:
             TensorData: the data on ``device``.
         """
         device = torch.device(device)
-        moved = {f: getattr(self, f).to(device) for f in
-                 ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
+        moved = {f: getattr(self, f).to(device) for f in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
         return dataclasses.replace(self, **moved)
 
     @property
@@ -112,16 +112,19 @@ class TensorData:
         return self.train_x.device
 
     def __repr__(self) -> str:
-        return (f"TensorData(name={self.name!r}, train={len(self.train_x)}, validation={len(self.val_x)}, "
-                f"test={len(self.test_x)}, input_shape={self.input_shape}, num_classes={self.num_classes}, "
-                f"device={self.device})")
+        return (
+            f"TensorData(name={self.name!r}, train={len(self.train_x)}, validation={len(self.val_x)}, "
+            f"test={len(self.test_x)}, input_shape={self.input_shape}, num_classes={self.num_classes}, "
+            f"device={self.device})"
+        )
 
 
 # -- helpers -----------------------------------------------------------------------
 def default_root() -> str:
     """Return the default data folder: ``$TORCH_LOTTERY_DATA`` or ``~/.cache/torch_lottery/data``."""
     return os.environ.get("TORCH_LOTTERY_DATA") or os.path.join(
-        os.path.expanduser("~"), ".cache", "torch_lottery", "data")
+        os.path.expanduser("~"), ".cache", "torch_lottery", "data"
+    )
 
 
 def _import_torchvision():
@@ -173,8 +176,12 @@ def _load_torchvision(name: str, root: str, download: bool) -> tuple:
     class_name, folder = _TORCHVISION_SETS[name]
     cls = getattr(torchvision.datasets, class_name)
     raw = os.path.join(root, "FashionMNIST", "raw")
-    if (name == "fashion-mnist" and not download and os.path.isdir(DEBIAN_FASHION_MNIST)
-            and not all(os.path.exists(os.path.join(raw, f[:-3])) for f in IDX_FILES)):
+    if (
+        name == "fashion-mnist"
+        and not download
+        and os.path.isdir(DEBIAN_FASHION_MNIST)
+        and not all(os.path.exists(os.path.join(raw, f[:-3])) for f in IDX_FILES)
+    ):
         # Offline on Debian: unpack the real IDX files of the dataset-fashion-mnist package
         # where torchvision reads them (only when they are not there yet).
         prepare_fashion_mnist(root, source=DEBIAN_FASHION_MNIST)
@@ -187,8 +194,10 @@ def _load_torchvision(name: str, root: str, download: bool) -> tuple:
                 raise RuntimeError(f"could not download {name} into root={root!r}: {error}") from error
             hint = "pass download=True (torch-lottery run --download) to fetch it"
             if name == "fashion-mnist":
-                hint += (", or, offline, install Debian's package dataset-fashion-mnist and run "
-                         "torch_lottery.experiments.data.prepare_fashion_mnist(root) to unpack it there")
+                hint += (
+                    ", or, offline, install Debian's package dataset-fashion-mnist and run "
+                    "torch_lottery.experiments.data.prepare_fashion_mnist(root) to unpack it there"
+                )
             raise FileNotFoundError(
                 f"data set {name} not found under root={root!r} (torchvision's {class_name} reads "
                 f"{os.path.join(root, folder)}): {hint}"
@@ -223,13 +232,19 @@ def _mnist1d_arrays() -> tuple:
 
 def _load_mnist1d() -> tuple:
     x, y, x_test, y_test, num_classes = _mnist1d_arrays()
-    return (torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.int64),
-            torch.tensor(x_test, dtype=torch.float32), torch.tensor(y_test, dtype=torch.int64), num_classes)
+    return (
+        torch.tensor(x, dtype=torch.float32),
+        torch.tensor(y, dtype=torch.int64),
+        torch.tensor(x_test, dtype=torch.float32),
+        torch.tensor(y_test, dtype=torch.int64),
+        num_classes,
+    )
 
 
 # -- loading -----------------------------------------------------------------------
-def load_dataset(name: str, root: str | os.PathLike | None = None, download: bool = False,
-                 validation: int = 5000, seed: int = 0) -> TensorData:
+def load_dataset(
+    name: str, root: str | os.PathLike | None = None, download: bool = False, validation: int = 5000, seed: int = 0
+) -> TensorData:
     """Load a whole data set into memory as normalized tensors, with a validation split.
 
     Images become float tensors ``(N, C, H, W)`` scaled to [0, 1], then
@@ -284,8 +299,10 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, download: boo
 
     n = len(train_x)
     if validation >= n:
-        raise ValueError(f"validation={validation} must be smaller than the {n} training examples of {name} "
-                         f"(e.g. validation={n // 10})")
+        raise ValueError(
+            f"validation={validation} must be smaller than the {n} training examples of {name} "
+            f"(e.g. validation={n // 10})"
+        )
     generator = torch.Generator().manual_seed(int(seed))
     order = torch.randperm(n, generator=generator)
     val_idx, train_idx = order[:validation].sort().values, order[validation:].sort().values
@@ -294,9 +311,19 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, download: boo
 
     mean, std = _channel_stats(train_x)
     train_x, val_x, test_x = (_normalize(x, mean, std) for x in (train_x, val_x, test_x))
-    return TensorData(train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, test_x=test_x, test_y=test_y,
-                      num_classes=num_classes, input_shape=tuple(train_x.shape[1:]), name=name,
-                      mean=tuple(mean.reshape(-1).tolist()), std=tuple(std.reshape(-1).tolist()))
+    return TensorData(
+        train_x=train_x,
+        train_y=train_y,
+        val_x=val_x,
+        val_y=val_y,
+        test_x=test_x,
+        test_y=test_y,
+        num_classes=num_classes,
+        input_shape=tuple(train_x.shape[1:]),
+        name=name,
+        mean=tuple(mean.reshape(-1).tolist()),
+        std=tuple(std.reshape(-1).tolist()),
+    )
 
 
 # -- Fashion-MNIST from Debian -----------------------------------------------------
@@ -362,8 +389,9 @@ def _gunzip_idx(src: str, filename: str, out) -> None:
 
 
 # -- minibatches -------------------------------------------------------------------
-def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int,
-            generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield one epoch of shuffled minibatches ``(x[idx], y[idx])`` by indexing preloaded tensors.
 
     One ``torch.randperm`` per call (on ``generator``'s device, so a seeded CPU
@@ -403,8 +431,9 @@ def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int,
     return _batches(x, y, int(batch_size), generator)
 
 
-def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int,
-             generator: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     n = len(x)
     if generator is None:
         order = torch.randperm(n, device=x.device)
@@ -416,5 +445,7 @@ def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int,
         y_order = order
     for start in range(0, n, batch_size):
         # index_select gathers the same rows as x[idx], in a third of the time on CPU
-        yield (x.index_select(0, order[start:start + batch_size]),
-               y.index_select(0, y_order[start:start + batch_size]))
+        yield (
+            x.index_select(0, order[start : start + batch_size]),
+            y.index_select(0, y_order[start : start + batch_size]),
+        )

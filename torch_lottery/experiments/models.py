@@ -39,8 +39,28 @@ _CONV_CFGS: dict[str, list[int | str]] = {
 }
 
 # VGG-19 for CIFAR: 3x3 convolutions + BatchNorm + ReLU, "M" = 2x2 max pooling.
-_VGG19_CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-                               512, 512, 512, 512, "M", 512, 512, 512, 512]
+_VGG19_CFG: list[int | str] = [
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    512,
+]
 
 #: The LTH paper's pruning and training setups (Frankle & Carbin 2019, Figure 2 and
 #: Appendix), as plain data. Keys: ``scope`` ("local": each tensor on its own;
@@ -56,40 +76,106 @@ _VGG19_CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "
 #: VGG-19 do not prune it ("fc 0%").
 PAPER_SETUPS: dict[str, dict[str, Any]] = {
     "lenet300100": {
-        "scope": "local", "rate": 0.2, "conv_rate": None, "fc_rate": 0.2, "output_rate": 0.1,
-        "optimizer": "adam", "lr": 1.2e-3, "weight_decay": 0.0, "batch_size": 60,
-        "iterations": 50_000, "lr_milestones": [], "warmup": 0, "rewind_iteration": 0,
+        "scope": "local",
+        "rate": 0.2,
+        "conv_rate": None,
+        "fc_rate": 0.2,
+        "output_rate": 0.1,
+        "optimizer": "adam",
+        "lr": 1.2e-3,
+        "weight_decay": 0.0,
+        "batch_size": 60,
+        "iterations": 50_000,
+        "lr_milestones": [],
+        "warmup": 0,
+        "rewind_iteration": 0,
     },
     "conv2": {
-        "scope": "local", "rate": 0.2, "conv_rate": 0.1, "fc_rate": 0.2, "output_rate": 0.1,
-        "optimizer": "adam", "lr": 2e-4, "weight_decay": 0.0, "batch_size": 60,
-        "iterations": 20_000, "lr_milestones": [], "warmup": 0, "rewind_iteration": 0,
+        "scope": "local",
+        "rate": 0.2,
+        "conv_rate": 0.1,
+        "fc_rate": 0.2,
+        "output_rate": 0.1,
+        "optimizer": "adam",
+        "lr": 2e-4,
+        "weight_decay": 0.0,
+        "batch_size": 60,
+        "iterations": 20_000,
+        "lr_milestones": [],
+        "warmup": 0,
+        "rewind_iteration": 0,
     },
     "conv4": {
-        "scope": "local", "rate": 0.2, "conv_rate": 0.1, "fc_rate": 0.2, "output_rate": 0.1,
-        "optimizer": "adam", "lr": 3e-4, "weight_decay": 0.0, "batch_size": 60,
-        "iterations": 25_000, "lr_milestones": [], "warmup": 0, "rewind_iteration": 0,
+        "scope": "local",
+        "rate": 0.2,
+        "conv_rate": 0.1,
+        "fc_rate": 0.2,
+        "output_rate": 0.1,
+        "optimizer": "adam",
+        "lr": 3e-4,
+        "weight_decay": 0.0,
+        "batch_size": 60,
+        "iterations": 25_000,
+        "lr_milestones": [],
+        "warmup": 0,
+        "rewind_iteration": 0,
     },
     "conv6": {
-        "scope": "local", "rate": 0.2, "conv_rate": 0.15, "fc_rate": 0.2, "output_rate": 0.1,
-        "optimizer": "adam", "lr": 3e-4, "weight_decay": 0.0, "batch_size": 60,
-        "iterations": 30_000, "lr_milestones": [], "warmup": 0, "rewind_iteration": 0,
+        "scope": "local",
+        "rate": 0.2,
+        "conv_rate": 0.15,
+        "fc_rate": 0.2,
+        "output_rate": 0.1,
+        "optimizer": "adam",
+        "lr": 3e-4,
+        "weight_decay": 0.0,
+        "batch_size": 60,
+        "iterations": 30_000,
+        "lr_milestones": [],
+        "warmup": 0,
+        "rewind_iteration": 0,
     },
     "resnet18": {
-        "scope": "global", "rate": 0.2, "conv_rate": 0.2, "fc_rate": None, "output_rate": 0.0,
-        "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 128,
-        "iterations": 30_000, "lr_milestones": [20_000, 25_000], "warmup": 20_000, "rewind_iteration": 500,
+        "scope": "global",
+        "rate": 0.2,
+        "conv_rate": 0.2,
+        "fc_rate": None,
+        "output_rate": 0.0,
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "batch_size": 128,
+        "iterations": 30_000,
+        "lr_milestones": [20_000, 25_000],
+        "warmup": 20_000,
+        "rewind_iteration": 500,
     },
     "vgg19": {
-        "scope": "global", "rate": 0.2, "conv_rate": 0.2, "fc_rate": None, "output_rate": 0.0,
-        "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 64,
-        "iterations": 112_000, "lr_milestones": [56_000, 84_000], "warmup": 10_000, "rewind_iteration": 100,
+        "scope": "global",
+        "rate": 0.2,
+        "conv_rate": 0.2,
+        "fc_rate": None,
+        "output_rate": 0.0,
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "batch_size": 64,
+        "iterations": 112_000,
+        "lr_milestones": [56_000, 84_000],
+        "warmup": 10_000,
+        "rewind_iteration": 100,
     },
 }
 
 #: The ``imp`` options for models without a paper setup (torchvision models, custom names).
-DEFAULT_STRATEGY_OPTIONS: dict[str, Any] = {"rate": 0.2, "scope": "global", "rate_multipliers": {},
-                                            "rewind_iteration": 0}
+DEFAULT_STRATEGY_OPTIONS: dict[str, Any] = {
+    "rate": 0.2,
+    "scope": "global",
+    "rate_multipliers": {},
+    "rewind_iteration": 0,
+}
 
 
 # -- the networks ------------------------------------------------------------------
@@ -189,8 +275,9 @@ class CifarResNet(nn.Module):
         widths (tuple): channels of the three stages.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, blocks_per_stage: int = 3,
-                 widths: tuple[int, int, int] = (16, 32, 64)) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, blocks_per_stage: int = 3, widths: tuple[int, int, int] = (16, 32, 64)
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -232,8 +319,11 @@ class VGG(nn.Module):
             if item == "M":
                 layers.append(nn.MaxPool2d(2))
             else:
-                layers += [nn.Conv2d(channels, int(item), 3, padding=1, bias=False),
-                           nn.BatchNorm2d(int(item)), nn.ReLU(inplace=True)]
+                layers += [
+                    nn.Conv2d(channels, int(item), 3, padding=1, bias=False),
+                    nn.BatchNorm2d(int(item)),
+                    nn.ReLU(inplace=True),
+                ]
                 channels = int(item)
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -272,8 +362,9 @@ class RepeatChannels(nn.Module):
 # -- building ----------------------------------------------------------------------
 def _check_input_shape(input_shape: Any) -> tuple[int, ...]:
     if not isinstance(input_shape, (tuple, list)) or not input_shape:
-        raise TypeError(f"input_shape must be a non-empty tuple of ints (without the batch dimension), "
-                        f"got {describe(input_shape)}")
+        raise TypeError(
+            f"input_shape must be a non-empty tuple of ints (without the batch dimension), got {describe(input_shape)}"
+        )
     for size in input_shape:
         if isinstance(size, bool) or not isinstance(size, numbers.Integral):
             raise TypeError(f"input_shape must hold ints, got {describe(input_shape)}")
@@ -284,8 +375,9 @@ def _check_input_shape(input_shape: Any) -> tuple[int, ...]:
 
 def _image_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
     if len(input_shape) != 3:
-        raise ValueError(f"model {name!r} needs images: input_shape must be (channels, height, width), "
-                         f"got {input_shape}")
+        raise ValueError(
+            f"model {name!r} needs images: input_shape must be (channels, height, width), got {input_shape}"
+        )
     return input_shape  # type: ignore[return-value]
 
 
@@ -293,8 +385,10 @@ def _check_pool_fits(name: str, cfg: list[int | str], input_shape: tuple[int, in
     pools = sum(1 for item in cfg if item == "M")
     _, height, width = input_shape
     if height >> pools == 0 or width >> pools == 0:
-        raise ValueError(f"model {name!r} pools {pools} times by 2 and needs images of at least "
-                         f"{2 ** pools}x{2 ** pools}, got input_shape={input_shape}")
+        raise ValueError(
+            f"model {name!r} pools {pools} times by 2 and needs images of at least "
+            f"{2**pools}x{2**pools}, got input_shape={input_shape}"
+        )
 
 
 def _import_torchvision():
@@ -329,11 +423,14 @@ def _build_torchvision(name: str, input_shape: tuple[int, ...], num_classes: int
     torchvision = _import_torchvision()
     known = torchvision_models()
     if name not in known:
-        raise ValueError(f"model='{TORCHVISION_PREFIX}{name}' is not a torchvision classification model; "
-                         f"known: {', '.join(known)}")
+        raise ValueError(
+            f"model='{TORCHVISION_PREFIX}{name}' is not a torchvision classification model; known: {', '.join(known)}"
+        )
     if len(input_shape) != 3 or input_shape[0] not in (1, 3):
-        raise ValueError(f"model='{TORCHVISION_PREFIX}{name}' needs images with 1 or 3 channels: input_shape "
-                         f"must be (1 or 3, height, width), got {input_shape}")
+        raise ValueError(
+            f"model='{TORCHVISION_PREFIX}{name}' needs images with 1 or 3 channels: input_shape "
+            f"must be (1 or 3, height, width), got {input_shape}"
+        )
     extra = _TORCHVISION_KWARGS.get(name, {})
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **extra)
     if input_shape[0] == 1:
@@ -345,8 +442,9 @@ def _build_torchvision(name: str, input_shape: tuple[int, ...], num_classes: int
         with torch.no_grad():
             out = model(torch.zeros(1, *input_shape))
     except Exception as error:  # torchvision raises RuntimeError, ValueError or AssertionError
-        raise ValueError(f"model='{TORCHVISION_PREFIX}{name}' does not accept inputs of shape "
-                         f"{input_shape}: {error}") from None
+        raise ValueError(
+            f"model='{TORCHVISION_PREFIX}{name}' does not accept inputs of shape {input_shape}: {error}"
+        ) from None
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, num_classes):
@@ -392,7 +490,7 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn
         raise ValueError(f"num_classes={num_classes} must be >= 1")
     num_classes = int(num_classes)
     if name.startswith(TORCHVISION_PREFIX):
-        return _build_torchvision(name[len(TORCHVISION_PREFIX):], shape, num_classes)
+        return _build_torchvision(name[len(TORCHVISION_PREFIX) :], shape, num_classes)
     if name == "lenet300100":
         return LeNet300100(math.prod(shape), num_classes)
     if name in _CONV_CFGS:
@@ -405,8 +503,10 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn
         image = _image_shape(name, shape)
         _check_pool_fits(name, _VGG19_CFG, image)
         return VGG(_VGG19_CFG, image[0], num_classes)
-    raise ValueError(f"name={name!r} is not a known model; known: {', '.join(MODELS)}, "
-                     f"or {TORCHVISION_PREFIX}<name> for a torchvision classifier")
+    raise ValueError(
+        f"name={name!r} is not a known model; known: {', '.join(MODELS)}, "
+        f"or {TORCHVISION_PREFIX}<name> for a torchvision classifier"
+    )
 
 
 # -- pruning setups ----------------------------------------------------------------
@@ -489,5 +589,9 @@ def paper_strategy_options(name: str, model: nn.Module) -> dict[str, Any]:
         multiplier = _multiplier(float(tensor_rate), rate)
         if multiplier != 1.0:
             multipliers[qualified] = multiplier
-    return {"rate": rate, "scope": setup["scope"], "rate_multipliers": multipliers,
-            "rewind_iteration": int(setup.get("rewind_iteration", 0))}
+    return {
+        "rate": rate,
+        "scope": setup["scope"],
+        "rate_multipliers": multipliers,
+        "rewind_iteration": int(setup.get("rewind_iteration", 0)),
+    }

@@ -10,7 +10,6 @@ from typing import Any
 
 from .._files import atomic_write
 
-
 #: File names of a run's output directory, defined in one place.
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
@@ -45,8 +44,11 @@ def table(result: dict[str, Any], metric: str = "test_accuracy") -> str:
     rows = []
     for round_index in rounds:
         ticket = cells.get(("ticket", round_index))
-        remaining = ticket["remaining"] if ticket else next(
-            cells[(k, round_index)]["remaining"] for k in kinds if (k, round_index) in cells)
+        remaining = (
+            ticket["remaining"]
+            if ticket
+            else next(cells[(k, round_index)]["remaining"] for k in kinds if (k, round_index) in cells)
+        )
         row = [str(round_index), f"{100 * remaining:.1f}"]
         for kind in kinds:
             cell = cells.get((kind, round_index))
@@ -60,7 +62,7 @@ def table(result: dict[str, Any], metric: str = "test_accuracy") -> str:
         row.append("-" if es is None else f"{es:.0f}")
         rows.append(row)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    line = lambda cells_: "  ".join(c.rjust(w) for c, w in zip(cells_, widths))  # noqa: E731
+    line = lambda cells_: "  ".join(c.rjust(w) for c, w in zip(cells_, widths, strict=True))  # noqa: E731
     unit = " %" if metric.startswith("test_accuracy") else ""
     title = f"{metric.replace('_', ' ')}{unit} (mean ± std over {max((r['n'] for r in summary), default=0)} seeds)"
     return "\n".join([title, line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
@@ -81,6 +83,7 @@ def plot(result: dict[str, Any], path: str, metric: str = "test_accuracy") -> bo
     """Draw ``metric`` against percent of weights remaining (log x axis); return False without matplotlib."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -88,8 +91,9 @@ def plot(result: dict[str, Any], path: str, metric: str = "test_accuracy") -> bo
     summary = result["summary"]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for kind, label in LABELS.items():
-        rows = sorted((r for r in summary if r["kind"] == kind and r[f"{metric}_mean"] is not None),
-                      key=lambda r: -r["remaining"])
+        rows = sorted(
+            (r for r in summary if r["kind"] == kind and r[f"{metric}_mean"] is not None), key=lambda r: -r["remaining"]
+        )
         if not rows:
             continue
         x = [100 * r["remaining"] for r in rows]
@@ -107,8 +111,10 @@ def plot(result: dict[str, Any], path: str, metric: str = "test_accuracy") -> bo
     ax.set_xlabel("percent of weights remaining")
     ax.set_ylabel(metric.replace("_", " ") + " (%)")
     config = result.get("config", {})
-    ax.set_title(f"{config.get('model', '')} on {config.get('dataset', '')} "
-                 f"({max((r['n'] for r in summary), default=0)} seeds; band: min-max)")
+    ax.set_title(
+        f"{config.get('model', '')} on {config.get('dataset', '')} "
+        f"({max((r['n'] for r in summary), default=0)} seeds; band: min-max)"
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -149,8 +155,11 @@ def load_results(directory: str) -> dict[str, Any]:
     for index, row in enumerate(summary):
         if not isinstance(row, dict):
             raise ValueError(f"{path!r} is damaged: summary row {index} is {row!r}, not a dict")
-        bad = [key for key, kind in _ROW_FIELDS.items() if not isinstance(row.get(key), kind)
-               or isinstance(row.get(key), bool)]
+        bad = [
+            key
+            for key, kind in _ROW_FIELDS.items()
+            if not isinstance(row.get(key), kind) or isinstance(row.get(key), bool)
+        ]
         if bad:
             raise ValueError(f"{path!r} is damaged: summary row {index} has no valid {', '.join(bad)}")
     return result
@@ -170,5 +179,7 @@ def check_metric(result: dict[str, Any], metric: str, source: str = "results.jso
         for suffix in ("mean", "std", "min", "max"):
             value = row.get(f"{metric}_{suffix}", "missing")
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise ValueError(f"{source!r} has no valid {metric}_{suffix} in summary row {index} "
-                                 f"(found {value!r}); was it written by this version?")
+                raise ValueError(
+                    f"{source!r} has no valid {metric}_{suffix} in summary row {index} "
+                    f"(found {value!r}); was it written by this version?"
+                )

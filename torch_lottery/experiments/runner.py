@@ -22,7 +22,8 @@ import dataclasses
 import math
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -95,6 +96,7 @@ class RunConfig:
     def check(self) -> None:
         """Validate every field, raising ``TypeError``/``ValueError`` naming it."""
         from .data import DATASETS
+
         check_choice(self.dataset, DATASETS, "dataset")
         if not isinstance(self.model, str) or not self.model:
             raise TypeError(f"model must be a model name, got {describe(self.model)}")
@@ -110,8 +112,9 @@ class RunConfig:
             check_choice(self.optimizer, OPTIMIZERS, "optimizer")
         for name in ("lr", "momentum", "weight_decay", "rate", "output_rate"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not math.isfinite(value) or value < 0):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
+            ):
                 raise ValueError(f"{name}={value!r} must be a finite number >= 0")
         for name in ("rate", "output_rate"):
             value = getattr(self, name)
@@ -119,8 +122,11 @@ class RunConfig:
                 raise ValueError(f"{name}={value} must be below 1")
         if self.scope is not None:
             check_choice(self.scope, ("local", "global"), "scope")
-        if (isinstance(self.controls, str) or not isinstance(self.controls, (list, tuple))
-                or not all(isinstance(c, str) for c in self.controls)):
+        if (
+            isinstance(self.controls, str)
+            or not isinstance(self.controls, (list, tuple))
+            or not all(isinstance(c, str) for c in self.controls)
+        ):
             raise TypeError(f"controls must be a list of names, got {describe(self.controls)}")
         for control in self.controls:
             check_choice(control, CONTROLS, "controls")
@@ -163,6 +169,7 @@ DATASET_VALIDATION = {"mnist1d": 500, "mnist": 5000, "fashion-mnist": 5000, "cif
 def resolve_setup(config: RunConfig, model: nn.Module) -> Setup:
     """Merge the paper's setup for the model with the explicit settings of ``config``."""
     from .models import PAPER_SETUPS, output_layer_name, paper_strategy_options
+
     paper = PAPER_SETUPS.get(config.model, {})
     options = paper_strategy_options(config.model, model)
     if config.rate is not None:
@@ -172,7 +179,8 @@ def resolve_setup(config: RunConfig, model: nn.Module) -> Setup:
     if config.output_rate is not None:
         rate = options.get("rate", 0.2)
         options.setdefault("rate_multipliers", {})[output_layer_name(model)] = (
-            config.output_rate / rate if rate else 0.0)
+            config.output_rate / rate if rate else 0.0
+        )
     if config.rewind_iteration is not None:
         options["rewind_iteration"] = config.rewind_iteration
     return Setup(
@@ -207,9 +215,9 @@ class Trainer:
         model.eval()
         loss = correct = 0.0
         for start in range(0, len(x), 4096):
-            out = model(x[start:start + 4096])
-            loss += float(nn.functional.cross_entropy(out, y[start:start + 4096], reduction="sum"))
-            correct += float((out.argmax(1) == y[start:start + 4096]).sum())
+            out = model(x[start : start + 4096])
+            loss += float(nn.functional.cross_entropy(out, y[start : start + 4096], reduction="sum"))
+            correct += float((out.argmax(1) == y[start : start + 4096]).sum())
         model.train(was_training)
         return loss / max(len(x), 1), correct / max(len(x), 1)
 
@@ -221,9 +229,10 @@ class Trainer:
     def train(self, model: nn.Module, context=None, title: str = "train") -> dict[str, Any]:
         """Train ``model`` for the configured epochs; track the early-stopping iteration."""
         from .data import batches
+
         s, d = self.setup, self.data
         optimizer = self._optimizer(model)
-        generator = torch.Generator(device="cpu").manual_seed(int(torch.randint(0, 2 ** 62, (1,))))
+        generator = torch.Generator(device="cpu").manual_seed(int(torch.randint(0, 2**62, (1,))))
         per_epoch = math.ceil(len(d.train_x) / s.batch_size)
         eval_points = {max(1, round(per_epoch * (i + 1) / self.evals_per_epoch)) for i in range(self.evals_per_epoch)}
         best = {"val_loss": math.inf, "iteration": 0, "test_accuracy": float("nan")}
@@ -242,13 +251,20 @@ class Trainer:
                     if step in eval_points and len(d.val_x):
                         val_loss, _ = self._loss_accuracy(model, d.val_x, d.val_y)
                         if val_loss < best["val_loss"]:
-                            best = {"val_loss": val_loss, "iteration": iteration,
-                                    "test_accuracy": self.evaluate(model)["test_accuracy"]}
+                            best = {
+                                "val_loss": val_loss,
+                                "iteration": iteration,
+                                "test_accuracy": self.evaluate(model)["test_accuracy"],
+                            }
                 epochs.update()
                 epochs.set_postfix_str(f"loss {loss.item():.3f}")
-        return {"train_loss": loss.item(), "iterations": iteration, "early_stop_iteration": best["iteration"],
-                "val_loss_min": best["val_loss"] if math.isfinite(best["val_loss"]) else None,
-                "test_accuracy_at_early_stop": best["test_accuracy"]}
+        return {
+            "train_loss": loss.item(),
+            "iterations": iteration,
+            "early_stop_iteration": best["iteration"],
+            "val_loss_min": best["val_loss"] if math.isfinite(best["val_loss"]) else None,
+            "test_accuracy_at_early_stop": best["test_accuracy"],
+        }
 
 
 class _Recorder:
@@ -272,8 +288,7 @@ class _Recorder:
 
 
 def _record(kind: str, round_index: int, remaining: float, metrics: dict[str, Any]) -> dict[str, Any]:
-    return {"kind": kind, "round": round_index, "remaining": remaining,
-            **{m: metrics.get(m) for m in METRICS}}
+    return {"kind": kind, "round": round_index, "remaining": remaining, **{m: metrics.get(m) for m in METRICS}}
 
 
 def _strategy_history(ticket: Ticket, kind: str) -> list[dict[str, Any]]:
@@ -289,26 +304,41 @@ def run_replicate(config: RunConfig, data, seed: int, build: Callable[[], nn.Mod
     records: list[dict[str, Any]] = []
     with bar(config.progress, total=config.rounds + 1, desc=f"seed {seed}: ticket", unit="round") as rounds:
         recorder = _Recorder(rounds.update)
-        ticket = find_ticket(model, lambda m, c: trainer.train(m, c, "ticket"), trainer.evaluate,
-                             strategy="imp", strategy_options=setup.strategy_options, rounds=config.rounds,
-                             seed=seed, plugins=[recorder])
+        ticket = find_ticket(
+            model,
+            lambda m, c: trainer.train(m, c, "ticket"),
+            trainer.evaluate,
+            strategy="imp",
+            strategy_options=setup.strategy_options,
+            rounds=config.rounds,
+            seed=seed,
+            plugins=[recorder],
+        )
     records += _strategy_history(ticket, "ticket")
 
     if "random_pruning" in config.controls:
         options = {k: v for k, v in setup.strategy_options.items() if k != "criterion"}
         torch.manual_seed(seed)
         with bar(config.progress, total=config.rounds + 1, desc=f"seed {seed}: random pruning", unit="round") as rounds:
-            other = find_ticket(build(), lambda m, c: trainer.train(m, c, "random pruning"), trainer.evaluate,
-                                strategy="random", strategy_options=options, rounds=config.rounds, seed=seed,
-                                plugins=[_Recorder(rounds.update)])
+            other = find_ticket(
+                build(),
+                lambda m, c: trainer.train(m, c, "random pruning"),
+                trainer.evaluate,
+                strategy="random",
+                strategy_options=options,
+                rounds=config.rounds,
+                seed=seed,
+                plugins=[_Recorder(rounds.update)],
+            )
         records += [r for r in _strategy_history(other, "random_pruning") if r["round"] > 0]
 
     trained = [c for c in ("reinit", "permute", "sign_reinit", "supermask") if c in config.controls]
     if not trained:
         return records
     remaining = {r["round"]: r["remaining"] for r in ticket.history}
-    with bar(config.progress, total=len(recorder.masks) * len(trained), desc=f"seed {seed}: controls",
-             unit="model") as controls:
+    with bar(
+        config.progress, total=len(recorder.masks) * len(trained), desc=f"seed {seed}: controls", unit="model"
+    ) as controls:
         for round_index, masks in sorted(recorder.masks.items()):
             for control in trained:
                 control_seed = round_seed(seed, round_index, KINDS.index(control))
@@ -327,8 +357,9 @@ def run_replicate(config: RunConfig, data, seed: int, build: Callable[[], nn.Mod
                     if control in ("reinit", "permute"):
                         random_reinit(net, pairs, generator=generator)
                     else:
-                        sign_preserving_reinit(net, RewindPoint(dict(ticket.rewind.items())), pairs,
-                                               generator=generator)
+                        sign_preserving_reinit(
+                            net, RewindPoint(dict(ticket.rewind.items())), pairs, generator=generator
+                        )
                     metrics = trainer.train(net, title=control)
                     metrics.update(trainer.evaluate(net))
                 records.append(_record(control, round_index, remaining[round_index], metrics))
@@ -360,8 +391,12 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault((record["kind"], record["round"]), []).append(record)
     rows = []
     for (kind, round_index), group in sorted(groups.items(), key=lambda kv: (KINDS.index(kv[0][0]), kv[0][1])):
-        row: dict[str, Any] = {"kind": kind, "round": round_index, "n": len(group),
-                               "remaining": statistics.fmean(r["remaining"] for r in group)}
+        row: dict[str, Any] = {
+            "kind": kind,
+            "round": round_index,
+            "n": len(group),
+            "remaining": statistics.fmean(r["remaining"] for r in group),
+        }
         for metric in METRICS:
             values = [float(r[metric]) for r in group if r.get(metric) is not None and not math.isnan(float(r[metric]))]
             row[f"{metric}_mean"] = statistics.fmean(values) if values else None
@@ -376,11 +411,13 @@ def run_experiment(config: RunConfig) -> dict[str, Any]:
     """Run ``config`` (all replicates) and return ``{"config", "setup", "records", "summary", "seconds"}``."""
     from .data import load_dataset
     from .models import build_model
+
     config.check()
     started = time.perf_counter()
     validation = config.validation if config.validation is not None else DATASET_VALIDATION.get(config.dataset, 5000)
-    data = load_dataset(config.dataset, root=config.data_root, download=config.download,
-                        validation=validation, seed=config.seed).to(config.device)
+    data = load_dataset(
+        config.dataset, root=config.data_root, download=config.download, validation=validation, seed=config.seed
+    ).to(config.device)
 
     def build() -> nn.Module:
         return build_model(config.model, data.input_shape, data.num_classes).to(config.device)
@@ -396,8 +433,14 @@ def run_experiment(config: RunConfig) -> dict[str, Any]:
     return {
         "config": config.to_dict(),
         "setup": setup,
-        "data": {"name": data.name, "train": len(data.train_x), "validation": len(data.val_x),
-                 "test": len(data.test_x), "input_shape": list(data.input_shape), "classes": data.num_classes},
+        "data": {
+            "name": data.name,
+            "train": len(data.train_x),
+            "validation": len(data.val_x),
+            "test": len(data.test_x),
+            "input_shape": list(data.input_shape),
+            "classes": data.num_classes,
+        },
         "records": records,
         "summary": summarize(records),
         "seconds": round(time.perf_counter() - started, 2),

@@ -48,7 +48,7 @@ def _trainer(x: torch.Tensor, y: torch.Tensor):
         for _ in range(EPOCHS):
             order = torch.randperm(len(x))
             for start in range(0, len(x), BATCH):
-                idx = order[start:start + BATCH]
+                idx = order[start : start + BATCH]
                 optimizer.zero_grad()
                 loss = nn.functional.mse_loss(model(x[idx]), y[idx])
                 loss.backward()
@@ -56,6 +56,7 @@ def _trainer(x: torch.Tensor, y: torch.Tensor):
                 if context is not None:
                     context.step()
         return {"train_mse": loss.item()}
+
     return train
 
 
@@ -94,7 +95,9 @@ def run(seed: int = 0) -> dict[str, Any]:
     full.load_state_dict(model.state_dict())
     total = sum(p.numel() for p in model.parameters())
     ticket = find_ticket(
-        model, train, lambda m: {"test_rmse": rmse(m, x_test, y_test)},
+        model,
+        train,
+        lambda m: {"test_rmse": rmse(m, x_test, y_test)},
         strategy="imp",
         strategy_options={"rate": RATE, "scope": "local", "min_remaining": KEEP, "rewind_iteration": 1},
         target_remaining=KEEP * 2 / total,
@@ -104,7 +107,7 @@ def run(seed: int = 0) -> dict[str, Any]:
     def control(permute: bool) -> nn.Module:
         other = make_model()
         gen = torch.Generator().manual_seed(seed + (2 if permute else 1))
-        for (module, name), qualified in zip(prunable_parameters(other), ticket.masks):
+        for (module, name), qualified in zip(prunable_parameters(other), ticket.masks, strict=True):
             fixed_mask(module, name, ticket.masks[qualified])
             if permute:
                 random_permutation(module, name, generator=gen)
@@ -131,18 +134,25 @@ def run(seed: int = 0) -> dict[str, Any]:
             "random_permutation": rmse(permuted, x_test, y_test),
             "full_model": rmse(full, x_test, y_test),
         },
-        "history": [{"round": r["round"], "remaining_weights": r["remaining_weights"],
-                     "test_rmse": r["metrics"]["test_rmse"]} for r in ticket.history],
+        "history": [
+            {"round": r["round"], "remaining_weights": r["remaining_weights"], "test_rmse": r["metrics"]["test_rmse"]}
+            for r in ticket.history
+        ],
         "seconds": round(time.perf_counter() - start, 2),
     }
 
 
 def format_result(result: dict[str, Any]) -> str:
     """Return the text report of :func:`run`'s result."""
-    lines = [f"{result['rounds']} rounds of 25% pruning per layer: {result['weights_remaining']} of "
-             f"{result['weights_total']} weights remain"]
-    for title, key in (("winning ticket", "winning_ticket"), ("random-reinit ticket", "random_reinit_ticket"),
-                       ("permuted ticket", "permuted_ticket")):
+    lines = [
+        f"{result['rounds']} rounds of 25% pruning per layer: {result['weights_remaining']} of "
+        f"{result['weights_total']} weights remain"
+    ]
+    for title, key in (
+        ("winning ticket", "winning_ticket"),
+        ("random-reinit ticket", "random_reinit_ticket"),
+        ("permuted ticket", "permuted_ticket"),
+    ):
         lines.append(f"\n{title}:")
         for number, layer in enumerate(result[key]):
             lines.append(f"  layer {number}")

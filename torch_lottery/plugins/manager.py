@@ -65,10 +65,11 @@ def _load_plugins(pm: pluggy.PluginManager) -> None:
             plugin = entry_point.load()
             pm.register(plugin, name=entry_point.name)
         except Exception as error:
-            _record(PluginError(
-                f"plugin {entry_point.name!r} ({entry_point.value}) failed to load: "
-                f"{type(error).__name__}: {error}"
-            ))
+            _record(
+                PluginError(
+                    f"plugin {entry_point.name!r} ({entry_point.value}) failed to load: {type(error).__name__}: {error}"
+                )
+            )
 
 
 def _record(error: PluginError) -> None:
@@ -128,9 +129,11 @@ def _registry() -> tuple[dict[str, StrategyEntry], list[PluginError]]:
             impl.function(**{arg: register for arg in impl.argnames if arg == "register"})
         except Exception as error:
             names = f" (none of its strategies {', '.join(repr(e.name) for e in mine)} is registered)" if mine else ""
-            errors.append(PluginError(
-                f"plugin {plugin!r} failed to register its strategies: {type(error).__name__}: {error}{names}"
-            ))
+            errors.append(
+                PluginError(
+                    f"plugin {plugin!r} failed to register its strategies: {type(error).__name__}: {error}{names}"
+                )
+            )
             continue
         for entry in mine:
             found.setdefault(entry.name, []).append(entry)
@@ -196,5 +199,3 @@ def get_strategy(name: str) -> Any:
     if broken:
         message += "; plugins with errors: " + "; ".join(str(e) for e in broken)
     raise StrategyError(message)
-
-

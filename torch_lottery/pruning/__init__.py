@@ -11,8 +11,8 @@ goes through one planner (``_select.plan``): floors, rate multipliers, scopes an
 devices mean the same everywhere.
 """
 
-from .container import LotteryContainer, compact_hooks
 from ._select import CRITERIA
+from .container import LotteryContainer, compact_hooks
 from .fixed import FixedMask, fixed_mask
 from .global_magnitude import GlobalMagnitude, global_magnitude
 from .magnitude import LotteryMagnitude, SignPreservingSupermask, lottery_magnitude, sign_preserving_supermask

@@ -130,5 +130,3 @@ def attach(
     for done in container:
         release_round_state(done)
     return method
-
-

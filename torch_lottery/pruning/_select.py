@@ -110,15 +110,21 @@ class _Source:
     a 0/1 mask of any dtype; non-zero means "still surviving") restricts the pool.
     """
 
-    def __init__(self, final: torch.Tensor, criterion: str | None = None, initial: torch.Tensor | None = None,
-                 eligible: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        final: torch.Tensor,
+        criterion: str | None = None,
+        initial: torch.Tensor | None = None,
+        eligible: torch.Tensor | None = None,
+    ) -> None:
         self.final = final.detach().reshape(-1)
         self.initial = None if initial is None else initial.detach().reshape(-1)
         self.criterion = criterion
         self.eligible = None if eligible is None else eligible.detach().reshape(-1)
         self.numel = self.final.numel()
-        self.raw_dtype = (self.final.dtype if self.initial is None
-                          else torch.promote_types(self.final.dtype, self.initial.dtype))
+        self.raw_dtype = (
+            self.final.dtype if self.initial is None else torch.promote_types(self.final.dtype, self.initial.dtype)
+        )
         self.surviving = self.numel
 
     @property
@@ -166,7 +172,7 @@ class _Pool:
             return
         total = 0
         for start in range(0, s.numel, _CHUNK):
-            e = s.eligible[start:start + _CHUNK]
+            e = s.eligible[start : start + _CHUNK]
             if e.dtype == torch.bool:
                 total += int(torch.count_nonzero(e))
             else:
@@ -203,12 +209,12 @@ class _Pool:
         le = [[0] * len(ids) for _ in pivots]
         for j, i in enumerate(ids):
             s = self.sources[i]
-            for start, scores in self._chunks(s):
+            for _start, scores in self._chunks(s):
                 tmp = self._buffer("count", s.device, scores.numel())
                 for p, pivot in enumerate(pivots):
                     lt[p][j] += int(torch.lt(scores, pivot, out=tmp).sum())
                     le[p][j] += int(torch.le(scores, pivot, out=tmp).sum())
-        return list(zip(lt, le))
+        return list(zip(lt, le, strict=True))
 
     def _gather(self, ids: list[int], lo: float | None, hi: float | None) -> list[torch.Tensor]:
         """Per tensor of ``ids``: its surviving scores strictly between ``lo`` and ``hi`` (None: unbounded)."""
@@ -229,8 +235,9 @@ class _Pool:
             out.append(torch.cat(pieces) if len(pieces) != 1 else pieces[0])
         return out
 
-    def _pivots(self, ids: list[int], lo: float | None, hi: float | None, rank: int, inside: int,
-                round_: int) -> list[float]:
+    def _pivots(
+        self, ids: list[int], lo: float | None, hi: float | None, rank: int, inside: int, round_: int
+    ) -> list[float]:
         """Sample scores strictly inside (lo, hi) and return pivots that bracket the ``rank``-th of them."""
         sizes = [self.sources[i].numel for i in ids]
         total = sum(sizes)
@@ -238,7 +245,7 @@ class _Pool:
         draws = min(int(wanted * total / inside) + 1, 16 * wanted)
         generator = torch.Generator().manual_seed(_SEED + round_)
         found = []
-        for i, size in zip(ids, sizes):
+        for i, size in zip(ids, sizes, strict=True):
             m = min(size, max(1, round(draws * size / total)))
             s = self.sources[i]
             index = torch.randint(size, (m,), generator=generator).to(s.device)
@@ -286,12 +293,12 @@ class _Pool:
                 break
             counts = self._count(ids, pivots)
             prev_le, prev_pivot = le_lo, lo
-            for pivot, (lt, le) in zip(pivots, counts):
+            for pivot, (lt, le) in zip(pivots, counts, strict=True):
                 if k <= sum(lt):  # strictly below this pivot
                     lo, le_lo, hi, lt_hi = prev_pivot, prev_le, pivot, lt
                     break
                 if k <= sum(le):  # the k-th score equals the pivot
-                    return pivot, lt, [b - a for a, b in zip(lt, le)]
+                    return pivot, lt, [b - a for a, b in zip(lt, le, strict=True)]
                 prev_le, prev_pivot = le, pivot
             else:  # above the last pivot
                 lo, le_lo = prev_pivot, prev_le
@@ -300,7 +307,7 @@ class _Pool:
         nonempty = [p for p in pieces if p.numel()]
         values = torch.cat(nonempty) if len(nonempty) > 1 else nonempty[0]
         thr = float(torch.kthvalue(values, rank).values)
-        below = [b + int(torch.count_nonzero(p < thr)) for b, p in zip(le_lo, pieces)]
+        below = [b + int(torch.count_nonzero(p < thr)) for b, p in zip(le_lo, pieces, strict=True)]
         at = [int(torch.count_nonzero(p == thr)) for p in pieces]
         return thr, below, at
 
@@ -319,7 +326,7 @@ class _Pool:
         thr, below, at = self.threshold(live, k)
         need = k - sum(below)
         out = {i: ("all", 0) for i in ids}
-        for i, b, a in zip(live, below, at):
+        for i, b, a in zip(live, below, at, strict=True):
             p = min(a, need)
             need -= p
             out[i] = ((thr, p, a), self.surviving[i] - b - p)
@@ -335,12 +342,12 @@ class _Pool:
             if s.eligible is None:
                 return out.fill_(1)
             for start in range(0, s.numel, _CHUNK):
-                torch.ne(s.eligible[start:start + _CHUNK], 0, out=flat[start:start + _CHUNK])
+                torch.ne(s.eligible[start : start + _CHUNK], 0, out=flat[start : start + _CHUNK])
             return out
         thr, pruned, ties = plan
         seen = 0
         for start, scores in self._chunks(s):
-            o = flat[start:start + scores.numel()]
+            o = flat[start : start + scores.numel()]
             if pruned == 0 or (pruned < ties and seen >= pruned):  # every tie (left) is kept
                 torch.ge(scores, thr, out=o)
             elif pruned >= ties:  # every tie is pruned
@@ -366,15 +373,20 @@ class _Pool:
         plain = s.criterion is None or (s.criterion == "large_final" and s.final.dtype == self.dtype)
         if plan == "all" and old is not None:
             return out.copy_(old)
-        if not (isinstance(plan, tuple) and (plan[1] == 0 or plan[1] >= plan[2]) and plain
-                and out.dtype == self.dtype and out.is_contiguous()):
+        if not (
+            isinstance(plan, tuple)
+            and (plan[1] == 0 or plan[1] >= plan[2])
+            and plain
+            and out.dtype == self.dtype
+            and out.is_contiguous()
+        ):
             self.write(i, plan, out)
         else:
             thr, pruned, _ = plan
             compare = torch.ge if pruned == 0 else torch.gt
             flat = out.view(-1)
             for start in range(0, s.numel, _CHUNK):
-                o, f = flat[start:start + _CHUNK], s.final[start:start + _CHUNK]
+                o, f = flat[start : start + _CHUNK], s.final[start : start + _CHUNK]
                 o.copy_(f) if s.criterion is None else torch.abs(f, out=o)
                 compare(o, thr, out=o)  # entries that no longer survive are zeroed by `old` below
         if old is not None:
@@ -382,8 +394,9 @@ class _Pool:
         return out
 
 
-def plan_group(pool: _Pool, ids: list[int], amount: Any, min_remaining: int, on_floor: str,
-               name: str = "amount") -> dict[int, Any]:
+def plan_group(
+    pool: _Pool, ids: list[int], amount: Any, min_remaining: int, on_floor: str, name: str = "amount"
+) -> dict[int, Any]:
     """Plan one threshold over the tensors ``ids`` of ``pool``, each keeping ``min_remaining`` survivors.
 
     Tensors that the threshold would push below their floor are held at it and the
@@ -467,9 +480,11 @@ def plan(
     for ids in groups:
         devices = sorted({str(pool.sources[i].device) for i in ids})
         if len(devices) > 1:
-            raise ValueError(f"the tensors of one pool (scope={scope!r}) are on several devices "
-                             f"({', '.join(devices)}); one pool needs one device (move the model, or prune "
-                             "them separately)")
+            raise ValueError(
+                f"the tensors of one pool (scope={scope!r}) are on several devices "
+                f"({', '.join(devices)}); one pool needs one device (move the model, or prune "
+                "them separately)"
+            )
     for source, label in zip(pool.sources, labels, strict=True):
         check_finite(source.final, label, source.eligible)
         if source.initial is not None and source.criterion in NEEDS_INITIAL:

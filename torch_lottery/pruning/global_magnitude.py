@@ -52,30 +52,58 @@ class GlobalMagnitude(LotteryMagnitude):
         >>> _ = GlobalMagnitude.apply(net[0], "weight", amount=1, min_remaining=1, on_floor="raise")
         Traceback (most recent call last):
         ...
-        ValueError: amount=1 would prune 1 of 1 surviving entries, but min_remaining=1 per tensor leaves only 0 prunable (on_floor='clamp' prunes what the floors allow)
+        ValueError: amount=1 would prune 1 of 1 surviving entries, but min_remaining=1 per tensor leaves only 0 ...
     """
 
-    def __init__(self, amount, criterion="large_final", rewind_point=None, rewind=True, min_remaining=1,
-                 on_floor="clamp") -> None:
+    def __init__(
+        self, amount, criterion="large_final", rewind_point=None, rewind=True, min_remaining=1, on_floor="clamp"
+    ) -> None:
         super().__init__(amount, criterion=criterion, rewind_point=rewind_point, rewind=rewind)
         self.min_remaining = check_nonneg_int(min_remaining, "min_remaining")
         self.on_floor = check_on_floor(on_floor)
 
     @classmethod
-    def apply(cls, module, name, amount, criterion="large_final", rewind_point=None, rewind=True,
-              min_remaining=1, on_floor="clamp", importance_scores=None):  # type: ignore[override]
+    def apply(
+        cls,
+        module,
+        name,
+        amount,
+        criterion="large_final",
+        rewind_point=None,
+        rewind=True,
+        min_remaining=1,
+        on_floor="clamp",
+        importance_scores=None,
+    ):  # type: ignore[override]
         """Prune ``module.<name>`` as a pool of one tensor; return the method.
 
         Returns:
             GlobalMagnitude: the method, recorded in the tensor's hook.
         """
-        method = cls(amount, criterion=criterion, rewind_point=rewind_point, rewind=rewind,
-                     min_remaining=min_remaining, on_floor=on_floor)
+        method = cls(
+            amount,
+            criterion=criterion,
+            rewind_point=rewind_point,
+            rewind=rewind,
+            min_remaining=min_remaining,
+            on_floor=on_floor,
+        )
         return attach(module, name, method, importance_scores=importance_scores)
 
 
-def global_magnitude(parameters, amount, *, importance_scores=None, criterion="large_final", rewind_point=None,
-                     rewind=True, rate_multipliers=None, min_remaining=1, exclude=(), on_floor="clamp") -> None:
+def global_magnitude(
+    parameters,
+    amount,
+    *,
+    importance_scores=None,
+    criterion="large_final",
+    rewind_point=None,
+    rewind=True,
+    rate_multipliers=None,
+    min_remaining=1,
+    exclude=(),
+    on_floor="clamp",
+) -> None:
     """Prune a pool of tensors by magnitude with one threshold, in place.
 
     Takes ``parameters`` the way stock ``prune.global_unstructured`` does, or a
@@ -133,8 +161,10 @@ def global_magnitude(parameters, amount, *, importance_scores=None, criterion="l
     targets = Targets.of(parameters, getattr(rewind_point, "model", None))
     pairs = targets.pairs
     scores = targets.table(importance_scores, "importance_scores")
-    multipliers = {i: check_multiplier(m, targets.label(i), amount)
-                   for i, m in targets.table(rate_multipliers, "rate_multipliers").items()}
+    multipliers = {
+        i: check_multiplier(m, targets.label(i), amount)
+        for i, m in targets.table(rate_multipliers, "rate_multipliers").items()
+    }
     excluded = targets.members(exclude, "exclude") | {i for i, m in multipliers.items() if m == 0.0}
 
     first = _layout.aliases(pairs)  # tied weights: one tensor, ranked once, one mask for every name
@@ -146,17 +176,23 @@ def global_magnitude(parameters, amount, *, importance_scores=None, criterion="l
         given = check_scores(scores.get(i), orig, targets.label(i))
         initial = rewind_tensor(rewind_point, module, name, orig) if criterion in NEEDS_INITIAL else None
         # Scores are computed chunk by chunk while ranking: no copy of the pool is made.
-        sources.append(_Source(orig if given is None else given, criterion, initial,
-                               eligible=_layout.mask_of(module, name)))
+        sources.append(
+            _Source(orig if given is None else given, criterion, initial, eligible=_layout.mask_of(module, name))
+        )
     rewinds = []
     if rewind_point is not None and rewind:  # every rewind tensor checked before anything changes
         rewinds = [rewind_tensor(rewind_point, m, n, _layout.original(m, n)) for m, n in pairs]
 
     with torch.no_grad():
         pool = _Pool(sources)
-        plans = plan(pool, amount, labels=[targets.label(i) for i in unique],
-                     multipliers=[multipliers.get(i, 1.0) for i in unique], min_remaining=min_remaining,
-                     on_floor=on_floor)
+        plans = plan(
+            pool,
+            amount,
+            labels=[targets.label(i) for i in unique],
+            multipliers=[multipliers.get(i, 1.0) for i in unique],
+            min_remaining=min_remaining,
+            on_floor=on_floor,
+        )
         pool.release()
         # Write each mask straight into its new buffer and install it, one tensor at a time, so that
         # the only memory added is what the pruned layout holds (the mask and the masked weight).
@@ -168,11 +204,16 @@ def global_magnitude(parameters, amount, *, importance_scores=None, criterion="l
             mask = torch.empty(orig.shape, dtype=orig.dtype if old is None else old.dtype, device=orig.device)
             pool.write_mask(j, plans[j], mask, old)  # keep * old
             for k in (k for k, f in enumerate(first) if f == i):  # the tensor and its tied names
-                method = GlobalMagnitude(rate, criterion=criterion, rewind_point=rewind_point, rewind=False,
-                                         min_remaining=min_remaining, on_floor=on_floor)
+                method = GlobalMagnitude(
+                    rate,
+                    criterion=criterion,
+                    rewind_point=rewind_point,
+                    rewind=False,
+                    min_remaining=min_remaining,
+                    on_floor=on_floor,
+                )
                 attach(*pairs[k], method, mask=mask if k == i else mask.clone())
             del mask
         pool.release()
     if rewinds:
         _layout.write_values(pairs, rewinds)
-

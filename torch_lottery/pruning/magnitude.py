@@ -9,10 +9,10 @@ import torch
 from .. import _layout
 from .._validation import check_amount, check_bool, check_choice, check_pairs, count_to_prune
 from ._core import LotteryMethod, attach, check_scores
-from .container import adopt
 from ._rewind import check_rewind_point, rewind_tensor, signed_constant_values
 from ._select import CRITERIA, NEEDS_INITIAL, _Pool, _Source, plan, same_sign
 from ._stock import StockPool, stock_pool
+from .container import adopt
 
 SUPERMASK_VALUES = ("rewind", "signed_constant")
 
@@ -120,8 +120,9 @@ class LotteryMagnitude(LotteryMethod):
 
     def _plan(self, sources: list[_Source], labels: list[str]) -> tuple[_Pool, list]:
         pool = _Pool(sources)
-        return pool, plan(pool, self._amount(pool), labels=labels, min_remaining=self.min_remaining,
-                          on_floor=self.on_floor)
+        return pool, plan(
+            pool, self._amount(pool), labels=labels, min_remaining=self.min_remaining, on_floor=self.on_floor
+        )
 
     def compute_mask(self, t, default_mask):
         """Return ``default_mask`` with the lowest-scoring surviving entries of ``t`` set to 0."""
@@ -135,8 +136,9 @@ class LotteryMagnitude(LotteryMethod):
         source = _Source(t, self.criterion, initial, eligible=None if everything else default_mask)
         label = self._round.label if self._round is not None else "the weights (or importance_scores)"
         pool, (p,) = self._plan([source], [label])
-        mask = pool.write_mask(0, p, torch.empty(t.shape, dtype=default_mask.dtype, device=t.device),
-                               None if everything else default_mask)
+        mask = pool.write_mask(
+            0, p, torch.empty(t.shape, dtype=default_mask.dtype, device=t.device), None if everything else default_mask
+        )
         pool.release()
         return mask
 
@@ -145,8 +147,10 @@ class LotteryMagnitude(LotteryMethod):
         if self.rewind_point is None or self.criterion not in NEEDS_INITIAL:
             return None
         if self._round is None or self._round.initial is None:
-            raise ValueError(f"{type(self).__name__} with criterion={self.criterion!r} needs the tensor's rewind "
-                             "values: use apply(), torch_lottery.global_magnitude() or prune.global_unstructured()")
+            raise ValueError(
+                f"{type(self).__name__} with criterion={self.criterion!r} needs the tensor's rewind "
+                "values: use apply(), torch_lottery.global_magnitude() or prune.global_unstructured()"
+            )
         full = self._round.initial
         if t.shape == full.shape:
             return full
@@ -155,8 +159,10 @@ class LotteryMagnitude(LotteryMethod):
     def _stock_pool_mask(self, stock: StockPool, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
         """The mask of the surviving entries of a stock ``global_unstructured`` pool (see :mod:`._stock`)."""
         if isinstance(self.rewind_point, torch.Tensor):
-            raise TypeError("a Tensor rewind_point only works with apply() on one tensor; for a pool of tensors "
-                            "pass a torch_lottery.RewindPoint (e.g. RewindPoint.capture(model))")
+            raise TypeError(
+                "a Tensor rewind_point only works with apply() on one tensor; for a pool of tensors "
+                "pass a torch_lottery.RewindPoint (e.g. RewindPoint.capture(model))"
+            )
         pairs = check_pairs(stock.pairs)
         first = _layout.aliases(pairs)  # tied weights: one tensor, ranked once, one mask
         unique = [i for i, f in enumerate(first) if f == i]
@@ -169,16 +175,22 @@ class LotteryMagnitude(LotteryMethod):
             initial = None
             if self.rewind_point is not None and self.criterion in NEEDS_INITIAL:
                 initial = rewind_tensor(self.rewind_point, module, name, orig)
-            sources.append(_Source(orig if scores is None else scores, self.criterion, initial,
-                                   eligible=_layout.mask_of(module, name)))
+            sources.append(
+                _Source(
+                    orig if scores is None else scores, self.criterion, initial, eligible=_layout.mask_of(module, name)
+                )
+            )
             labels.append(label)
         rewinds = []
         if self.rewind_point is not None and self.rewind:  # every value checked before anything changes
-            rewinds = [self._written(rewind_tensor(self.rewind_point, *pairs[i], _layout.original(*pairs[i])))
-                       for i in unique]
+            rewinds = [
+                self._written(rewind_tensor(self.rewind_point, *pairs[i], _layout.original(*pairs[i]))) for i in unique
+            ]
         pool, plans = self._plan(sources, labels)
-        keeps = [pool.write(j, p, torch.empty(s.final.shape, dtype=torch.bool, device=s.device)).reshape(-1)
-                 for j, (p, s) in enumerate(zip(plans, sources, strict=True))]
+        keeps = [
+            pool.write(j, p, torch.empty(s.final.shape, dtype=torch.bool, device=s.device)).reshape(-1)
+            for j, (p, s) in enumerate(zip(plans, sources, strict=True))
+        ]
         pool.release()
         slot = {i: j for j, i in enumerate(unique)}
         pieces = []
@@ -187,8 +199,10 @@ class LotteryMagnitude(LotteryMethod):
             pieces.append(keep if old is None else keep[old.reshape(-1) != 0])
         survivors = torch.cat(pieces).to(device=t.device, dtype=default_mask.dtype)
         if survivors.numel() != t.numel():
-            raise ValueError(f"prune.global_unstructured passed {t.numel()} surviving entries, but its parameters "
-                             f"hold {survivors.numel()}; pass each (module, name) pair once")
+            raise ValueError(
+                f"prune.global_unstructured passed {t.numel()} surviving entries, but its parameters "
+                f"hold {survivors.numel()}; pass each (module, name) pair once"
+            )
         # Commit: stock installs the masks next; before that every tensor gets our hook (and is rewound).
         for module, name in pairs:
             adopt(module, name)
@@ -197,8 +211,9 @@ class LotteryMagnitude(LotteryMethod):
         return survivors
 
     @classmethod
-    def apply(cls, module, name, amount, criterion="large_final", rewind_point=None, rewind=True,
-              importance_scores=None):  # type: ignore[override]
+    def apply(
+        cls, module, name, amount, criterion="large_final", rewind_point=None, rewind=True, importance_scores=None
+    ):  # type: ignore[override]
         """Prune ``module.<name>`` in place and return the new method (see the class doc).
 
         Args:
@@ -215,8 +230,9 @@ class LotteryMagnitude(LotteryMethod):
         return attach(module, name, method, importance_scores=importance_scores)
 
 
-def lottery_magnitude(module, name, amount, criterion="large_final", rewind_point=None, rewind=True,
-                      importance_scores=None):
+def lottery_magnitude(
+    module, name, amount, criterion="large_final", rewind_point=None, rewind=True, importance_scores=None
+):
     """Prune ``amount`` of the surviving entries of ``module.<name>`` by ``criterion``; return ``module``.
 
     Functional twin of :class:`LotteryMagnitude` (same arguments).
@@ -232,8 +248,15 @@ def lottery_magnitude(module, name, amount, criterion="large_final", rewind_poin
         >>> int(layer.weight_mask.sum())
         64
     """
-    LotteryMagnitude.apply(module, name, amount, criterion=criterion, rewind_point=rewind_point,
-                           rewind=rewind, importance_scores=importance_scores)
+    LotteryMagnitude.apply(
+        module,
+        name,
+        amount,
+        criterion=criterion,
+        rewind_point=rewind_point,
+        rewind=rewind,
+        importance_scores=importance_scores,
+    )
     return module
 
 
@@ -294,8 +317,7 @@ class SignPreservingSupermask(LotteryMagnitude):
         return max(count_to_prune(self.amount, sum(pool.surviving)), flipped)
 
     @classmethod
-    def apply(cls, module, name, amount, rewind_point=None, values="rewind",
-              importance_scores=None):  # type: ignore[override]
+    def apply(cls, module, name, amount, rewind_point=None, values="rewind", importance_scores=None):  # type: ignore[override]
         """Prune ``module.<name>`` to a sign-preserving supermask and reset it; return the method.
 
         Returns:
@@ -321,6 +343,7 @@ def sign_preserving_supermask(module, name, amount, rewind_point, values="rewind
         >>> int(layer.weight_mask.sum()), len(layer.weight_orig.abs().unique())
         (8, 1)
     """
-    SignPreservingSupermask.apply(module, name, amount, rewind_point=rewind_point, values=values,
-                                  importance_scores=importance_scores)
+    SignPreservingSupermask.apply(
+        module, name, amount, rewind_point=rewind_point, values=values, importance_scores=importance_scores
+    )
     return module

@@ -194,8 +194,9 @@ class Targets:
         elif isinstance(key, nn.Module):
             found = [i for i, (m, _) in enumerate(self.pairs) if m is key]
         else:
-            raise TypeError(f"{argument} keys must be qualified names, (module, name) pairs or modules, "
-                            f"got {describe(key)}")
+            raise TypeError(
+                f"{argument} keys must be qualified names, (module, name) pairs or modules, got {describe(key)}"
+            )
         if not found:
             raise ValueError(f"{argument} names {describe(key)}, which is not in parameters")
         return found
@@ -215,8 +216,10 @@ class Targets:
     def members(self, keys: Any, argument: str) -> set[int]:
         """Return the indices of the tensors an iterable of keys names."""
         if isinstance(keys, (str, bytes, nn.Module)) or not isinstance(keys, Iterable):
-            raise TypeError(f"{argument} must be an iterable of qualified names, (module, name) pairs or modules, "
-                            f"got {describe(keys)}")
+            raise TypeError(
+                f"{argument} must be an iterable of qualified names, (module, name) pairs or modules, "
+                f"got {describe(keys)}"
+            )
         return {i for key in keys for i in self.indices(key, argument)}
 
 

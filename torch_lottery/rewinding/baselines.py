@@ -17,8 +17,9 @@ from .point import RewindPoint
 Init = Callable[[torch.Tensor], object]
 
 
-def default_init(module: nn.Module, name: str, like: torch.Tensor,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+def default_init(
+    module: nn.Module, name: str, like: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Return a fresh tensor drawn as PyTorch's own ``reset_parameters`` draws ``module.<name>``.
 
     Linear and convolution weights: Kaiming uniform with ``a = sqrt(5)``; embeddings:
@@ -53,8 +54,10 @@ def _fresh(module, name, like, generator, init) -> torch.Tensor:
     fresh = torch.empty_like(like)
     init(fresh)
     if fresh.is_floating_point() and not bool(torch.isfinite(fresh).all()):
-        raise ValueError(f"init={describe(init)} filled {type(module).__name__}.{name} with NaN or infinite "
-                         "values; nothing was changed")
+        raise ValueError(
+            f"init={describe(init)} filled {type(module).__name__}.{name} with NaN or infinite "
+            "values; nothing was changed"
+        )
     return fresh
 
 
@@ -82,9 +85,14 @@ def _rewind_values(rewind_point: RewindPoint, model: nn.Module, pairs) -> list[t
     return [rewind_tensor(bound, m, n, _layout.original(m, n)) for m, n in pairs]
 
 
-def random_reinit(model: nn.Module, parameters: Iterable[tuple[nn.Module, str]] | None = None, *,
-                  generator: torch.Generator | None = None, seed: int | None = None,
-                  init: Init | None = None) -> nn.Module:
+def random_reinit(
+    model: nn.Module,
+    parameters: Iterable[tuple[nn.Module, str]] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+    init: Init | None = None,
+) -> nn.Module:
     """Give the tensors of a ticket fresh random values, keeping their masks; return ``model``.
 
     The random-reinit control of Frankle & Carbin (2019): same mask, new
@@ -116,10 +124,15 @@ def random_reinit(model: nn.Module, parameters: Iterable[tuple[nn.Module, str]] 
     return model
 
 
-def sign_preserving_reinit(model: nn.Module, rewind_point: RewindPoint,
-                           parameters: Iterable[tuple[nn.Module, str]] | None = None, *,
-                           generator: torch.Generator | None = None, seed: int | None = None,
-                           init: Init | None = None) -> nn.Module:
+def sign_preserving_reinit(
+    model: nn.Module,
+    rewind_point: RewindPoint,
+    parameters: Iterable[tuple[nn.Module, str]] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+    init: Init | None = None,
+) -> nn.Module:
     """Give the tensors fresh magnitudes with the rewind point's signs; return ``model``.
 
     Zhou et al. (2019): a reinitialized ticket that keeps the initial signs does
@@ -138,14 +151,16 @@ def sign_preserving_reinit(model: nn.Module, rewind_point: RewindPoint,
         raise ValueError("rewind_point is required: it gives the signs to keep")
     pairs = _targets(model, parameters, rewind_point)
     signs = [torch.where(r < 0, -1.0, 1.0).to(r.dtype) for r in _rewind_values(rewind_point, model, pairs)]
-    values = [_fresh(m, n, _layout.original(m, n), generator, init).abs() * s
-              for (m, n), s in zip(pairs, signs, strict=True)]
+    values = [
+        _fresh(m, n, _layout.original(m, n), generator, init).abs() * s for (m, n), s in zip(pairs, signs, strict=True)
+    ]
     _layout.write_values(pairs, values)
     return model
 
 
-def signed_constant(model: nn.Module, rewind_point: RewindPoint,
-                    parameters: Iterable[tuple[nn.Module, str]] | None = None) -> nn.Module:
+def signed_constant(
+    model: nn.Module, rewind_point: RewindPoint, parameters: Iterable[tuple[nn.Module, str]] | None = None
+) -> nn.Module:
     """Set every tensor to ``sign(w_i) * std(w_i)`` of its rewind-point values; return ``model``.
 
     The "signed constant" initialization of Zhou et al. (2019): with a

@@ -73,8 +73,7 @@ class RewindPoint(Mapping[str, torch.Tensor]):
     __eq__ = object.__eq__  # identity, not the tensors' elementwise ==
     __hash__ = object.__hash__
 
-    def __init__(self, tensors: Mapping[str, torch.Tensor], iteration: int = 0,
-                 model: nn.Module | None = None) -> None:
+    def __init__(self, tensors: Mapping[str, torch.Tensor], iteration: int = 0, model: nn.Module | None = None) -> None:
         if not isinstance(tensors, Mapping):
             raise TypeError(f"tensors must be a mapping of name to Tensor, got {describe(tensors)}")
         for key, value in tensors.items():
@@ -92,9 +91,15 @@ class RewindPoint(Mapping[str, torch.Tensor]):
 
     # -- capture -----------------------------------------------------------------
     @classmethod
-    def capture(cls, model: nn.Module, parameters: Iterable[tuple[nn.Module, str]] | None = None,
-                iteration: int = 0, device: torch.device | str | None = None, *,
-                buffers: bool = False) -> RewindPoint:
+    def capture(
+        cls,
+        model: nn.Module,
+        parameters: Iterable[tuple[nn.Module, str]] | None = None,
+        iteration: int = 0,
+        device: torch.device | str | None = None,
+        *,
+        buffers: bool = False,
+    ) -> RewindPoint:
         """Copy the current values of ``model``'s tensors (default: every parameter).
 
         Args:
@@ -181,8 +186,10 @@ class RewindPoint(Mapping[str, torch.Tensor]):
             if is_buffer:
                 found = _layout.resolve_buffer(model, qualified)
             if found is None:
-                raise ValueError(f"rewind_point has tensor {qualified!r}, which {type(model).__name__} does not "
-                                 "have: the rewind point is from another model")
+                raise ValueError(
+                    f"rewind_point has tensor {qualified!r}, which {type(model).__name__} does not "
+                    "have: the rewind point is from another model"
+                )
             module, name = found
             target = module._buffers[name] if is_buffer else _layout.original(module, name)
             if target.shape != tensor.shape:
@@ -290,7 +297,9 @@ class RewindPoint(Mapping[str, torch.Tensor]):
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ValueError(f"{source} is not a torch-lottery rewind point (no format={FORMAT!r} field)")
         if state.get("version") != VERSION or type(state.get("version")) is not int:
-            raise ValueError(f"{source} has rewind point version {state.get('version')!r}; this release reads {VERSION}")
+            raise ValueError(
+                f"{source} has rewind point version {state.get('version')!r}; this release reads {VERSION}"
+            )
         try:
             return cls(state["tensors"], iteration=state["iteration"])
         except (KeyError, TypeError, ValueError) as error:

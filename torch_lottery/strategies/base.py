@@ -71,7 +71,7 @@ class Strategy(abc.ABC):
     def prune(self, context: PruneContext) -> dict[str, torch.Tensor]:
         """Return the new mask of every tensor in ``context.names`` (bool, same shapes)."""
 
-    def validate(self, names: tuple[str, ...]) -> None:
+    def validate(self, names: tuple[str, ...]) -> None:  # noqa: B027 (optional: not every strategy checks)
         """Check the options against the names of the tensors to prune (before any training).
 
         The driver calls it first; raise ``ValueError`` naming the option if they do not fit.
@@ -132,9 +132,15 @@ class PoolStrategy(Strategy):
     tied between several names is ranked once and every name gets its mask.
     """
 
-    def __init__(self, scope: str = "local", rate_multipliers: Mapping[str, float] | None = None,
-                 min_remaining: int = 1, rewind_iteration: int = 0, rate: float = 0.2,
-                 on_floor: str = "clamp") -> None:
+    def __init__(
+        self,
+        scope: str = "local",
+        rate_multipliers: Mapping[str, float] | None = None,
+        min_remaining: int = 1,
+        rewind_iteration: int = 0,
+        rate: float = 0.2,
+        on_floor: str = "clamp",
+    ) -> None:
         super().__init__(rewind_iteration=rewind_iteration)
         check_choice(scope, SCOPES, "scope")
         check_nonneg_int(min_remaining, "min_remaining")
@@ -163,13 +169,22 @@ class PoolStrategy(Strategy):
             first.setdefault(id(context.weights[n]), n)
         unique = list(first.values())
         pool = _Pool([_Source(self.scores(context, n), eligible=context.masks[n].bool()) for n in unique])
-        plans = plan(pool, None, labels=[f"weights[{n!r}]" for n in unique],
-                     multipliers=[self.rate_multipliers.get(n, 1.0) for n in unique], scope=self.scope,
-                     min_remaining=self.min_remaining, on_floor=self.on_floor,
-                     fraction=lambda ids: self.fraction(context, [unique[i] for i in ids]))
-        keep = {n: pool.write(j, plans[j], torch.empty(context.masks[n].shape, dtype=torch.bool,
-                                                        device=context.masks[n].device))
-                for j, n in enumerate(unique)}
+        plans = plan(
+            pool,
+            None,
+            labels=[f"weights[{n!r}]" for n in unique],
+            multipliers=[self.rate_multipliers.get(n, 1.0) for n in unique],
+            scope=self.scope,
+            min_remaining=self.min_remaining,
+            on_floor=self.on_floor,
+            fraction=lambda ids: self.fraction(context, [unique[i] for i in ids]),
+        )
+        keep = {
+            n: pool.write(
+                j, plans[j], torch.empty(context.masks[n].shape, dtype=torch.bool, device=context.masks[n].device)
+            )
+            for j, n in enumerate(unique)
+        }
         pool.release()
         return {n: keep[first[id(context.weights[n])]].clone() for n in context.names}
 

@@ -30,15 +30,28 @@ class IterativeMagnitude(MagnitudeScores, PoolStrategy):
     Examples:
         >>> from torch_lottery import get_strategy
         >>> get_strategy("imp")(rate=0.2, scope="global", rewind_iteration=500)
-        IterativeMagnitude(rewind_iteration=500, scope='global', rate_multipliers={}, min_remaining=1, on_floor='clamp', rate=0.2, criterion='large_final')
+        IterativeMagnitude(rewind_iteration=500, scope='global', ..., rate=0.2, criterion='large_final')
     """
 
-    def __init__(self, rate: float = 0.2, scope: str = "local", rate_multipliers: Mapping[str, float] | None = None,
-                 min_remaining: int = 1, criterion: str = "large_final", rewind_iteration: int = 0,
-                 on_floor: str = "clamp") -> None:
+    def __init__(
+        self,
+        rate: float = 0.2,
+        scope: str = "local",
+        rate_multipliers: Mapping[str, float] | None = None,
+        min_remaining: int = 1,
+        criterion: str = "large_final",
+        rewind_iteration: int = 0,
+        on_floor: str = "clamp",
+    ) -> None:
         self.rate = check_rate(rate, "rate")
-        super().__init__(scope=scope, rate_multipliers=rate_multipliers, min_remaining=min_remaining,
-                         rewind_iteration=rewind_iteration, rate=self.rate, on_floor=on_floor)
+        super().__init__(
+            scope=scope,
+            rate_multipliers=rate_multipliers,
+            min_remaining=min_remaining,
+            rewind_iteration=rewind_iteration,
+            rate=self.rate,
+            on_floor=on_floor,
+        )
         self._init_criterion(criterion)
 
     def fraction(self, context: PruneContext, names: list[str]) -> float:

@@ -27,13 +27,25 @@ class OneShotMagnitude(MagnitudeScores, PoolStrategy):
 
     max_rounds = 1
 
-    def __init__(self, remaining: float = 0.2, scope: str = "local",
-                 rate_multipliers: Mapping[str, float] | None = None, min_remaining: int = 1,
-                 criterion: str = "large_final", rewind_iteration: int = 0, on_floor: str = "clamp") -> None:
+    def __init__(
+        self,
+        remaining: float = 0.2,
+        scope: str = "local",
+        rate_multipliers: Mapping[str, float] | None = None,
+        min_remaining: int = 1,
+        criterion: str = "large_final",
+        rewind_iteration: int = 0,
+        on_floor: str = "clamp",
+    ) -> None:
         self.remaining = check_fraction(remaining, "remaining", low_open=True)
-        super().__init__(scope=scope, rate_multipliers=rate_multipliers, min_remaining=min_remaining,
-                         rewind_iteration=rewind_iteration, rate=1.0 - self.remaining,
-                         on_floor=on_floor)
+        super().__init__(
+            scope=scope,
+            rate_multipliers=rate_multipliers,
+            min_remaining=min_remaining,
+            rewind_iteration=rewind_iteration,
+            rate=1.0 - self.remaining,
+            on_floor=on_floor,
+        )
         self._init_criterion(criterion)
 
     def fraction(self, context: PruneContext, names: list[str]) -> float:

@@ -23,11 +23,24 @@ class RandomPruning(PoolStrategy):
         0.2
     """
 
-    def __init__(self, rate: float = 0.2, scope: str = "local", rate_multipliers: Mapping[str, float] | None = None,
-                 min_remaining: int = 1, rewind_iteration: int = 0, on_floor: str = "clamp") -> None:
+    def __init__(
+        self,
+        rate: float = 0.2,
+        scope: str = "local",
+        rate_multipliers: Mapping[str, float] | None = None,
+        min_remaining: int = 1,
+        rewind_iteration: int = 0,
+        on_floor: str = "clamp",
+    ) -> None:
         self.rate = check_rate(rate, "rate")
-        super().__init__(scope=scope, rate_multipliers=rate_multipliers, min_remaining=min_remaining,
-                         rewind_iteration=rewind_iteration, rate=self.rate, on_floor=on_floor)
+        super().__init__(
+            scope=scope,
+            rate_multipliers=rate_multipliers,
+            min_remaining=min_remaining,
+            rewind_iteration=rewind_iteration,
+            rate=self.rate,
+            on_floor=on_floor,
+        )
 
     def scores(self, context: PruneContext, name: str) -> torch.Tensor:
         shape = context.masks[name].shape
