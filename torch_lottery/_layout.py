@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -88,7 +88,7 @@ def original(module: nn.Module, name: str) -> torch.Tensor:
         KeyError: if ``module`` has no such parameter.
     """
     if is_pruned(module, name):
-        return module._parameters[orig_name(name)]
+        return cast(torch.Tensor, module._parameters[orig_name(name)])
     tensor = module._parameters[name]
     if tensor is None:
         raise KeyError(name)
@@ -207,7 +207,7 @@ class _PrunedWeight(torch.Tensor):
     plain tensor, which the module recomputes at its next forward anyway.
     """
 
-    __torch_function__ = _disabled_torch_function_impl
+    __torch_function__ = _disabled_torch_function_impl  # type: ignore[assignment]
 
     def __deepcopy__(self, memo: dict) -> torch.Tensor:
         return self.detach().as_subclass(torch.Tensor).clone()
@@ -237,8 +237,9 @@ def masked_product(module: nn.Module, name: str) -> torch.Tensor:
     ``tests/pruning/test_masked_training.py`` pins the graph.
     """
     try:
-        orig = module._parameters[orig_name(name)]
-        mask = module._buffers[mask_name(name)]
+        # the forward path: annotations, not cast() calls (the dicts hold Optional tensors)
+        orig: torch.Tensor = module._parameters[orig_name(name)]  # type: ignore[assignment]
+        mask: torch.Tensor = module._buffers[mask_name(name)]  # type: ignore[assignment]
     except KeyError:  # not where stock prune puts them: the ordinary lookup (and its error)
         orig = getattr(module, orig_name(name))
         mask = getattr(module, mask_name(name))
@@ -300,7 +301,11 @@ def track(module: nn.Module, name: str) -> None:
     key = id(orig)
     entry = _TRACKED.get(key)
     if entry is None or entry[0]() is not orig:
-        entry = (weakref.ref(orig, lambda _, key=key: _TRACKED.pop(key, None)), [])
+
+        def forget(_: weakref.ref) -> None:
+            _TRACKED.pop(key, None)
+
+        entry = (weakref.ref(orig, forget), [])
         _TRACKED[key] = entry
     owners = entry[1]
     owners[:] = [(ref, n) for ref, n in owners if ref() is not None]

@@ -11,7 +11,7 @@ import math
 import numbers
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -49,7 +49,7 @@ def check_number(
     kind = numbers.Integral if integer else numbers.Real
     if isinstance(value, bool) or not isinstance(value, kind):
         raise TypeError(f"{name} must be {'an int' if integer else 'a number'}, got {describe(value)}")
-    number = int(value) if integer else float(value)
+    number = int(cast(numbers.Integral, value)) if integer else float(value)
     if not math.isfinite(number):
         raise ValueError(f"{name}={value} must be finite")
     below = low is not None and (number <= low if low_open else number < low)
@@ -102,7 +102,7 @@ def count_to_prune(amount: numbers.Real, surviving: int, name: str = "amount") -
         ValueError: if an int ``amount`` is larger than ``surviving``.
     """
     if isinstance(amount, numbers.Integral):
-        if amount > surviving:
+        if int(amount) > surviving:
             raise ValueError(f"{name}={amount} is larger than the number of surviving entries ({surviving})")
         return int(amount)
     return int(round(float(amount) * surviving))

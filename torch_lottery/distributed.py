@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -179,7 +179,9 @@ def _weight_entries(target: Any, buffers: bool) -> list[_Entry]:
     if model is None:
         return [_Entry(_pair_label(i, m, n), _layout.original(m, n), m, n) for i, (m, n) in enumerate(pairs)]
     out, seen = [], set()  # a tensor shared by several names (tied weights) is sent once
-    named = [(q, _layout.original(m, n), m, n) for q, m, n in _layout.named_tensors(model)]
+    named: list[tuple[str, torch.Tensor | None, nn.Module | None, str | None]] = [
+        (q, _layout.original(m, n), m, n) for q, m, n in _layout.named_tensors(model)
+    ]
     if buffers:
         named += [(q, m._buffers[n], None, None) for q, m, n in _layout.named_buffers(model)]
     for qualified, value, module, name in named:
@@ -220,7 +222,8 @@ def _byte_view(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _buckets(entries: list[_Entry]) -> Iterable[list[_Entry]]:
-    bucket, size = [], 0
+    bucket: list[_Entry] = []
+    size = 0
     for entry in entries:
         if entry.tensor is None:
             continue
@@ -235,7 +238,7 @@ def _buckets(entries: list[_Entry]) -> Iterable[list[_Entry]]:
 
 
 def _flat(bucket: list[_Entry], device: torch.device) -> tuple[torch.Tensor, list[int]]:
-    pieces = [_byte_view(e.tensor).to(device) for e in bucket]
+    pieces = [_byte_view(cast(torch.Tensor, e.tensor)).to(device) for e in bucket]  # _buckets skips None
     sizes = [p.numel() for p in pieces]
     return (torch.cat(pieces) if len(pieces) > 1 else pieces[0].clone()), sizes
 
@@ -257,7 +260,7 @@ def _broadcast_entries(entries: list[_Entry], what: str, src: int, group: Any, r
             if not receiving:
                 continue
             for entry, piece in zip(bucket, flat.split(sizes), strict=True):
-                tensor = entry.tensor.detach()
+                tensor = cast(torch.Tensor, entry.tensor).detach()  # _buckets skips None
                 piece = piece.to(tensor.device)
                 if tensor.is_contiguous():
                     tensor.view(-1).view(torch.uint8).copy_(piece)
@@ -268,7 +271,7 @@ def _broadcast_entries(entries: list[_Entry], what: str, src: int, group: Any, r
     if receiving:
         for entry in entries:
             if entry.module is not None:
-                _layout.refresh(entry.module, entry.name)
+                _layout.refresh(entry.module, cast(str, entry.name))  # set together with module
 
 
 def _differences(entries: list[_Entry], group: Any, ref: int) -> torch.Tensor:
@@ -283,7 +286,7 @@ def _differences(entries: list[_Entry], group: Any, ref: int) -> torch.Tensor:
             theirs = mine.clone()
             dist.broadcast(theirs, src=src, group=group)
             for entry, a, b in zip(bucket, mine.split(sizes), theirs.split(sizes), strict=True):
-                width = entry.tensor.element_size()
+                width = cast(torch.Tensor, entry.tensor).element_size()  # _buckets skips None
                 differ = (a.view(-1, width) != b.view(-1, width)).any(dim=1) if a.numel() else a.bool()
                 counts[dist.get_rank(group), index[id(entry)]] = differ.sum()
     dist.all_reduce(counts, group=group)
@@ -302,7 +305,8 @@ def _disagreement(target: Any, weights: bool, group: Any) -> str | None:
         for column, entry in enumerate(entries):
             ranks = [(r, int(c)) for r, c in enumerate(counts[:, column].tolist()) if c]
             if ranks:
-                total, base = entry.tensor.numel(), _global_rank(group, 0)
+                # only entries with a tensor are compared, so only they can differ
+                total, base = cast(torch.Tensor, entry.tensor).numel(), _global_rank(group, 0)
                 detail = "; ".join(
                     f"rank {_global_rank(group, r)} differs from rank {base} in {c} of {total} entries"
                     for r, c in ranks

@@ -22,7 +22,7 @@ import math
 import os
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -290,7 +290,9 @@ def export(model: nn.Module, path: str | os.PathLike | None = None) -> SparseSta
             if key in origs:
                 name = origs[key]
                 module, attr = pruned[name]
-                mask = check_binary_mask(_layout.mask_of(module, attr).detach(), f"model's mask {key}")
+                mask = check_binary_mask(
+                    cast(torch.Tensor, _layout.mask_of(module, attr)).detach(), f"model's mask {key}"
+                )
                 keep = mask.to(torch.bool)
                 values = (tensor.detach() * mask.to(tensor.dtype))[keep].clone()
                 entries[name] = {
@@ -341,6 +343,12 @@ class SparseLinear(nn.Module):
         True
     """
 
+    # Annotations only (no class attributes): the buffers, and the plain references ``_rebuild`` sets.
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    _dense_weight: torch.Tensor
+    _dense_bias: torch.Tensor | None
+
     def __init__(self, linear: nn.Linear, min_batch: int = DEFAULT_MIN_BATCH) -> None:
         super().__init__()
         if not isinstance(linear, nn.Linear):
@@ -355,7 +363,7 @@ class SparseLinear(nn.Module):
 
     def _rebuild(self) -> None:
         """Derive the CSR weight, the bias column and the plain references from the buffers."""
-        weight, bias = self._buffers["weight"], self._buffers["bias"]
+        weight, bias = cast(torch.Tensor, self._buffers["weight"]), self._buffers["bias"]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
             csr = weight.detach().to_sparse_csr()
@@ -496,7 +504,7 @@ def to_sparse_inference(model: nn.Module, min_sparsity: float = 0.9, min_batch: 
         parent_name, _, child = prefix.rpartition(".")
         parent = clone.get_submodule(parent_name) if parent_name else clone
         if not prefix:  # the model itself is a Linear
-            return SparseLinear(clone, min_batch).eval()
+            return SparseLinear(cast(nn.Linear, clone), min_batch).eval()
         setattr(parent, child, SparseLinear(getattr(parent, child), min_batch))
     return clone.eval()
 

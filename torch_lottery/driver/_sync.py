@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -66,7 +66,7 @@ class RunSync:
             return obj
         box = [obj if self.writer else None]
         dist.broadcast_object_list(box, src=self.src, group=self.group, **_object_kwargs())
-        return box[0]
+        return cast(T, box[0])  # rank 0's obj
 
     def together(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` (no collectives inside) on every rank; if it fails anywhere, raise everywhere."""

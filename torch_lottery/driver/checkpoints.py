@@ -16,7 +16,7 @@ import re
 import socket
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -337,7 +337,7 @@ def _check_masks(
 def _check_extra(state: dict[str, Any], where: str, model: nn.Module, optimizer: Any, scheduler: Any) -> None:
     extra = state["rewind_extra"]
     if extra is not None:
-        buffers = {q: tuple(m._buffers[n].shape) for q, m, n in _layout.named_buffers(model)}
+        buffers = {q: tuple(cast(torch.Tensor, m._buffers[n]).shape) for q, m, n in _layout.named_buffers(model)}
         saved_buffers = extra.get("buffers") if isinstance(extra, dict) else None
         if not isinstance(saved_buffers, dict) or any(
             k not in buffers or not isinstance(v, torch.Tensor) or tuple(v.shape) != buffers[k]

@@ -9,7 +9,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import pluggy
 import torch
@@ -92,11 +92,11 @@ def _seed_everything(seed: int) -> None:
 
 
 def _buffers(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {q: m._buffers[n].detach().clone() for q, m, n in _layout.named_buffers(model)}
+    return {q: cast(torch.Tensor, m._buffers[n]).detach().clone() for q, m, n in _layout.named_buffers(model)}
 
 
 def _load_buffers(model: nn.Module, buffers: Mapping[str, torch.Tensor]) -> None:
-    own = {q: m._buffers[n] for q, m, n in _layout.named_buffers(model)}
+    own = {q: cast(torch.Tensor, m._buffers[n]) for q, m, n in _layout.named_buffers(model)}
     with torch.no_grad():
         for name, value in buffers.items():
             own[name].copy_(value.to(own[name].device))
@@ -313,7 +313,7 @@ class _Run:
             self.capture(iteration)
 
     def rewind(self) -> None:
-        self.rewind_point.restore(self.model)
+        cast(RewindPoint, self.rewind_point).restore(self.model)  # round 0 (or resume) set it
         if self.rewind_extra is not None:
             _load_buffers(self.model, self.rewind_extra["buffers"])
             self.optimizer.load_state_dict(copy.deepcopy(self.rewind_extra["optimizer"]))
@@ -369,7 +369,8 @@ class _Run:
             check_finite(
                 values, f"the weights of {name!r} after training round {round_index - 1} (diverged?)", old[name]
             )
-        rewind = {n: self.rewind_point[n] for n in self.names if n in self.rewind_point}
+        point = cast(RewindPoint, self.rewind_point)
+        rewind = {n: point[n] for n in self.names if n in point}
         context = PruneContext(self.model, self.names, weights, old, rewind, round_index, generator)
         try:
             proposed = self.strategy.prune(context)
@@ -412,7 +413,7 @@ class _Run:
             "config": self.config(),
             "masks": {n: m.cpu() for n, m in self.masks().items()} if round_index > 0 else None,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "rewind": self.rewind_point.state_dict(),
+            "rewind": cast(RewindPoint, self.rewind_point).state_dict(),
             "rewind_extra": self.rewind_extra,
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
@@ -483,7 +484,7 @@ class _Run:
             self.train_and_record(round_index, started)
             self.save(round_index)
             round_index += 1
-        ticket = Ticket(self.masks(), self.rewind_point, self.history, self.config())
+        ticket = Ticket(self.masks(), cast(RewindPoint, self.rewind_point), self.history, self.config())
         if self.checkpoint_dir is not None:
             self.sync.write(lambda: ticket.save(checkpoints.ticket_path(self.checkpoint_dir)))
         return ticket

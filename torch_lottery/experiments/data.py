@@ -371,7 +371,7 @@ def prepare_fashion_mnist(root: str | os.PathLike, source: str | os.PathLike = D
         dst = os.path.join(raw, filename[:-3])
         if os.path.isfile(dst) and os.path.getsize(dst) % 2**32 == _gzip_size(src):
             continue
-        atomic_write(dst, lambda out, src=src, filename=filename: _gunzip_idx(src, filename, out))
+        atomic_write(dst, functools.partial(_gunzip_idx, src, filename))
     return raw
 
 

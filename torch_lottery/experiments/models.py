@@ -378,7 +378,7 @@ def _image_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int, int
         raise ValueError(
             f"model {name!r} needs images: input_shape must be (channels, height, width), got {input_shape}"
         )
-    return input_shape  # type: ignore[return-value]
+    return input_shape
 
 
 def _check_pool_fits(name: str, cfg: list[int | str], input_shape: tuple[int, int, int]) -> None:

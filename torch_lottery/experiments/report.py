@@ -166,7 +166,7 @@ def load_results(directory: str) -> dict[str, Any]:
 
 
 #: Fields every summary row needs, with their types.
-_ROW_FIELDS = {"kind": str, "round": int, "n": int, "remaining": (int, float)}
+_ROW_FIELDS: dict[str, type | tuple[type, ...]] = {"kind": str, "round": int, "n": int, "remaining": (int, float)}
 
 
 def check_metric(result: dict[str, Any], metric: str, source: str = "results.json") -> None:

@@ -23,7 +23,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -346,7 +346,7 @@ def run_replicate(config: RunConfig, data, seed: int, build: Callable[[], nn.Mod
                 generator = torch.Generator().manual_seed(control_seed)
                 net = build()
                 if control == "supermask":
-                    net.load_state_dict(recorder.dense)
+                    net.load_state_dict(cast(dict[str, torch.Tensor], recorder.dense))  # set at round 0
                     metrics = _supermask(net, masks, ticket.rewind, trainer)
                 else:
                     Ticket(masks, ticket.rewind).apply(net)

@@ -11,7 +11,8 @@ permuted ticket (Morcos et al. 2019) and the full model.
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -69,7 +70,7 @@ def rmse(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def surviving(model: nn.Module) -> list[list[dict[str, Any]]]:
     """Return, per layer, the index and value of every non-zero effective weight."""
     layers = []
-    for layer in model:
+    for layer in cast(Iterable[nn.Linear], model):  # an nn.Sequential of nn.Linear layers
         weight = layer.weight.detach()
         layers.append([{"index": idx.tolist(), "value": float(weight[tuple(idx)])} for idx in torch.nonzero(weight)])
     return layers

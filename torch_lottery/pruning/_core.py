@@ -9,7 +9,7 @@ leaves the model exactly as it was. The hook it installs is a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -59,7 +59,7 @@ class LotteryMethod(prune.BasePruningMethod):
     _round: _Round | None = None
 
     @classmethod
-    def apply(cls, module, name, *args, importance_scores=None, **kwargs):  # type: ignore[override]
+    def apply(cls, module, name, *args, importance_scores=None, **kwargs):
         """Prune ``module.<name>`` with a new ``cls(*args, **kwargs)``; see :func:`attach`."""
         return attach(module, name, cls(*args, **kwargs), importance_scores=importance_scores)
 
@@ -119,7 +119,7 @@ def attach(
 
     # Commit: nothing below validates or can fail on user input.
     if not pruned:
-        module.register_parameter(_layout.orig_name(name), orig)
+        module.register_parameter(_layout.orig_name(name), cast(nn.Parameter, orig))
         del module._parameters[name]
     module.register_buffer(_layout.mask_name(name), mask)
     install(module, name, key, container)

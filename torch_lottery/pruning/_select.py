@@ -325,7 +325,7 @@ class _Pool:
         live = [i for i in ids if self.surviving[i] > 0]
         thr, below, at = self.threshold(live, k)
         need = k - sum(below)
-        out = {i: ("all", 0) for i in ids}
+        out: dict[int, tuple[str | tuple[float, int, int], int]] = {i: ("all", 0) for i in ids}
         for i, b, a in zip(live, below, at, strict=True):
             p = min(a, need)
             need -= p

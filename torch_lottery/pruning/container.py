@@ -17,7 +17,7 @@ The layout itself (``<name>_orig``, ``<name>_mask``, ``module.<name>``) belongs 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -68,7 +68,7 @@ class LotteryContainer(prune.PruningContainer):
             weight = prune.BasePruningMethod.apply_mask(self, module)
         if hasattr(module, name):
             delattr(module, name)
-        orig = module._parameters[_layout.orig_name(name)]
+        orig = cast(nn.Parameter, module._parameters[_layout.orig_name(name)])
         orig.data = weight.data
         del module._parameters[_layout.orig_name(name)]
         del module._buffers[_layout.mask_name(name)]
@@ -136,7 +136,7 @@ def adopt(module: nn.Module, name: str) -> None:
         return
     if hook is None:
         orig = _layout.original(module, name)
-        module.register_parameter(_layout.orig_name(name), orig)
+        module.register_parameter(_layout.orig_name(name), cast(nn.Parameter, orig))
         del module._parameters[name]
         module.register_buffer(_layout.mask_name(name), torch.ones_like(orig, memory_format=torch.contiguous_format))
         methods: tuple[prune.BasePruningMethod, ...] = (prune.Identity(),)

@@ -63,7 +63,7 @@ class GlobalMagnitude(LotteryMagnitude):
         self.on_floor = check_on_floor(on_floor)
 
     @classmethod
-    def apply(
+    def apply(  # type: ignore[override]
         cls,
         module,
         name,
@@ -74,7 +74,7 @@ class GlobalMagnitude(LotteryMagnitude):
         min_remaining=1,
         on_floor="clamp",
         importance_scores=None,
-    ):  # type: ignore[override]
+    ):
         """Prune ``module.<name>`` as a pool of one tensor; return the method.
 
         Returns:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -127,9 +127,9 @@ class LotteryMagnitude(LotteryMethod):
     def compute_mask(self, t, default_mask):
         """Return ``default_mask`` with the lowest-scoring surviving entries of ``t`` set to 0."""
         if self._round is None:
-            pool = stock_pool()
-            if pool is not None:
-                return self._stock_pool_mask(pool, t, default_mask)
+            stock = stock_pool()
+            if stock is not None:
+                return self._stock_pool_mask(stock, t, default_mask)
         initial = self._initial_like(t)
         everything = default_mask.numel() and bool(default_mask.amin() > 0)
         # Inside a PruningContainer every entry survives (it passes the survivors only): no copy.
@@ -211,9 +211,9 @@ class LotteryMagnitude(LotteryMethod):
         return survivors
 
     @classmethod
-    def apply(
+    def apply(  # type: ignore[override]
         cls, module, name, amount, criterion="large_final", rewind_point=None, rewind=True, importance_scores=None
-    ):  # type: ignore[override]
+    ):
         """Prune ``module.<name>`` in place and return the new method (see the class doc).
 
         Args:
@@ -310,7 +310,7 @@ class SignPreservingSupermask(LotteryMagnitude):
     def _amount(self, pool: _Pool) -> int:
         flipped = 0
         for s in pool.sources:
-            flips = ~same_sign(s.final, s.initial)
+            flips = ~same_sign(s.final, cast(torch.Tensor, s.initial))  # the criterion needs initial values
             if s.eligible is not None:
                 flips &= s.eligible != 0
             flipped += int(flips.sum())

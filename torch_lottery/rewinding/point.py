@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -137,7 +137,7 @@ class RewindPoint(Mapping[str, torch.Tensor]):
                 except KeyError:
                     raise ValueError(f"parameters names {qualified!r}, which is not a parameter") from None
         if buffers:
-            named += [(q, m._buffers[n]) for q, m, n in _layout.named_buffers(model)]
+            named += [(q, cast(torch.Tensor, m._buffers[n])) for q, m, n in _layout.named_buffers(model)]
         for qualified, tensor in named:
             if tensor.device.type == "meta":
                 raise ValueError(f"{qualified!r} is on the meta device: it has no values to capture")
@@ -191,7 +191,7 @@ class RewindPoint(Mapping[str, torch.Tensor]):
                     "have: the rewind point is from another model"
                 )
             module, name = found
-            target = module._buffers[name] if is_buffer else _layout.original(module, name)
+            target = cast(torch.Tensor, module._buffers[name]) if is_buffer else _layout.original(module, name)
             if target.shape != tensor.shape:
                 raise ValueError(
                     f"rewind_point[{qualified!r}] has shape {tuple(tensor.shape)} but the model's "
@@ -277,7 +277,7 @@ class RewindPoint(Mapping[str, torch.Tensor]):
         with torch.no_grad():
             for qualified, module, name, is_buffer in targets:
                 if is_buffer:
-                    buffer = module._buffers[name]
+                    buffer = cast(torch.Tensor, module._buffers[name])
                     buffer.copy_(self._tensors[qualified].to(device=buffer.device, dtype=buffer.dtype))
         return model
 

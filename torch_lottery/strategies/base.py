@@ -103,7 +103,7 @@ def check_multipliers(value: Any, rate: float) -> dict[str, float]:
     for key, m in value.items():
         if not isinstance(key, str):
             raise TypeError(f"rate_multipliers keys must be qualified names (str), got {describe(key)}")
-        if isinstance(m, bool) or not isinstance(m, numbers.Real) or not 0 <= m < float("inf"):
+        if isinstance(m, bool) or not isinstance(m, numbers.Real) or not 0 <= float(m) < float("inf"):
             raise ValueError(f"rate_multipliers[{key!r}]={describe(m)} must be a finite number >= 0")
         if rate * float(m) > 1:
             raise ValueError(f"rate_multipliers[{key!r}]={m} times the rate {rate} exceeds 1")
