@@ -21,6 +21,8 @@ from torch_lottery.export import (
     unpack_mask,
 )
 
+from helpers import assert_unchanged, snapshot
+
 pytestmark = pytest.mark.filterwarnings("ignore:.*[Ss]parse.*:UserWarning")
 
 
@@ -39,19 +41,6 @@ def pruned_lenet(amount: float = 0.98, stock: bool = False) -> nn.Sequential:
     else:
         tl.global_magnitude(params, amount=amount)
     return net
-
-
-def snapshot(model: nn.Module):
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    hooks = {name: [type(h).__name__ for h in m._forward_pre_hooks.values()] for name, m in model.named_modules()}
-    return state, hooks
-
-
-def assert_unchanged(model, before):
-    state, hooks = snapshot(model)
-    assert list(state) == list(before[0])
-    assert all(torch.equal(state[k], before[0][k]) for k in state)
-    assert hooks == before[1]
 
 
 # -- bit packing ----------------------------------------------------------------

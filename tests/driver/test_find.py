@@ -9,6 +9,8 @@ from torch import nn
 import torch_lottery as tl
 from torch_lottery import StrategyError, find_ticket, hookimpl
 
+from helpers import assert_state_equal, state_of
+
 STEPS = 20
 NAMES = ["0.weight", "2.weight"]
 ALL_PARAMS = ["0.weight", "0.bias", "2.weight", "2.bias"]
@@ -51,18 +53,8 @@ def mask_of(model: nn.Module, qualified: str) -> torch.Tensor | None:
     return model.get_submodule(prefix)._buffers.get(name + "_mask")
 
 
-def state_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
 def hook_counts(model: nn.Module) -> dict[str, int]:
     return {name: len(m._forward_pre_hooks) + len(m._forward_hooks) for name, m in model.named_modules()}
-
-
-def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert list(a) == list(b)
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
 
 
 class PruneObserver:
@@ -259,12 +251,12 @@ def test_strategy_instance_instead_of_name_gives_same_ticket():
 
 def test_strategy_options_with_an_instance_is_refused():
     model = make_model()
-    before = state_snapshot(model)
+    before = state_of(model)
     with pytest.raises(ValueError, match="strategy_options"):
         find_ticket(
             model, train, strategy=tl.strategies.IterativeMagnitude(rate=0.3), strategy_options={"rate": 0.2}, rounds=1
         )
-    assert_same_state(before, state_snapshot(model))
+    assert_state_equal(model, before)
 
 
 # --------------------------------------------------------------------------- rewinding
@@ -272,7 +264,7 @@ def test_rewind_is_exact_every_round_and_covers_biases():
     observer = RewindObserver()
     prunes = PruneObserver()
     model = make_model()
-    init = state_snapshot(model)
+    init = state_of(model)
     ticket = find_ticket(
         model, train, strategy="imp", strategy_options={"rate": 0.3}, rounds=3, plugins=[observer, prunes]
     )
@@ -564,19 +556,19 @@ def test_rewind_state_at_iteration_zero_resets_to_the_fresh_optimizer():
 
 def test_rewind_state_needs_optimizer():
     model = make_model()
-    before = state_snapshot(model)
+    before = state_of(model)
     with pytest.raises(ValueError, match="optimizer"):
         find_ticket(model, train, rounds=1, rewind_state=True)
-    assert_same_state(before, state_snapshot(model))
+    assert_state_equal(model, before)
 
 
 def test_scheduler_needs_optimizer():
     model = make_model()
     scheduler = torch.optim.lr_scheduler.StepLR(torch.optim.SGD(model.parameters(), lr=0.1), step_size=1)
-    before = state_snapshot(model)
+    before = state_of(model)
     with pytest.raises(ValueError, match="optimizer"):
         find_ticket(model, train, rounds=1, scheduler=scheduler)
-    assert_same_state(before, state_snapshot(model))
+    assert_state_equal(model, before)
 
 
 # --------------------------------------------------------------------------- determinism
@@ -675,11 +667,11 @@ def test_train_returning_non_metrics_is_refused():
 # --------------------------------------------------------------------------- bad input
 def _refused(exc, match, **kwargs):
     model = kwargs.pop("model", None) or make_model()
-    before, hooks = state_snapshot(model), hook_counts(model)
+    before, hooks = state_of(model), hook_counts(model)
     arguments = {"train": train, "rounds": 1, **kwargs}
     with pytest.raises(exc, match=match):
         find_ticket(model, **arguments)
-    assert_same_state(before, state_snapshot(model))
+    assert_state_equal(model, before)
     assert hook_counts(model) == hooks
     assert all(mask_of(model, q) is None for q in NAMES)
 
@@ -917,7 +909,7 @@ def test_prune_context_sees_trained_weights_and_rewind_values():
             return out
 
     model = make_model()
-    init = state_snapshot(model)
+    init = state_of(model)
     trained = {}
 
     def train_fn(model, context):

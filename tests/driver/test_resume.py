@@ -29,6 +29,8 @@ from torch_lottery import hookimpl as tl_hookimpl
 from torch_lottery.driver import checkpoints
 from torch_lottery.plugins.manager import PluginError
 
+from helpers import assert_state_equal, state_of
+
 SCRIPT = textwrap.dedent(
     """
     import os
@@ -394,10 +396,6 @@ class Train:
         return {"loss": loss.item()}
 
 
-def _snapshot(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
 def _hooks(model):
     return sum(len(m._forward_pre_hooks) for m in model.modules())
 
@@ -436,15 +434,14 @@ def test_resuming_with_other_settings_is_refused(tmp_path, change, named):
     settings = {"strategy": "imp", "strategy_options": {"rate": 0.2}, "rounds": 2, "seed": 0}
     find_ticket(make_model(), Train(), checkpoint_dir=tmp_path, **settings)
     model = make_model()
-    before, hooks = _snapshot(model), _hooks(model)
+    before, hooks = state_of(model), _hooks(model)
     train = Train()
     with pytest.raises(ValueError, match=named) as info:
         find_ticket(model, train, checkpoint_dir=tmp_path, **{**settings, **change, "rounds": 3})
     assert "checkpoint_dir" in str(info.value)
     assert train.rounds == []
     assert _hooks(model) == hooks
-    after = _snapshot(model)
-    assert list(after) == list(before) and all(torch.equal(before[k], after[k]) for k in before)
+    assert_state_equal(model, before)
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "not-a-checkpoint"])
@@ -504,7 +501,7 @@ def test_flipped_byte_in_the_latest_round_is_detected_and_the_remedy_named(tmp_p
     flip_tensor_byte(latest)
     torch.load(latest, weights_only=True)  # torch itself loads the damaged file without complaint
     model = make_model()
-    before = _snapshot(model)
+    before = state_of(model)
     train = Train()
     with pytest.raises(ValueError) as info:
         find_ticket(model, train, strategy_options={"rate": 0.2}, rounds=3, checkpoint_dir=tmp_path)
@@ -512,8 +509,7 @@ def test_flipped_byte_in_the_latest_round_is_detected_and_the_remedy_named(tmp_p
     assert "round-0003.pt" in message and "SHA-256 digest" in message
     assert "round-0002.pt is intact" in message and "resume from round 2" in message
     assert train.rounds == []
-    after = _snapshot(model)
-    assert list(after) == list(before) and all(torch.equal(before[k], after[k]) for k in before)
+    assert_state_equal(model, before)
 
 
 def test_following_the_remedy_resumes_from_the_previous_round_with_the_same_ticket(tmp_path):
@@ -556,15 +552,14 @@ def test_resuming_with_another_architecture_is_refused_and_changes_nothing(tmp_p
         _wide_model(32), Train(), strategy_options={"rate": 0.2}, rounds=finished_rounds, checkpoint_dir=tmp_path
     )
     model = _wide_model(16)
-    before, hooks, names = _snapshot(model), _hooks(model), [n for n, _ in model.named_parameters()]
+    before, hooks, names = state_of(model), _hooks(model), [n for n, _ in model.named_parameters()]
     train = Train()
     with pytest.raises(ValueError, match=r"another architecture") as info:
         find_ticket(model, train, strategy_options={"rate": 0.2}, rounds=3, checkpoint_dir=tmp_path)
     assert f"round-{finished_rounds:04d}.pt" in str(info.value)
     assert train.rounds == []
     assert _hooks(model) == hooks and [n for n, _ in model.named_parameters()] == names
-    after = _snapshot(model)
-    assert list(after) == list(before) and all(torch.equal(before[k], after[k]) for k in before)
+    assert_state_equal(model, before)
 
 
 def test_resuming_without_the_optimizer_of_the_first_run_is_refused(tmp_path):
@@ -579,11 +574,10 @@ def test_resuming_without_the_optimizer_of_the_first_run_is_refused(tmp_path):
 
     find_ticket(model, train, rounds=1, optimizer=optimizer, checkpoint_dir=tmp_path)
     fresh = make_model()
-    before = _snapshot(fresh)
+    before = state_of(fresh)
     with pytest.raises(ValueError, match="with optimizer="):
         find_ticket(fresh, Train(), rounds=2, checkpoint_dir=tmp_path)
-    after = _snapshot(fresh)
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert_state_equal(fresh, before)
     other = make_model()
     two_groups = torch.optim.SGD(
         [{"params": [other[0].weight]}, {"params": [other[0].bias, other[2].weight, other[2].bias]}], lr=0.1

@@ -12,6 +12,8 @@ from torch import nn
 from torch_lottery import RewindPoint, Ticket, find_ticket
 from torch_lottery.driver import ApplyReport
 
+from helpers import assert_state_equal, state_of
+
 NAMES = ["0.weight", "2.weight"]
 ALL_PARAMS = ["0.weight", "0.bias", "2.weight", "2.bias"]
 
@@ -64,18 +66,8 @@ def mask_of(model: nn.Module, qualified: str) -> torch.Tensor | None:
     return model.get_submodule(prefix)._buffers.get(name + "_mask")
 
 
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
 def hook_counts(model: nn.Module) -> dict[str, int]:
     return {name: len(m._forward_pre_hooks) + len(m._forward_hooks) for name, m in model.named_modules()}
-
-
-def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert list(a) == list(b)
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
 
 
 def assert_same_ticket(a: Ticket, b: Ticket) -> None:
@@ -281,7 +273,7 @@ def test_apply_after_load(found, tmp_path):
     a, b = make_model(seed=7), make_model(seed=8)
     ticket.apply(a)
     Ticket.load(tmp_path / "t.pt").apply(b)
-    assert_same_state(snapshot(a), snapshot(b))
+    assert_state_equal(b, state_of(a))
 
 
 def test_apply_to_an_already_pruned_model_replaces_its_masks(found):
@@ -297,10 +289,10 @@ def test_apply_to_an_already_pruned_model_replaces_its_masks(found):
 def test_apply_strict_refuses_a_different_head_and_leaves_the_model_unchanged(found):
     _, ticket = found
     model = make_model(seed=9, out=3)
-    before, hooks = snapshot(model), hook_counts(model)
+    before, hooks = state_of(model), hook_counts(model)
     with pytest.raises(ValueError, match=r"2\.weight"):
         ticket.apply(model)
-    assert_same_state(before, snapshot(model))
+    assert_state_equal(model, before)
     assert hook_counts(model) == hooks
     assert all(n == 0 for n in hooks.values())
     assert not any(name.endswith(("_orig", "_mask")) for name in model.state_dict())
@@ -346,10 +338,10 @@ def test_apply_reports_an_extra_layer_as_unexpected(found):
 def test_apply_missing_layer(found):
     _, ticket = found
     model = nn.Sequential(nn.Linear(8, 32), nn.ReLU())
-    before, hooks = snapshot(model), hook_counts(model)
+    before, hooks = state_of(model), hook_counts(model)
     with pytest.raises(ValueError, match=r"missing.*2\.weight"):
         ticket.apply(model)
-    assert_same_state(before, snapshot(model))
+    assert_state_equal(model, before)
     assert hook_counts(model) == hooks
     report = ticket.apply(model, strict=False)
     assert sorted(report.missing) == ["2.bias", "2.weight"]
@@ -367,21 +359,21 @@ def test_rewind_value_shaped_unlike_its_mask_is_not_silently_skipped():
     except ValueError:
         return
     model = make_model(seed=3)
-    before, hooks = snapshot(model), hook_counts(model)
+    before, hooks = state_of(model), hook_counts(model)
     with pytest.raises(ValueError, match=r"0\.weight"):
         ticket.apply(model)
-    assert_same_state(before, snapshot(model))
+    assert_state_equal(model, before)
     assert hook_counts(model) == hooks
 
 
 def test_plan_does_not_change_the_model(found):
     _, ticket = found
     model = make_model(seed=9, out=3)
-    before = snapshot(model)
+    before = state_of(model)
     report, mask_jobs, rewind_jobs = ticket._plan(model)
     assert [q for q, _, _ in mask_jobs] == ["0.weight"]
     assert report.mismatched and report.masked == []
-    assert_same_state(before, snapshot(model))
+    assert_state_equal(model, before)
 
 
 def test_apply_argument_checks(found):
@@ -389,10 +381,10 @@ def test_apply_argument_checks(found):
     with pytest.raises(TypeError, match="model"):
         ticket.apply("model")
     model = make_model()
-    before = snapshot(model)
+    before = state_of(model)
     with pytest.raises(TypeError, match="strict"):
         ticket.apply(model, strict="yes")
-    assert_same_state(before, snapshot(model))
+    assert_state_equal(model, before)
 
 
 # --------------------------------------------------------------------------- constructor and figures

@@ -20,6 +20,8 @@ from torch.nn.utils import prune
 import torch_lottery as tl
 from torch_lottery.strategies.base import PruneContext
 
+from helpers import Holder
+
 #: Examples per property (docs/reliability.md quotes it; tests/test_bad_input.py keeps them in sync).
 EXAMPLES = 40
 PROPERTY = settings(
@@ -32,12 +34,6 @@ PROPERTY = settings(
 
 shapes = st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple)
 values = st.sampled_from(["normal", "ties", "signed-ties"])
-
-
-class Holder(nn.Module):
-    def __init__(self, weight: torch.Tensor) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(weight.clone())
 
 
 def tensor(shape, kind: str, seed: int) -> torch.Tensor:

@@ -13,6 +13,8 @@ from torch.nn.utils import prune
 from torch_lottery import GlobalMagnitude, LotteryMagnitude, RewindPoint, global_magnitude, lottery_magnitude
 from torch_lottery.pruning import LotteryContainer
 
+from helpers import assert_unchanged, orig_of, snapshot
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -34,48 +36,6 @@ def perturb(model, seed=1, scale=0.5):
 
 def mask_of(module, name="weight"):
     return getattr(module, name + "_mask")
-
-
-def orig_of(module, name="weight"):
-    return module._parameters[name + "_orig"] if name + "_orig" in module._parameters else module._parameters[name]
-
-
-def same(a, b):
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    both_nan = torch.isnan(a) & torch.isnan(b) if a.is_floating_point() else torch.zeros_like(a, dtype=torch.bool)
-    return bool(((a == b) | both_nan).all())
-
-
-def snapshot(model):
-    hooks, computed = [], {}
-    for mod_name, mod in model.named_modules():
-        for key, hook in mod._forward_pre_hooks.items():
-            methods = tuple(hook) if isinstance(hook, prune.PruningContainer) else None
-            hooks.append((mod_name, key, type(hook), id(hook), methods))
-        for attr, value in vars(mod).items():
-            if isinstance(value, torch.Tensor) and not attr.startswith("_"):
-                computed[(mod_name, attr)] = value.detach().clone()
-    return {
-        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "params": [n for n, _ in model.named_parameters()],
-        "buffers": [n for n, _ in model.named_buffers()],
-        "hooks": hooks,
-        "computed": computed,
-    }
-
-
-def assert_unchanged(model, before):
-    after = snapshot(model)
-    assert after["params"] == before["params"]
-    assert after["buffers"] == before["buffers"]
-    assert list(after["state"]) == list(before["state"])
-    for key, value in before["state"].items():
-        assert same(after["state"][key], value), f"state_dict[{key!r}] changed"
-    assert after["hooks"] == before["hooks"]
-    assert list(after["computed"]) == list(before["computed"])
-    for key, value in before["computed"].items():
-        assert same(after["computed"][key], value), f"computed tensor {key} changed"
 
 
 def assert_untouched(module, value):

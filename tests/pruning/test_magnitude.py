@@ -19,25 +19,9 @@ from torch_lottery import (
 )
 from torch_lottery.pruning import CRITERIA, LotteryContainer
 
+from helpers import Holder, assert_unchanged, randn, small_net, snapshot
+
 # --------------------------------------------------------------------------- helpers
-
-
-class Holder(nn.Module):
-    """A module with a single parameter ``weight`` of any shape."""
-
-    def __init__(self, t: torch.Tensor) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(t.detach().clone())
-
-
-def randn(*shape, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g)
-
-
-def small_net(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3))
 
 
 def perturb(model, seed=1, scale=0.5):
@@ -55,55 +39,6 @@ def sgd_step(model, x, lr=0.5):
     with torch.no_grad():
         for p in model.parameters():
             p.sub_(lr * p.grad)
-
-
-def same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Exact equality that treats NaN == NaN."""
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    both_nan = torch.isnan(a) & torch.isnan(b) if a.is_floating_point() else torch.zeros_like(a, dtype=torch.bool)
-    return bool(((a == b) | both_nan).all())
-
-
-def snapshot(model: nn.Module) -> dict:
-    hooks = []
-    computed = {}
-    for mod_name, mod in model.named_modules():
-        for key, hook in mod._forward_pre_hooks.items():
-            methods = tuple(hook) if isinstance(hook, prune.PruningContainer) else None
-            hooks.append(
-                (
-                    mod_name,
-                    key,
-                    type(hook),
-                    id(hook),
-                    methods,
-                    tuple(type(m) for m in methods) if methods is not None else None,
-                )
-            )
-        for attr, value in vars(mod).items():
-            if isinstance(value, torch.Tensor) and not attr.startswith("_"):
-                computed[(mod_name, attr)] = value.detach().clone()
-    return {
-        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "params": [n for n, _ in model.named_parameters()],
-        "buffers": [n for n, _ in model.named_buffers()],
-        "hooks": hooks,
-        "computed": computed,
-    }
-
-
-def assert_unchanged(model: nn.Module, before: dict) -> None:
-    after = snapshot(model)
-    assert after["params"] == before["params"]
-    assert after["buffers"] == before["buffers"]
-    assert list(after["state"]) == list(before["state"])
-    for key, value in before["state"].items():
-        assert same(after["state"][key], value), f"state_dict[{key!r}] changed"
-    assert after["hooks"] == before["hooks"]
-    assert list(after["computed"]) == list(before["computed"])
-    for key, value in before["computed"].items():
-        assert same(after["computed"][key], value), f"computed tensor {key} changed"
 
 
 def stock_l1_rounds(t, amounts):
@@ -131,23 +66,27 @@ def reference_prune(scores: torch.Tensor, mask: torch.Tensor, k: int) -> torch.T
 
 # --------------------------------------------------------------------------- equality with stock L1Unstructured
 
-SHAPES = [(13,), (6, 7), (4, 3, 3, 2), (2, 3, 2, 2, 2)]
-ROUNDS = [
-    [0.3],
-    [0.0],
-    [1.0],
-    [0.5, 0.5],
-    [0.2, 0.2, 0.2],
-    [3],
-    [0],
-    [2, 0.25, 1],
-    [0.35, 4, 0.1, 0.7],
+# Hand-picked: every shape (1-D to 5-D), every kind of round list (a float, 0.0, 1.0, an int, int 0,
+# several rounds of floats, ints and floats mixed) and both entry points. Random shapes, amounts and
+# round counts against stock are tests/properties/test_pruning_properties.py's job.
+STOCK_L1_CASES = [
+    ((13,), [0.3], "functional"),
+    ((6, 7), [0.0], "functional"),
+    ((4, 3, 3, 2), [1.0], "functional"),
+    ((2, 3, 2, 2, 2), [0.5, 0.5], "functional"),
+    ((13,), [0.2, 0.2, 0.2], "functional"),
+    ((6, 7), [3], "functional"),
+    ((4, 3, 3, 2), [0], "functional"),
+    ((2, 3, 2, 2, 2), [2, 0.25, 1], "functional"),
+    ((6, 7), [0.35, 4, 0.1, 0.7], "functional"),
+    ((13,), [0.35, 4, 0.1, 0.7], "classmethod"),
+    ((6, 7), [0], "classmethod"),
+    ((4, 3, 3, 2), [2, 0.25, 1], "classmethod"),
+    ((2, 3, 2, 2, 2), [1.0], "classmethod"),
 ]
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("amounts", ROUNDS)
-@pytest.mark.parametrize("api", ["functional", "classmethod"])
+@pytest.mark.parametrize("shape, amounts, api", STOCK_L1_CASES)
 def test_masks_equal_stock_l1_unstructured(shape, amounts, api):
     t = randn(*shape, seed=sum(shape))
     fn = lottery_magnitude if api == "functional" else LotteryMagnitude.apply
@@ -627,8 +566,21 @@ def test_criteria_in_stock_global_unstructured_second_round(criterion):
 # --------------------------------------------------------------------------- sign-preserving supermask
 
 
-@pytest.mark.parametrize("seed", range(20))
-@pytest.mark.parametrize("amount", [0.1, 0.5, 7])
+# Hand-picked (seed, amount): fewer, as many and more sign flips than ``amount`` asks to prune
+# (seed 0: 7 flips, seed 4: 29, seed 5: 10, seed 2: 21, seed 9: 15), for a float and an int amount.
+SUPERMASK_CASES = [
+    pytest.param(0, 0.1, id="flips<k"),
+    pytest.param(2, 0.5, id="flips<k-half"),
+    pytest.param(9, 0.5, id="flips<k-half-b"),
+    pytest.param(5, 0.1, id="flips==k"),
+    pytest.param(0, 7, id="flips==k-int"),
+    pytest.param(4, 0.1, id="flips>k"),
+    pytest.param(4, 7, id="flips>k-int"),
+    pytest.param(1, 7, id="flips>k-int-b"),
+]
+
+
+@pytest.mark.parametrize("seed, amount", SUPERMASK_CASES)
 def test_supermask_survivors_keep_their_sign(seed, amount):
     init = randn(10, 10, seed=seed)
     noise_scale = 0.3 + 0.1 * (seed % 5)

@@ -18,6 +18,8 @@ from torch_lottery import (
 )
 from torch_lottery.rewinding import default_init
 
+from helpers import assert_state_equal, state_of
+
 # Models are built under seed 0; reinit seeds differ from it, or the draw could repeat the init.
 MODEL_SEED = 0
 
@@ -73,17 +75,6 @@ def effective(model: nn.Module, qualified: str) -> torch.Tensor:
     return getattr(model.get_submodule(prefix), name).detach()
 
 
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def assert_state_equal(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
-    after = model.state_dict()
-    assert list(after) == list(before)
-    for key, value in before.items():
-        assert torch.equal(after[key], value), key
-
-
 class MaskWatch:
     """Remembers each mask buffer, its values and its version counter (bumped by any in-place write)."""
 
@@ -111,7 +102,7 @@ def assert_refreshed(model: nn.Module, names) -> None:
 def test_random_reinit_keeps_masks_and_draws_new_values():
     net, init = pruned_net()
     watch = MaskWatch(net, NAMES)
-    before = snapshot(net)
+    before = state_of(net)
     assert random_reinit(net, seed=123) is net
     watch.assert_unchanged()
     for qualified in NAMES:
@@ -185,7 +176,7 @@ def test_random_reinit_on_an_unpruned_model():
 
 def test_random_reinit_of_chosen_parameters_only():
     net, init = pruned_net()
-    before = snapshot(net)
+    before = state_of(net)
     random_reinit(net, [(net.fc2, "weight"), (net.fc1, "bias")], seed=4)
     after = net.state_dict()
     changed = {k for k in before if not torch.equal(after[k], before[k])}
@@ -377,7 +368,7 @@ def test_sign_preserving_reinit_with_an_unbound_or_foreign_point(tmp_path):
 
 def test_sign_preserving_reinit_of_chosen_parameters_only():
     net, init = pruned_net()
-    before = snapshot(net)
+    before = state_of(net)
     sign_preserving_reinit(net, init, [(net.fc1, "weight")], seed=2)
     after = net.state_dict()
     changed = {k for k in before if not torch.equal(after[k], before[k])}
@@ -406,7 +397,7 @@ def test_signed_constant_is_sign_times_std_per_tensor():
 
 def test_signed_constant_of_chosen_parameters_only():
     net, init = pruned_net()
-    before = snapshot(net)
+    before = state_of(net)
     signed_constant(net, init, [(net.conv, "weight")])
     after = net.state_dict()
     changed = {k for k in before if not torch.equal(after[k], before[k])}
@@ -446,7 +437,7 @@ def test_rewind_point_of_another_architecture(call, other_out):
         point, words = RewindPoint.capture(other), "'0.weight'"
     else:
         point, words = RewindPoint.capture(make_net(out=other_out)), r"'fc2\.weight'.*shape"
-    before = snapshot(net)
+    before = state_of(net)
     with pytest.raises(ValueError, match=words):
         call(net, point)
     assert_state_equal(net, before)
@@ -462,7 +453,7 @@ def test_rewind_point_of_another_architecture(call, other_out):
 )
 def test_init_must_be_callable(call):
     net, init = pruned_net()
-    before = snapshot(net)
+    before = state_of(net)
     with pytest.raises(TypeError, match="init"):
         call(net, init)
     assert_state_equal(net, before)
@@ -490,7 +481,7 @@ def test_init_must_be_callable(call):
 )
 def test_bad_arguments_change_nothing(call, error, words):
     net, init = pruned_net()
-    before = snapshot(net)
+    before = state_of(net)
     with pytest.raises(error, match=words):
         call(net, init)
     assert_state_equal(net, before)
@@ -507,7 +498,7 @@ def test_bad_arguments_change_nothing(call, error, words):
 def test_unknown_parameter_name_is_a_value_error(call):
     """Like every other entry point, a (module, name) pair naming no parameter is a ValueError."""
     net, init = pruned_net()
-    before = snapshot(net)
+    before = state_of(net)
     with pytest.raises(ValueError, match="nope"):
         call(net, init, [(net.fc1, "weight"), (net.fc2, "nope")])
     assert_state_equal(net, before)

@@ -12,6 +12,8 @@ from torch.nn.utils import prune
 
 from torch_lottery import RewindPoint, lottery_magnitude, prunable_parameters
 
+from helpers import assert_state_equal, state_of
+
 
 # --------------------------------------------------------------------------- helpers
 class Net(nn.Module):
@@ -53,17 +55,6 @@ def tensor_of(model: nn.Module, qualified: str) -> torch.Tensor:
     module = model.get_submodule(prefix)
     orig = module._parameters.get(name + "_orig")
     return orig if orig is not None else module._parameters[name]
-
-
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def assert_state_equal(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
-    after = model.state_dict()
-    assert list(after) == list(before)
-    for key, value in before.items():
-        assert torch.equal(after[key], value), key
 
 
 def prune_all(model: nn.Module, amount: float = 0.5) -> None:
@@ -183,7 +174,7 @@ def test_capture_device_argument_keeps_copies_there():
 )
 def test_capture_bad_arguments(call, error, words):
     net = make_net()
-    before = snapshot(net)
+    before = state_of(net)
     with pytest.raises(error, match=words):
         call(net)
     assert_state_equal(net, before)
@@ -329,7 +320,7 @@ def test_restore_only_touches_the_captured_tensors():
     net = make_net()
     init = RewindPoint.capture(net, [(net.fc1, "weight")])
     sgd_steps(net, 2)
-    before = snapshot(net)
+    before = state_of(net)
     init.restore()
     after = net.state_dict()
     for key in before:
@@ -353,7 +344,7 @@ def test_restore_into_another_architecture_fails_and_changes_nothing(other, word
     init = RewindPoint.capture(make_net())
     target = other()
     prune_all(target)
-    before = snapshot(target)
+    before = state_of(target)
     with pytest.raises(ValueError, match=words):
         init.restore(target)
     assert_state_equal(target, before)
@@ -693,7 +684,7 @@ def test_unbound_point_in_lottery_magnitude_asks_to_bind(tmp_path):
     path = tmp_path / "init.pt"
     RewindPoint.capture(net).save(path)
     unbound = RewindPoint.load(path)
-    before = snapshot(net)
+    before = state_of(net)
     with pytest.raises(ValueError, match=r"bind\(model\)"):
         lottery_magnitude(net.fc1, "weight", amount=0.5, rewind_point=unbound)
     assert_state_equal(net, before)
@@ -707,7 +698,7 @@ def test_unbound_point_in_lottery_magnitude_asks_to_bind(tmp_path):
 def test_point_of_another_model_in_lottery_magnitude_fails_and_changes_nothing():
     net = make_net()
     foreign = RewindPoint.capture(make_net(1))
-    before = snapshot(net)
+    before = state_of(net)
     with pytest.raises(ValueError, match="bind"):
         lottery_magnitude(net.fc1, "weight", amount=0.5, rewind_point=foreign)
     assert_state_equal(net, before)

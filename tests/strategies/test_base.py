@@ -8,13 +8,11 @@ import json
 import pytest
 import torch
 
-import torch_lottery as tl
 from torch_lottery import PruneContext, Strategy
-from torch_lottery.strategies import IterativeMagnitude, OneShotMagnitude, PoolStrategy, RandomPruning
+from torch_lottery.strategies import IterativeMagnitude, OneShotMagnitude, RandomPruning
 
 import helpers
 
-BUILTINS = {"imp": IterativeMagnitude, "one_shot": OneShotMagnitude, "random": RandomPruning}
 POOL = pytest.mark.parametrize(
     "cls", [IterativeMagnitude, OneShotMagnitude, RandomPruning], ids=["imp", "one_shot", "random"]
 )
@@ -23,13 +21,6 @@ POOL = pytest.mark.parametrize(
 class KeepAll(Strategy):
     def prune(self, context):
         return {n: context.masks[n].bool().clone() for n in context.names}
-
-
-def test_exports():
-    assert tl.Strategy is Strategy and tl.PruneContext is PruneContext
-    for name, cls in BUILTINS.items():
-        assert tl.get_strategy(name) is cls
-        assert issubclass(cls, PoolStrategy) and issubclass(cls, Strategy)
 
 
 def test_strategy_is_abstract_and_a_minimal_subclass_works():
