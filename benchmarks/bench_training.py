@@ -63,7 +63,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _harness import machine, machine_line, summary, table, write_result  # noqa: E402
 
 from torch_lottery import find_ticket  # noqa: E402
-from torch_lottery.driver.find import _round_seed  # noqa: E402  (to seed the hand-written loop alike)
+from torch_lottery.driver.find import round_seed  # noqa: E402  (to seed the hand-written loop alike)
 from torch_lottery.experiments.models import build_model  # noqa: E402
 from torch_lottery.pruning.fixed import FixedMask  # noqa: E402
 from torch_lottery.pruning.utils import named_prunable_parameters  # noqa: E402
@@ -265,7 +265,7 @@ def imp_hand_written(x, y, rounds: int, epochs: int) -> tuple[float, dict[str, t
                 for layer, prefix in ((model.fc1, "fc1"), (model.fc2, "fc2"), (model.fc3, "fc3")):
                     layer.weight_orig.copy_(init[f"{prefix}.weight"])
                     layer.bias.copy_(init[f"{prefix}.bias"])
-        torch.manual_seed(_round_seed(0, round_index))  # the driver's per-round seeds: same batches
+        torch.manual_seed(round_seed(0, round_index))  # the driver's per-round seeds: same batches
         train_epochs(model, x, y, epochs)
     seconds = CLOCK() - start
     return seconds, {f"{p}.weight": getattr(model, p).weight_mask.bool() for p in ("fc1", "fc2", "fc3")}

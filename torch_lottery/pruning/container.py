@@ -134,11 +134,15 @@ def adopt(module: nn.Module, name: str) -> None:
     key, hook = _layout.find_hook(module, name)
     if isinstance(hook, LotteryContainer):
         return
-    if hook is None:
+    fresh = hook is None
+    if fresh:
         orig = _layout.original(module, name)
         module.register_parameter(_layout.orig_name(name), cast(nn.Parameter, orig))
         del module._parameters[name]
-        module.register_buffer(_layout.mask_name(name), torch.ones_like(orig, memory_format=torch.contiguous_format))
+        # WHY an expanded one-element mask: stock replaces it with the real mask right after (cloning it
+        # tensor by tensor), so the whole pool never holds a second set of full-size masks at once.
+        ones = torch.ones((), dtype=orig.dtype, device=orig.device).expand(orig.shape)
+        module.register_buffer(_layout.mask_name(name), ones)
         methods: tuple[prune.BasePruningMethod, ...] = (prune.Identity(),)
         methods[0]._tensor_name = name
     else:
@@ -148,7 +152,9 @@ def adopt(module: nn.Module, name: str) -> None:
         release_round_state(done)
     install(module, name, key, container)
     with torch.no_grad():
-        _layout.install_weight(module, name, container.apply_mask(module))
+        # with an all-ones mask the masked weight is the tensor itself: a view, no copy
+        weight = _layout.as_pruned_weight(orig.detach()) if fresh else container.apply_mask(module)
+        _layout.install_weight(module, name, weight)
 
 
 def compact_hooks(model: nn.Module) -> int:

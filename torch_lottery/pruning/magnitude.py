@@ -187,22 +187,26 @@ class LotteryMagnitude(LotteryMethod):
                 self._written(rewind_tensor(self.rewind_point, *pairs[i], _layout.original(*pairs[i]))) for i in unique
             ]
         pool, plans = self._plan(sources, labels)
-        keeps = [
-            pool.write(j, p, torch.empty(s.final.shape, dtype=torch.bool, device=s.device)).reshape(-1)
-            for j, (p, s) in enumerate(zip(plans, sources, strict=True))
+        # The vector stock expects: each pair's surviving entries, in order (tied names repeat their tensor's).
+        olds = [_layout.mask_of(m, n) for m, n in pairs]
+        counts = [
+            _layout.original(m, n).numel() if o is None else int(torch.count_nonzero(o))
+            for (m, n), o in zip(pairs, olds, strict=True)
         ]
-        pool.release()
-        slot = {i: j for j, i in enumerate(unique)}
-        pieces = []
-        for i, (module, name) in enumerate(pairs):
-            keep, old = keeps[slot[first[i]]], _layout.mask_of(module, name)
-            pieces.append(keep if old is None else keep[old.reshape(-1) != 0])
-        survivors = torch.cat(pieces).to(device=t.device, dtype=default_mask.dtype)
-        if survivors.numel() != t.numel():
+        if sum(counts) != t.numel():
             raise ValueError(
                 f"prune.global_unstructured passed {t.numel()} surviving entries, but its parameters "
-                f"hold {survivors.numel()}; pass each (module, name) pair once"
+                f"hold {sum(counts)}; pass each (module, name) pair once"
             )
+        survivors = torch.empty(t.numel(), dtype=default_mask.dtype, device=t.device)
+        slot = {i: j for j, i in enumerate(unique)}
+        offset = 0
+        for i, old in enumerate(olds):  # one tensor-sized bool at a time: no pool-sized copies
+            j = slot[first[i]]
+            keep = pool.write(j, plans[j], torch.empty(sources[j].numel, dtype=torch.bool, device=sources[j].device))
+            survivors[offset : offset + counts[i]] = keep if old is None else keep[old.reshape(-1) != 0]
+            offset += counts[i]
+        pool.release()
         # Commit: stock installs the masks next; before that every tensor gets our hook (and is rewound).
         for module, name in pairs:
             adopt(module, name)
