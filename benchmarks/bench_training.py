@@ -63,7 +63,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _harness import machine, machine_line, summary, table, write_result  # noqa: E402
 
 from torch_lottery import find_ticket  # noqa: E402
-from torch_lottery.driver.find import round_seed  # noqa: E402  (to seed the hand-written loop alike)
+from torch_lottery.driver.context import round_seed  # noqa: E402  (to seed the hand-written loop alike)
 from torch_lottery.experiments.models import build_model  # noqa: E402
 from torch_lottery.pruning.fixed import FixedMask  # noqa: E402
 from torch_lottery.pruning.utils import named_prunable_parameters  # noqa: E402

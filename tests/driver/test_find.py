@@ -358,7 +358,7 @@ def test_late_resetting_equals_replayed_training():
     ticket = find_ticket(
         make_model(), train, strategy="imp", strategy_options={"rate": 0.2, "rewind_iteration": k}, rounds=1, seed=seed
     )
-    from torch_lottery.driver.find import round_seed  # the documented per-round seeding
+    from torch_lottery.driver.context import round_seed  # the documented per-round seeding
 
     model = make_model()
     torch.manual_seed(round_seed(seed, 0))

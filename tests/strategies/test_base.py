@@ -52,15 +52,19 @@ def test_bad_rewind_iteration_is_refused(cls, value, error):
 
 def test_prune_context_is_frozen_and_holds_what_the_driver_passes():
     context = helpers.build_context(helpers.random_weights((2, 3), (4, 2)), round_index=3)
-    assert [f.name for f in dataclasses.fields(PruneContext)] == [
-        "model",
-        "names",
-        "weights",
-        "masks",
-        "rewind",
-        "round_index",
-        "generator",
+    fields = dataclasses.fields(PruneContext)
+    # the first seven, positional, as every earlier plugin and test builds them; the rest have defaults
+    assert [f.name for f in fields[:7]] == ["model", "names", "weights", "masks", "rewind", "round_index", "generator"]
+    assert [f.name for f in fields[7:]] == [
+        "initial",
+        "data",
+        "loss",
+        "device",
+        "rounds",
+        "target_remaining",
+        "control",
     ]
+    assert all(f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING for f in fields[7:])
     assert context.names == ("0.weight", "1.weight")
     assert context.round_index == 3
     assert isinstance(context.generator, torch.Generator)

@@ -1,6 +1,7 @@
-"""The ticket-finding driver, tickets and their files."""
+"""The ticket-finding driver (settings, phases, checkpoints, rank sync), tickets and their files."""
 
-from .find import RoundContext, find_ticket
+from .context import RoundContext, round_seed
+from .find import find_ticket
 from .ticket import ApplyReport, Ticket
 
-__all__ = ["ApplyReport", "RoundContext", "Ticket", "find_ticket"]
+__all__ = ["ApplyReport", "RoundContext", "Ticket", "find_ticket", "round_seed"]

@@ -158,7 +158,11 @@ def _running(pid: int) -> bool:  # pragma: no cover - only without flock
 
 # -- writing ---------------------------------------------------------------------------
 def write_round(directory: str | os.PathLike, index: int, contents: dict[str, Any]) -> None:
-    """Write round ``index``'s checkpoint (atomically, with a digest); ``contents`` holds the keys of :data:`KEYS`."""
+    """Write round ``index``'s checkpoint (atomically, with a digest).
+
+    ``contents`` holds the keys of :data:`KEYS` (and may hold ``initial``, the
+    model's state at initialization, which files of earlier runs lack).
+    """
     state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "round": index, **contents}
     save_state(state, round_path(directory, index))
 

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from .._validation import check_choice, check_nonneg_int, describe
-from ..driver.find import find_ticket, round_seed
+from ..driver.context import round_seed
+from ..driver.find import find_ticket
 from ..driver.ticket import Ticket
 from ..plugins.hookspecs import hookimpl
 from ..pruning.magnitude import sign_preserving_supermask

@@ -4,39 +4,17 @@ from __future__ import annotations
 
 import abc
 import numbers
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from .. import _layout
 from .._validation import check_choice, check_nonneg_int, check_number, check_on_floor, describe
 from ..pruning._select import CRITERIA, NEEDS_INITIAL, SCOPES, _Pool, _Source, criterion_scores, plan
-
-
-@dataclass(frozen=True)
-class PruneContext:
-    """What a strategy sees when asked for the next masks (read only).
-
-    Attributes:
-        model: the trained model (do not modify it).
-        names: qualified names of the prunable tensors, in order.
-        weights: the trained weights by name (detached).
-        masks: the current masks by name (bool tensors).
-        rewind: the rewind-point values by name (the weights the survivors will
-            be reset to), or None if the driver has none yet.
-        round_index: the pruning round being computed (1 for the first).
-        generator: the strategy's own CPU random generator (seeded by the driver).
-    """
-
-    model: nn.Module
-    names: tuple[str, ...]
-    weights: Mapping[str, torch.Tensor]
-    masks: Mapping[str, torch.Tensor]
-    rewind: Mapping[str, torch.Tensor] | None
-    round_index: int
-    generator: torch.Generator
+from ..pruning.utils import get_mask
+from .context import PruneContext
 
 
 class Strategy(abc.ABC):
@@ -49,10 +27,20 @@ class Strategy(abc.ABC):
     strategy never modifies the model.
 
     Class attributes:
+        when: when the driver asks for masks: ``"between_rounds"`` (default:
+            train the dense model, then prune between rounds) or ``"at_init"``
+            (pruning at initialization: no dense round; round 1 prunes the
+            initial weights and trains the ticket).
+        needs_data: True if :meth:`prune` reads ``context.data`` (the driver
+            refuses a run without ``data=`` before anything trains).
         may_grow: True if :meth:`prune` may revive pruned entries (the driver
             checks that masks only shrink otherwise).
         max_rounds: the number of rounds the strategy is meant for (e.g. 1 for
             one-shot pruning), or None.
+
+    A strategy may also define ``on_step(context)``: the driver then calls it after
+    every counted optimizer step of a training round with a :class:`StepContext`;
+    ``context.stop()`` ends the round early (early-bird tickets).
 
     Args:
         rewind_iteration (int): the training iteration of the first (dense) run
@@ -60,6 +48,8 @@ class Strategy(abc.ABC):
             (Frankle & Carbin 2019), k > 0 is late resetting (Frankle et al. 2019).
     """
 
+    when: ClassVar[str] = "between_rounds"
+    needs_data: ClassVar[bool] = False
     may_grow: ClassVar[bool] = False
     max_rounds: ClassVar[int | None] = None
 
@@ -71,10 +61,13 @@ class Strategy(abc.ABC):
     def prune(self, context: PruneContext) -> dict[str, torch.Tensor]:
         """Return the new mask of every tensor in ``context.names`` (bool, same shapes)."""
 
-    def validate(self, names: tuple[str, ...]) -> None:  # noqa: B027 (optional: not every strategy checks)
-        """Check the options against the names of the tensors to prune (before any training).
+    def validate(self, names: tuple[str, ...], model: nn.Module | None = None, data: Any = None) -> None:  # noqa: B027
+        """Check the options against the run (before any training): the tensors' names, the model, the data.
 
-        The driver calls it first; raise ``ValueError`` naming the option if they do not fit.
+        The driver calls it before anything trains, with ``model`` and ``data``
+        (a subclass may also define ``validate(self, names)`` alone: the driver
+        then passes only the names). Raise ``ValueError`` naming the option if
+        they do not fit.
         """
 
     def options(self) -> dict[str, Any]:
@@ -84,6 +77,57 @@ class Strategy(abc.ABC):
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
         return f"{type(self).__name__}({options})"
+
+
+#: When a strategy prunes (its ``when`` attribute).
+WHEN = ("between_rounds", "at_init")
+
+
+class StepContext:
+    """What ``Strategy.on_step`` sees after an optimizer step of a training round.
+
+    Attributes:
+        model: the model being trained (do not modify it).
+        names: qualified names of the prunable tensors.
+        round_index: the round being trained (0 is the dense run).
+        iteration: optimizer steps counted so far in this round.
+        rounds, target_remaining: the run's target, as in :class:`PruneContext`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        names: tuple[str, ...],
+        pairs: list,
+        round_index: int,
+        iteration: int,
+        rounds: int | None,
+        target_remaining: float | None,
+        stop: Callable[[str], None],
+    ) -> None:
+        self.model, self.names, self._pairs = model, names, pairs
+        self.round_index, self.iteration = round_index, iteration
+        self.rounds, self.target_remaining = rounds, target_remaining
+        self._stop = stop
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """Return the current weights by name (detached; ``<name>_orig`` of pruned tensors)."""
+        return {n: _layout.original(m, t).detach() for n, (m, t) in zip(self.names, self._pairs, strict=True)}
+
+    def masks(self) -> dict[str, torch.Tensor]:
+        """Return the current masks by name (bool)."""
+        return {n: get_mask(m, t).bool() for n, (m, t) in zip(self.names, self._pairs, strict=True)}
+
+    def stop(self, reason: str) -> None:
+        """End this training round after the current step; ``reason`` goes to the round's record."""
+        self._stop(reason)
+
+
+def fraction_to_keep(context: PruneContext, names: list[str], remaining: float) -> float:
+    """Return the fraction of the survivors of ``names`` to prune so that ``remaining`` of all their entries is left."""
+    alive = sum(int(context.masks[n].count_nonzero()) for n in names)
+    total = sum(context.masks[n].numel() for n in names)
+    return 0.0 if alive == 0 else max(0.0, min(1.0, 1.0 - remaining * total / alive))
 
 
 def check_rate(value: Any, name: str) -> float:
@@ -149,7 +193,7 @@ class PoolStrategy(Strategy):
         self.on_floor = check_on_floor(on_floor)
         self.rate_multipliers = check_multipliers(rate_multipliers, rate)
 
-    def validate(self, names: tuple[str, ...]) -> None:
+    def validate(self, names: tuple[str, ...], model: nn.Module | None = None, data: Any = None) -> None:
         """Check that every rate multiplier names a tensor being pruned."""
         check_known_names(self.rate_multipliers, names)
 
@@ -168,7 +212,13 @@ class PoolStrategy(Strategy):
         for n in context.names:
             first.setdefault(id(context.weights[n]), n)
         unique = list(first.values())
-        pool = _Pool([_Source(self.scores(context, n), eligible=context.masks[n].bool()) for n in unique])
+        invert = context.control == "invert"  # the score-inversion control: prune the best-scored first
+        pool = _Pool(
+            [
+                _Source(-s if invert else s, eligible=context.masks[n].bool())
+                for n, s in ((n, self.scores(context, n)) for n in unique)
+            ]
+        )
         plans = plan(
             pool,
             None,

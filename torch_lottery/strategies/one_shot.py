@@ -7,7 +7,7 @@ from typing import Any
 
 from .._validation import check_fraction
 from ..plugins.hookspecs import hookimpl
-from .base import MagnitudeScores, PoolStrategy, PruneContext
+from .base import MagnitudeScores, PoolStrategy, PruneContext, fraction_to_keep
 
 
 class OneShotMagnitude(MagnitudeScores, PoolStrategy):
@@ -50,11 +50,7 @@ class OneShotMagnitude(MagnitudeScores, PoolStrategy):
 
     def fraction(self, context: PruneContext, names: list[str]) -> float:
         """Return the fraction of the survivors to prune so that ``remaining`` of the total is left."""
-        alive = sum(int(context.masks[n].count_nonzero()) for n in names)
-        total = sum(context.masks[n].numel() for n in names)
-        if alive == 0:
-            return 0.0
-        return max(0.0, min(1.0, 1.0 - self.remaining * total / alive))
+        return fraction_to_keep(context, names, self.remaining)
 
     def options(self) -> dict[str, Any]:
         return {**super().options(), "remaining": self.remaining, "criterion": self.criterion}
