@@ -165,13 +165,16 @@ def test_run_help_lists_the_choices(helps):
 
 
 # -- strategies -------------------------------------------------------------------------------
-def test_strategies_lists_the_builtins_with_their_plugins(tmp_path):
+def test_strategies_lists_the_builtins_with_their_plugins_and_distribution(tmp_path):
+    from importlib import metadata
+
     process = _ok(_run(tmp_path, "strategies"))
     lines = process.stdout.splitlines()
-    assert lines[0].split() == ["name", "plugin"]
-    rows = {line.split()[0]: line.split()[1] for line in lines[1:]}
+    assert lines[0].split() == ["name", "plugin", "distribution", "version"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
     for name in ("imp", "one_shot", "random"):
-        assert rows[name] == f"torch_lottery.strategies.{name}"
+        assert rows[name] == [f"torch_lottery.strategies.{name}", "torch-lottery", metadata.version("torch-lottery")]
+    assert "conflicts:" not in process.stdout
     assert "error:" not in process.stderr
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from ._validation import check_writable_dir
@@ -146,9 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser(
         "strategies",
-        help="list the registered strategies and their plugins",
-        description="List the ticket-finding strategies registered through the plugin hooks, "
-        "with the plugin that provides each, and plugins that failed to load.",
+        help="list the registered strategies, their plugins and distributions",
+        description="List the ticket-finding strategies registered through the plugin hooks: "
+        "the name to pass to find_ticket, the plugin and the distribution (and version) that "
+        "provide each ('-' for a plugin registered at runtime); then the name conflicts (a "
+        "built-in's name stays the built-in, the other strategies get '<plugin>:<name>') and, "
+        "on stderr, the plugins that failed to load.",
     )
     return parser
 
@@ -228,15 +232,24 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _strategies(args: argparse.Namespace) -> int:
-    from .plugins.manager import plugin_errors, strategy_entries
+    from .plugins.manager import StrategyConflictError, plugin_errors, strategy_entries
 
-    entries = strategy_entries()
-    width = max((len(e.name) for e in entries), default=4)
-    print(f"{'name'.ljust(width)}  plugin")
-    for entry in entries:
-        print(f"{entry.name.ljust(width)}  {entry.plugin}")
-    for error in plugin_errors():
-        print(f"error: {error}", file=sys.stderr)
+    with warnings.catch_warnings():  # conflicts and failed plugins are printed below, not warned about too
+        warnings.simplefilter("ignore", RuntimeWarning)
+        entries, errors = strategy_entries(), plugin_errors()
+    header = ("name", "plugin", "distribution", "version")
+    rows = [header, *((e.name, e.plugin, e.distribution, e.version) for e in entries)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    for row in rows:
+        print("  ".join([*(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)), row[-1]]))
+    conflicts = [e for e in errors if isinstance(e, StrategyConflictError)]
+    if conflicts:
+        print("\nconflicts:")
+        for conflict in conflicts:
+            print(f"  {conflict}")
+    for error in errors:
+        if not isinstance(error, StrategyConflictError):
+            print(f"error: {error}", file=sys.stderr)
     return 0
 
 

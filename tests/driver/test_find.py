@@ -478,9 +478,9 @@ def _state_run(rewind_state: bool, k: int = 4, rounds: int = 2):
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(x), y).backward()
             optimizer.step()
-            if context.round_index == 0 and context.iteration == k:
-                at_k.update(snapshot())
             scheduler.step()
+            if context.round_index == 0 and context.iteration == k:
+                at_k.update(snapshot())  # iteration k done: its optimizer and scheduler steps
         end_of_round[context.round_index] = snapshot()
         return {"lr": scheduler.get_last_lr()[0]}
 
@@ -512,7 +512,7 @@ def _assert_snapshot_equal(a: dict, b: dict) -> None:
 def test_rewind_state_restores_optimizer_scheduler_and_buffers():
     k = 4
     ticket, at_k, round_start, _ = _state_run(True, k=k)
-    assert at_k["last_epoch"] == k - 1  # captured after the k-th optimizer step, before scheduler.step()
+    assert at_k["last_epoch"] == k  # iteration k with its scheduler step: the rewound schedule resumes at k
     assert all(m is not None for m in at_k["momentum"])
     assert int(at_k["num_batches_tracked"]) == k
     assert sorted(round_start) == [0, 1, 2]

@@ -1,6 +1,12 @@
-"""Shared fixtures of the plugin tests: a fresh process-wide plugin manager for every test."""
+"""Shared fixtures of the plugin tests: a fresh process-wide plugin manager for every test, pip installs."""
 
 from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,3 +63,28 @@ def train_fn():
         return {"loss": loss.item()}
 
     return train
+
+
+@pytest.fixture
+def pip_install(tmp_path):
+    """``pip_install(source) -> site``: ``pip install --target site`` of the project folder ``source``, offline.
+
+    Built from a copy, so that the in-tree build (build/, *.egg-info) never writes into the
+    repository; put ``site`` on ``PYTHONPATH`` of a child interpreter to use the plugin.
+    """
+    if importlib.util.find_spec("pip") is None:
+        pytest.skip("pip is not available in this Python environment")
+
+    def install(source: Path) -> Path:
+        copy = tmp_path / "src" / source.name
+        shutil.copytree(source, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+        site = tmp_path / f"site-{source.name}"
+        command = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--disable-pip-version-check"]
+        if importlib.util.find_spec("setuptools") is not None:
+            command.append("--no-build-isolation")
+        command += ["--target", str(site), str(copy)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"pip install failed:\n{done.stdout}\n{done.stderr}"
+        return site
+
+    return install

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,19 +60,8 @@ def _run_child(site: Path, disable_autoload: bool) -> dict:
 
 
 @pytest.mark.slow
-def test_example_plugin_installs_with_pip_and_provides_neuron_imp(tmp_path):
-    if importlib.util.find_spec("pip") is None:
-        pytest.skip("pip is not available in this Python environment")
-    # Build from a copy so that the in-tree build (build/, *.egg-info) never writes under docs/.
-    source = tmp_path / "example-plugin"
-    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    site = tmp_path / "site"
-    command = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--disable-pip-version-check"]
-    if importlib.util.find_spec("setuptools") is not None:
-        command.append("--no-build-isolation")
-    command += ["--target", str(site), str(source)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"pip install failed:\n{done.stdout}\n{done.stderr}"
+def test_example_plugin_installs_with_pip_and_provides_neuron_imp(pip_install):
+    site = pip_install(EXAMPLE)
     assert (site / "torch_lottery_neuron_imp.py").is_file()
     (dist_info,) = site.glob("torch_lottery_neuron_imp-*.dist-info")
     assert "neuron_imp = torch_lottery_neuron_imp" in (dist_info / "entry_points.txt").read_text()

@@ -17,12 +17,15 @@ from torch_lottery.plugins.manager import (
     DISABLE_AUTOLOAD_ENV,
     ENTRY_POINT_GROUP,
     PluginError,
+    StrategyConflict,
+    StrategyConflictError,
     StrategyError,
     get_plugin_manager,
     get_strategy,
     list_strategies,
     plugin_errors,
     reset_plugin_manager,
+    strategy_conflicts,
     strategy_entries,
 )
 from torch_lottery.strategies import IterativeMagnitude, OneShotMagnitude, RandomPruning
@@ -52,11 +55,13 @@ def _registering(plugin_name_hint, *pairs):
 
 
 # -- built-ins ---------------------------------------------------------------------------------------
-def test_default_plugins_are_the_three_builtin_modules_registered_by_name():
-    assert DEFAULT_PLUGINS == (
-        "torch_lottery.strategies.imp",
-        "torch_lottery.strategies.one_shot",
-        "torch_lottery.strategies.random",
+def test_default_plugins_are_the_builtin_modules_registered_by_name():
+    assert (
+        tuple(
+            f"torch_lottery.strategies.{name}"
+            for name in ("imp", "one_shot", "random", "early_bird", "magnitude_init", "snip", "grasp", "synflow")
+        )
+        == DEFAULT_PLUGINS
     )
     assert tl.plugins.DEFAULT_PLUGINS == DEFAULT_PLUGINS
     pm = get_plugin_manager()
@@ -67,14 +72,21 @@ def test_default_plugins_are_the_three_builtin_modules_registered_by_name():
 
 
 def test_builtin_strategies_are_listed_and_provided_by_their_modules():
-    assert {"imp", "one_shot", "random"} <= set(list_strategies())
+    assert {"imp", "one_shot", "random", "early_bird", "magnitude_init", "snip", "grasp", "synflow"} <= set(
+        list_strategies()
+    )
     assert list_strategies() == sorted(list_strategies())
     _builtins_work()
     entries = {e.name: e for e in strategy_entries()}
     assert entries["imp"].plugin == "torch_lottery.strategies.imp"
     assert entries["one_shot"].plugin == "torch_lottery.strategies.one_shot"
     assert entries["random"].plugin == "torch_lottery.strategies.random"
-    assert plugin_errors() == []
+    for name in BUILTINS:  # provided by this distribution, at its installed version
+        entry = entries[name]
+        assert (entry.distribution, entry.version) == ("torch-lottery", metadata.version("torch-lottery"))
+        assert entry.builtin and entry.registered_name == name
+        assert entry.qualified_name == f"torch_lottery.strategies.{name}:{name}"
+    assert plugin_errors() == [] and strategy_conflicts() == []
 
 
 def test_get_plugin_manager_is_a_singleton_until_reset():
@@ -112,32 +124,157 @@ def test_unknown_strategy_name_through_the_driver_is_a_strategy_error():
 
 
 # -- conflicts and broken plugins -------------------------------------------------------------------
-def test_duplicate_name_is_refused_naming_both_plugins(register_plugin):
+def _conflict_warnings(caught):
+    return [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
+def test_duplicate_name_is_ambiguous_and_both_stay_reachable_qualified(register_plugin):
     register_plugin(_registering("A", ("dup", IterativeMagnitude), ("only_a", IterativeMagnitude)), name="plugin_a")
     register_plugin(_registering("B", ("dup", RandomPruning)), name="plugin_b")
 
-    with pytest.raises(StrategyError) as info:
+    with pytest.warns(RuntimeWarning, match="'dup'.*'plugin_a'.*'plugin_b'"), pytest.raises(StrategyError) as info:
         get_strategy("dup")
-    assert "'plugin_a'" in str(info.value) and "'plugin_b'" in str(info.value)
+    assert "'plugin_a:dup'" in str(info.value) and "'plugin_b:dup'" in str(info.value)
+    assert get_strategy("plugin_a:dup") is IterativeMagnitude
+    assert get_strategy("plugin_b:dup") is RandomPruning
     assert "dup" not in list_strategies()
-    assert "dup" not in [e.name for e in strategy_entries()]
+    assert {"plugin_a:dup", "plugin_b:dup", "only_a"} <= set(list_strategies())
+    entries = {e.name: e for e in strategy_entries()}
+    assert "dup" not in entries
+    assert [entries[n].plugin for n in ("plugin_a:dup", "plugin_b:dup")] == ["plugin_a", "plugin_b"]
+    assert entries["plugin_a:dup"].registered_name == "dup"
     assert get_strategy("only_a") is IterativeMagnitude  # the rest of plugin_a still works
     _builtins_work()
-    errors = [str(e) for e in plugin_errors()]
-    assert any("dup" in e and "plugin_a" in e and "plugin_b" in e for e in errors)
 
-    # resolving the conflict makes the name available again
+    (conflict,) = strategy_conflicts()  # the conflict as data
+    assert isinstance(conflict, StrategyConflict)
+    assert conflict.name == "dup" and conflict.winner is None
+    assert [(e.plugin, e.name, e.strategy) for e in conflict.entries] == [
+        ("plugin_a", "plugin_a:dup", IterativeMagnitude),
+        ("plugin_b", "plugin_b:dup", RandomPruning),
+    ]
+    assert conflict.shadowed == conflict.entries
+    (error,) = plugin_errors()
+    assert isinstance(error, StrategyConflictError) and isinstance(error, PluginError)
+    assert error.conflict == conflict
+    assert "plugin_a" in str(error) and "plugin_b" in str(error) and "dup" in str(error)
+
+    # resolving the conflict makes the name available again (and the qualified name still works)
     get_plugin_manager().unregister(name="plugin_b")
     assert get_strategy("dup") is IterativeMagnitude
+    assert get_strategy("plugin_a:dup") is IterativeMagnitude
+    assert "dup" in list_strategies() and "plugin_a:dup" not in list_strategies()
+    assert plugin_errors() == [] and strategy_conflicts() == []
+
+
+class Loud(tl.Strategy):
+    """A strategy whose prune always raises: using it by mistake cannot go unnoticed."""
+
+    def prune(self, context):
+        raise RuntimeError("the plugin's prune ran")
+
+
+def test_plugin_registering_a_builtin_name_never_disables_the_builtin(register_plugin, tiny_model, train_fn):
+    register_plugin(_registering("Shadow", ("imp", Loud), ("loud", Loud)), name="shadow")
+    with pytest.warns(RuntimeWarning, match="plugin 'shadow' registers strategy 'imp'.*'shadow:imp'"):
+        assert get_strategy("imp") is IterativeMagnitude
+    _builtins_work()
+    assert get_strategy("shadow:imp") is Loud
+    assert get_strategy("loud") is Loud
+    names = list_strategies()
+    assert {"imp", "shadow:imp", "loud"} <= set(names) and names == sorted(names)
+    assert "shadow:loud" not in names  # qualified names are listed only for the strategies that lost their name
+
+    entries = {e.name: e for e in strategy_entries()}
+    assert entries["imp"].plugin == "torch_lottery.strategies.imp" and entries["imp"].builtin
+    shadowed = entries["shadow:imp"]
+    assert (shadowed.plugin, shadowed.registered_name, shadowed.qualified_name) == ("shadow", "imp", "shadow:imp")
+    assert (shadowed.distribution, shadowed.version, shadowed.builtin) == ("-", "-", False)
+
+    (conflict,) = strategy_conflicts()
+    assert conflict.name == "imp"
+    assert conflict.winner == entries["imp"]
+    assert [e.name for e in conflict.shadowed] == ["shadow:imp"]
+    (error,) = plugin_errors()
+    assert isinstance(error, StrategyConflictError) and error.conflict == conflict
+    assert "'shadow'" in str(error) and "'imp'" in str(error)
+
+    # the driver: "imp" runs the built-in, "shadow:imp" the plugin's strategy
+    ticket = tl.find_ticket(tiny_model, train_fn, strategy="imp", rounds=1)
+    assert ticket.config["strategy"] == "imp"
+    with pytest.raises(PluginError, match="the plugin's prune ran") as info:
+        tl.find_ticket(tiny_model, train_fn, strategy="shadow:imp", rounds=1)
+    assert "'shadow:imp'" in str(info.value)
+
+
+def test_several_plugins_registering_a_builtin_name_are_all_shadowed(register_plugin):
+    register_plugin(_registering("S1", ("random", IterativeMagnitude)), name="s1")
+    register_plugin(_registering("S2", ("random", OneShotMagnitude)), name="s2")
+    with pytest.warns(RuntimeWarning, match="plugins 's1', 's2' register strategy 'random'"):
+        assert get_strategy("random") is RandomPruning
+    assert get_strategy("s1:random") is IterativeMagnitude
+    assert get_strategy("s2:random") is OneShotMagnitude
+    (conflict,) = strategy_conflicts()
+    assert conflict.winner.plugin == "torch_lottery.strategies.random"
+    assert [e.name for e in conflict.entries] == ["random", "s1:random", "s2:random"]
+    assert len(plugin_errors()) == 1
+
+
+def test_a_conflict_warns_once_per_plugin_manager(register_plugin):
+    import warnings
+
+    plugin = _registering("Shadow", ("imp", RandomPruning))
+    register_plugin(plugin, name="shadow")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            get_strategy("imp")
+            list_strategies()
+            plugin_errors()
+    (message,) = _conflict_warnings(caught)
+    assert "'shadow'" in message and "'imp'" in message
+    assert len(plugin_errors()) == 1  # still reported every time, only warned about once
+
+    reset_plugin_manager()  # a new manager warns again
+    get_plugin_manager().register(plugin, name="shadow")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        get_strategy("imp")
+        get_strategy("imp")
+    assert len(_conflict_warnings(caught)) == 1
+    get_plugin_manager().unregister(plugin)
+
+
+def test_every_strategy_is_reachable_by_its_qualified_name(register_plugin):
+    register_plugin(_registering("Fine", ("fine", OneShotMagnitude)), name="fine_plugin")
+    for name, cls in BUILTINS.items():
+        assert get_strategy(f"torch_lottery.strategies.{name}:{name}") is cls
+    assert get_strategy("fine_plugin:fine") is OneShotMagnitude
+    entry = {e.name: e for e in strategy_entries()}["fine"]
+    assert entry.qualified_name == "fine_plugin:fine"
+    assert "fine_plugin:fine" not in list_strategies()  # reachable, not listed: its plain name works
+    for wrong in ("fine_plugin:imp", "torch_lottery.strategies.imp:random", "nope:fine", ":fine", "fine_plugin:"):
+        with pytest.raises(StrategyError, match="unknown strategy"):
+            get_strategy(wrong)
     assert plugin_errors() == []
 
 
-def test_plugin_shadowing_a_builtin_name_makes_it_ambiguous(register_plugin):
+def test_unknown_name_lists_the_qualified_names_of_shadowed_strategies(register_plugin):
     register_plugin(_registering("Shadow", ("imp", RandomPruning)), name="shadow")
-    with pytest.raises(StrategyError, match="shadow"):
-        get_strategy("imp")
-    assert "imp" not in list_strategies()
-    assert get_strategy("random") is RandomPruning
+    with pytest.warns(RuntimeWarning), pytest.raises(StrategyError) as info:
+        get_strategy("missing")
+    assert "shadow:imp" in str(info.value) and "one_shot" in str(info.value)
+
+
+def test_a_plugin_registering_a_name_twice_is_reported(register_plugin):
+    register_plugin(_registering("Twice", ("twice", IterativeMagnitude), ("twice", RandomPruning)), name="twice_plugin")
+    (error,) = plugin_errors()
+    assert "twice_plugin" in str(error) and "'twice' twice" in str(error)
+    assert not isinstance(error, StrategyConflictError)
+    assert "twice" not in list_strategies()
+    with pytest.raises(StrategyError, match="twice_plugin"):
+        get_strategy("twice_plugin:twice")
+    _builtins_work()
 
 
 def test_plugin_whose_register_hook_raises_is_reported_and_others_work(register_plugin):
@@ -167,6 +304,7 @@ def test_plugin_whose_register_hook_raises_is_reported_and_others_work(register_
         (3, IterativeMagnitude, "name"),
         (None, IterativeMagnitude, "name"),
         ("", IterativeMagnitude, "name"),
+        ("mine:imp", IterativeMagnitude, "':'"),  # the separator of qualified names
     ],
 )
 def test_plugin_registering_bad_name_or_strategy_is_reported(register_plugin, name, strategy, mentions):
@@ -259,6 +397,40 @@ def test_entry_point_plugin_is_discovered_and_registered(plugin_module, fake_ent
     assert entry.plugin == "my_ep"
     assert plugin_errors() == []
     _builtins_work()
+
+
+def test_entry_point_plugin_entries_name_their_distribution_and_version(plugin_module, tmp_path, monkeypatch):
+    """A real installed distribution (a .dist-info folder on sys.path): found by importlib.metadata, not faked."""
+    monkeypatch.delenv(DISABLE_AUTOLOAD_ENV, raising=False)
+    module_name = plugin_module(GOOD_PLUGIN)
+    dist_info = tmp_path / "fake_tl_dist-2.5.1.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-tl-dist\nVersion: 2.5.1\n")
+    (dist_info / "entry_points.txt").write_text(f"[torch_lottery]\nreal_ep = {module_name}\n")
+    importlib.invalidate_caches()
+    reset_plugin_manager()
+
+    entry = {e.name: e for e in strategy_entries()}["from_entry_point"]
+    assert (entry.plugin, entry.distribution, entry.version, entry.builtin) == (
+        "real_ep",
+        "fake-tl-dist",
+        "2.5.1",
+        False,
+    )
+    assert get_strategy("real_ep:from_entry_point") is entry.strategy
+
+
+def test_a_plugin_registered_at_runtime_has_no_distribution(register_plugin):
+    plugin = register_plugin(_registering("Runtime", ("runtime", RandomPruning)), name="runtime_plugin")
+    entry = {e.name: e for e in strategy_entries()}["runtime"]
+    assert (entry.plugin, entry.distribution, entry.version, entry.builtin) == ("runtime_plugin", "-", "-", False)
+    # a plugin registered under a built-in's module name is not the built-in
+    get_plugin_manager().unregister(name="torch_lottery.strategies.random")
+    get_plugin_manager().unregister(plugin)
+    register_plugin(_registering("Fake", ("random", IterativeMagnitude)), name="torch_lottery.strategies.random")
+    entry = {e.name: e for e in strategy_entries()}["random"]
+    assert entry.strategy is IterativeMagnitude
+    assert (entry.distribution, entry.builtin) == ("-", False)
 
 
 def test_entry_point_with_an_attribute_reference(plugin_module, fake_entry_points, monkeypatch):

@@ -215,19 +215,36 @@ class Run:
 
     # -- capture and reset ---------------------------------------------------------
     def capture(self, iteration: int) -> None:
-        """Capture the rewind point (every parameter) and the state the retrain mode resets."""
+        """Capture the rewind point (every parameter) and the buffers at iteration k (right after its step).
+
+        The optimizer's and scheduler's state of iteration k are taken just before the
+        next optimizer step (:meth:`capture_state`), once the user's loop has stepped
+        its scheduler for iteration k too: a rewound schedule then resumes exactly
+        where the dense run was.
+        """
         self.rewind_point = RewindPoint.capture(self.model, iteration=iteration)
-        optimizer, scheduler = self.s.optimizer, self.s.scheduler
+        self._buffers_at_k = _buffers(self.model) if self.s.rewind_state else None
+        self._state_pending = self.s.optimizer is not None and (self.s.rewind_state or self.s.retrain == "lr_rewind")
+        if iteration == 0:  # before any step: nothing to wait for
+            self.capture_state()
+
+    def capture_state(self, *args: Any) -> None:
+        """Capture the optimizer's and scheduler's state of the rewind iteration, if it is still pending."""
+        if not getattr(self, "_state_pending", False):
+            return
+        self._state_pending = False
+        optimizer, scheduler = cast(torch.optim.Optimizer, self.s.optimizer), self.s.scheduler
+        schedule = copy.deepcopy(scheduler.state_dict()) if scheduler is not None else None
         if self.s.rewind_state:
             self.rewind_extra = {
-                "buffers": _buffers(self.model),
-                "optimizer": copy.deepcopy(cast(torch.optim.Optimizer, optimizer).state_dict()),
-                "scheduler": copy.deepcopy(scheduler.state_dict()) if scheduler is not None else None,
+                "buffers": self._buffers_at_k,
+                "optimizer": copy.deepcopy(optimizer.state_dict()),
+                "scheduler": schedule,
             }
-        elif self.s.retrain == "lr_rewind" and optimizer is not None:  # the schedule of iteration k
+        else:  # lr_rewind: the rates and schedule of iteration k
             self.rewind_extra = {
                 "optimizer_groups": copy.deepcopy(optimizer.state_dict()["param_groups"]),
-                "scheduler": copy.deepcopy(scheduler.state_dict()) if scheduler is not None else None,
+                "scheduler": schedule,
             }
 
     def _capture_at(self, iteration: int) -> None:
@@ -364,11 +381,14 @@ class Run:
         with contextlib.ExitStack() as hooks:
             if optimizer is not None:
                 hooks.callback(optimizer.register_step_pre_hook(context._before_step).remove)
+                if round_index == 0:
+                    hooks.callback(optimizer.register_step_pre_hook(self.capture_state).remove)
                 hooks.callback(optimizer.register_step_post_hook(lambda *_: context._advance()).remove)
             try:
                 metrics = _metrics(self.s.train(self.s.wrapper, context), "train")
             except StopRound:  # the loop kept training after the strategy stopped the round: stopped here
                 metrics = {}
+        self.capture_state()  # the rewind iteration was the last one
         if round_index == 0 and self.rewind_point is None:
             raise ValueError(
                 f"rewind_iteration={self.s.rewind_iteration} but the dense run counted only "

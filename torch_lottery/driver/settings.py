@@ -179,6 +179,10 @@ class Settings:
                 f"strategy {strategy_name!r} scores with the data: pass data=<iterable of (inputs, "
                 "targets)> (and loss= if it computes gradients)"
             )
+        if getattr(instance, "needs_loss", False) and loss is None:
+            raise ValueError(
+                f"strategy {strategy_name!r} computes gradients of the loss: pass loss=<callable(output, targets)>"
+            )
         _validate(instance, names, model, data)
         if isinstance(plugins, (str, bytes, nn.Module)) or not isinstance(plugins, Iterable):
             raise TypeError(f"plugins must be an iterable of plugin objects, got {describe(plugins)}")

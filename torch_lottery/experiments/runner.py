@@ -222,6 +222,11 @@ class Trainer:
         model.train(was_training)
         return loss / max(len(x), 1), correct / max(len(x), 1)
 
+    def scoring_data(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The training set as batches in order (views, no copies): ``data`` for strategies that score with it."""
+        x, y, size = self.data.train_x, self.data.train_y, self.setup.batch_size
+        return [(x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)]
+
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Return the test loss and accuracy."""
         loss, accuracy = self._loss_accuracy(model, self.data.test_x, self.data.test_y)
@@ -311,6 +316,8 @@ def run_replicate(config: RunConfig, data, seed: int, build: Callable[[], nn.Mod
             trainer.evaluate,
             strategy="imp",
             strategy_options=setup.strategy_options,
+            data=trainer.scoring_data(),
+            loss=nn.functional.cross_entropy,
             rounds=config.rounds,
             seed=seed,
             plugins=[recorder],
@@ -327,6 +334,8 @@ def run_replicate(config: RunConfig, data, seed: int, build: Callable[[], nn.Mod
                 trainer.evaluate,
                 strategy="random",
                 strategy_options=options,
+                data=trainer.scoring_data(),
+                loss=nn.functional.cross_entropy,
                 rounds=config.rounds,
                 seed=seed,
                 plugins=[_Recorder(rounds.update)],

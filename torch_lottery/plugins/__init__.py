@@ -6,6 +6,8 @@ from .manager import (
     DISABLE_AUTOLOAD_ENV,
     ENTRY_POINT_GROUP,
     PluginError,
+    StrategyConflict,
+    StrategyConflictError,
     StrategyEntry,
     StrategyError,
     get_plugin_manager,
@@ -13,6 +15,7 @@ from .manager import (
     list_strategies,
     plugin_errors,
     reset_plugin_manager,
+    strategy_conflicts,
     strategy_entries,
 )
 
@@ -22,6 +25,8 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "PROJECT",
     "PluginError",
+    "StrategyConflict",
+    "StrategyConflictError",
     "StrategyEntry",
     "StrategyError",
     "get_plugin_manager",
@@ -31,5 +36,6 @@ __all__ = [
     "list_strategies",
     "plugin_errors",
     "reset_plugin_manager",
+    "strategy_conflicts",
     "strategy_entries",
 ]

@@ -28,10 +28,13 @@ def torch_lottery_register_strategies(register):
     """Register ticket-finding strategies by calling ``register(name, strategy)``.
 
     Args:
-        register: callback owned by torch-lottery. ``name`` is a str unique among
-            all plugins; ``strategy`` is a :class:`torch_lottery.Strategy`
-            subclass (or any callable that takes the strategy's options as keyword
-            arguments and returns an object with a ``prune(context)`` method).
+        register: callback owned by torch-lottery. ``name`` is a non-empty str
+            without ``":"``; a name a built-in also registers stays the
+            built-in's, and every strategy is reachable as
+            ``"<plugin>:<name>"`` too (see :func:`torch_lottery.get_strategy`).
+            ``strategy`` is a :class:`torch_lottery.Strategy` subclass (or any
+            callable that takes the strategy's options as keyword arguments and
+            returns an object with a ``prune(context)`` method).
     """
 
 

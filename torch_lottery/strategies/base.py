@@ -14,7 +14,7 @@ from .. import _layout
 from .._validation import check_choice, check_nonneg_int, check_number, check_on_floor, describe
 from ..pruning._select import CRITERIA, NEEDS_INITIAL, SCOPES, _Pool, _Source, criterion_scores, plan
 from ..pruning.utils import get_mask
-from .context import PruneContext
+from .context import PruneContext, build_context
 
 
 class Strategy(abc.ABC):
@@ -33,6 +33,8 @@ class Strategy(abc.ABC):
             initial weights and trains the ticket).
         needs_data: True if :meth:`prune` reads ``context.data`` (the driver
             refuses a run without ``data=`` before anything trains).
+        needs_loss: True if it computes gradients of ``context.loss`` (the driver
+            refuses a run without ``loss=`` before anything trains).
         may_grow: True if :meth:`prune` may revive pruned entries (the driver
             checks that masks only shrink otherwise).
         max_rounds: the number of rounds the strategy is meant for (e.g. 1 for
@@ -50,6 +52,7 @@ class Strategy(abc.ABC):
 
     when: ClassVar[str] = "between_rounds"
     needs_data: ClassVar[bool] = False
+    needs_loss: ClassVar[bool] = False
     may_grow: ClassVar[bool] = False
     max_rounds: ClassVar[int | None] = None
 
@@ -118,9 +121,34 @@ class StepContext:
         """Return the current masks by name (bool)."""
         return {n: get_mask(m, t).bool() for n, (m, t) in zip(self.names, self._pairs, strict=True)}
 
+    def prune_context(self) -> PruneContext:
+        """Return the :class:`PruneContext` of now (what ``prune`` would see if the round ended here)."""
+        return build_context(
+            self.model,
+            self.names,
+            self._pairs,
+            round_index=self.round_index,
+            rounds=self.rounds,
+            target_remaining=self.target_remaining,
+        )
+
     def stop(self, reason: str) -> None:
         """End this training round after the current step; ``reason`` goes to the round's record."""
         self._stop(reason)
+
+
+def _distinct(context: PruneContext) -> dict[str, None]:
+    """The first name of every distinct tensor of the context, in order (tied names share one weights object)."""
+    seen: dict[int, str] = {}
+    for n in context.names:
+        seen.setdefault(id(context.weights[n]), n)
+    return dict.fromkeys(seen.values())
+
+
+def _first_names(context: PruneContext, distinct: Mapping[str, None]) -> dict[str, str]:
+    """Map every name to the first name of its tensor."""
+    first = {id(context.weights[n]): n for n in distinct}
+    return {n: first[id(context.weights[n])] for n in context.names}
 
 
 def fraction_to_keep(context: PruneContext, names: list[str], remaining: float) -> float:
@@ -198,27 +226,40 @@ class PoolStrategy(Strategy):
         check_known_names(self.rate_multipliers, names)
 
     def scores(self, context: PruneContext, name: str) -> torch.Tensor:
-        """Return the keep-scores of tensor ``name`` (higher is kept)."""
-        raise NotImplementedError
+        """Return the keep-scores of tensor ``name`` (higher is kept); or override :meth:`all_scores`."""
+        if type(self).all_scores is PoolStrategy.all_scores:
+            raise NotImplementedError(f"{type(self).__name__} defines neither scores(context, name) nor all_scores()")
+        return self.all_scores(context)[name]
+
+    def all_scores(self, context: PruneContext) -> dict[str, torch.Tensor]:
+        """Return the keep-scores of every tensor of ``context.names`` (override to score all in one pass)."""
+        return {n: self.scores(context, n) for n in _distinct(context)}
 
     def fraction(self, context: PruneContext, names: list[str]) -> float:
         """Return the fraction of the surviving entries of ``names`` to prune this round."""
         raise NotImplementedError
 
     def prune(self, context: PruneContext) -> dict[str, torch.Tensor]:
-        """Return the next masks: ``fraction`` of the survivors pruned, locally or globally."""
-        self.validate(context.names)
-        first: dict[int, str] = {}  # tied names share one weights object: one tensor, ranked once
-        for n in context.names:
-            first.setdefault(id(context.weights[n]), n)
-        unique = list(first.values())
+        """Return the next masks: ``fraction`` of the survivors pruned by :meth:`all_scores`, locally or globally."""
+        check_known_names(self.rate_multipliers, context.names)
+        return self.select(context, self.all_scores(context))
+
+    def select(
+        self,
+        context: PruneContext,
+        scores: Mapping[str, torch.Tensor],
+        fraction: Callable[[list[str]], float] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Keep the highest ``scores`` of each group as the options say: the one planner of torch-lottery.
+
+        ``fraction(names)`` replaces :meth:`fraction` (e.g. an iterative strategy's
+        own schedule). The ``"invert"`` control prunes the highest scores instead.
+        """
+        first = _distinct(context)  # tied names share one weights object: one tensor, ranked once
+        unique = list(first)
         invert = context.control == "invert"  # the score-inversion control: prune the best-scored first
-        pool = _Pool(
-            [
-                _Source(-s if invert else s, eligible=context.masks[n].bool())
-                for n, s in ((n, self.scores(context, n)) for n in unique)
-            ]
-        )
+        pool = _Pool([_Source(-scores[n] if invert else scores[n], eligible=context.masks[n].bool()) for n in unique])
+        share = fraction if fraction is not None else (lambda names: self.fraction(context, names))
         plans = plan(
             pool,
             None,
@@ -227,7 +268,7 @@ class PoolStrategy(Strategy):
             scope=self.scope,
             min_remaining=self.min_remaining,
             on_floor=self.on_floor,
-            fraction=lambda ids: self.fraction(context, [unique[i] for i in ids]),
+            fraction=lambda ids: share([unique[i] for i in ids]),
         )
         keep = {
             n: pool.write(
@@ -236,7 +277,7 @@ class PoolStrategy(Strategy):
             for j, n in enumerate(unique)
         }
         pool.release()
-        return {n: keep[first[id(context.weights[n])]].clone() for n in context.names}
+        return {n: keep[first_of].clone() for n, first_of in _first_names(context, first).items()}
 
     def options(self) -> dict[str, Any]:
         return {

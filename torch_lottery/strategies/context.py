@@ -79,6 +79,23 @@ class FunctionalModel:
             **{k: v.detach() for k, v in twin.named_buffers(remove_duplicate=False)},
         }
 
+    def leaves(
+        self, names: Iterable[str], value: Callable[[str, torch.Tensor], torch.Tensor] | None = None
+    ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+        """Return ``state`` with the tensors of ``names`` as leaves that require grad, and the leaves.
+
+        ``value(name, tensor)`` gives a leaf's value (default: a copy of the tensor).
+        Tied names share one leaf: ``functional_call`` wants tied tensors to be one
+        object, and their gradient is then one.
+        """
+        leaf_of: dict[int, torch.Tensor] = {}
+        for name in names:
+            tensor = self.state[name]
+            if id(tensor) not in leaf_of:
+                leaf = tensor.clone() if value is None else value(name, tensor)
+                leaf_of[id(tensor)] = leaf.detach().requires_grad_(True)
+        return {k: leaf_of.get(id(v), v) for k, v in self.state.items()}, list(leaf_of.values())
+
     def __call__(self, state: Mapping[str, torch.Tensor], inputs: Any) -> Any:
         """Run the copy on ``inputs`` (a tensor, or a tuple of positional inputs) with ``state``."""
         return functional_call(self.module, dict(state), _as_args(inputs), tie_weights=True, strict=False)
@@ -165,12 +182,7 @@ class PruneContext:
         if self.loss is None:
             raise ValueError("this strategy needs a loss: pass find_ticket(..., loss=<callable(output, targets)>)")
         fm = self.functional_model(train=train)
-        leaf_of: dict[int, torch.Tensor] = {}  # one leaf per tensor: tied names share it (and its gradient)
-        for name in self.names:
-            tensor = fm.state[name]
-            leaf_of.setdefault(id(tensor), tensor.clone().requires_grad_(True))
-        state = {k: leaf_of.get(id(v), v) for k, v in fm.state.items()}
-        leaves = list(leaf_of.values())
+        state, leaves = fm.leaves(self.names)
         total = [torch.zeros_like(leaf) for leaf in leaves]
         for inputs, targets in self.batches(batches):
             value = self.loss(fm(state, inputs), targets)
