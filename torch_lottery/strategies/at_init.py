@@ -9,9 +9,10 @@ selection of torch-lottery goes through).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
-from .._validation import check_fraction
+from .._validation import check_fraction, check_number
 from .base import PoolStrategy, fraction_to_keep
 from .context import PruneContext
 
@@ -49,3 +50,38 @@ class InitStrategy(PoolStrategy):
         options = super().options()
         del options["rewind_iteration"], options["rate_multipliers"]  # at initialization: both mean nothing
         return {**options, "remaining": self.remaining}
+
+
+class DataInitStrategy(InitStrategy):
+    """An :class:`InitStrategy` that scores with the run's data and loss (``snip``, ``grasp``).
+
+    Args:
+        remaining, scope, min_remaining, on_floor: as for :class:`InitStrategy`.
+        batches (int): batches of ``data`` the scores are summed over (default 1).
+    """
+
+    needs_data: ClassVar[bool] = True
+    needs_loss: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        remaining: float = 0.1,
+        batches: int = 1,
+        scope: str = "global",
+        min_remaining: int = 1,
+        on_floor: str = "clamp",
+    ) -> None:
+        super().__init__(remaining=remaining, scope=scope, min_remaining=min_remaining, on_floor=on_floor)
+        self.batches = check_number(batches, "batches", integer=True, low=1)
+
+    def loss_of(self, context: PruneContext) -> Callable[[Any, Any], Any]:
+        """Return the run's loss, or raise naming ``loss`` (for a context built without one)."""
+        if context.loss is None:
+            raise ValueError(
+                f"{type(self).__name__} scores with the run's loss: pass "
+                "find_ticket(..., loss=<callable(output, targets)>)"
+            )
+        return context.loss
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "batches": self.batches}

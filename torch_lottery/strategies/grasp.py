@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from .._validation import check_number
 from ..plugins.hookspecs import hookimpl
-from .at_init import InitStrategy
+from .at_init import DataInitStrategy
 from .context import PruneContext
 
 
@@ -18,7 +15,7 @@ def _add(totals: list[torch.Tensor], grads: tuple[torch.Tensor | None, ...]) -> 
             total += grad.detach()
 
 
-class GraSP(InitStrategy):
+class GraSP(DataInitStrategy):
     """Prune at initialization preserving the gradient flow: keep the top ``theta * Hg`` (Wang et al. 2020).
 
     ``g`` is the gradient of the run's ``loss`` at the initial weights ``theta``
@@ -54,32 +51,13 @@ class GraSP(InitStrategy):
         18
     """
 
-    needs_data = True
-    needs_loss = True
-
-    def __init__(
-        self,
-        remaining: float = 0.1,
-        batches: int = 1,
-        scope: str = "global",
-        min_remaining: int = 1,
-        on_floor: str = "clamp",
-    ) -> None:
-        super().__init__(remaining=remaining, scope=scope, min_remaining=min_remaining, on_floor=on_floor)
-        self.batches = check_number(batches, "batches", integer=True, low=1)
-
     def all_scores(self, context: PruneContext) -> dict[str, torch.Tensor]:
         """Return the keep-score ``theta * Hg`` of every tensor of ``context.names``.
 
         Raises:
             ValueError: naming ``loss`` (or ``data``) if the run has none.
         """
-        loss = context.loss
-        if loss is None:
-            raise ValueError(
-                "grasp scores with the Hessian-gradient product of the run's loss: "
-                "pass find_ticket(..., loss=<callable(output, targets)>)"
-            )
+        loss = self.loss_of(context)
         fm = context.functional_model()
         state, leaves = fm.leaves(context.names)
         g = [torch.zeros_like(leaf) for leaf in leaves]
@@ -94,9 +72,6 @@ class GraSP(InitStrategy):
                 _add(hg, torch.autograd.grad(z, leaves, allow_unused=True))
         slot = {id(leaf): i for i, leaf in enumerate(leaves)}
         return {n: state[n].detach() * hg[slot[id(state[n])]] for n in context.names}
-
-    def options(self) -> dict[str, Any]:
-        return {**super().options(), "batches": self.batches}
 
 
 @hookimpl

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from .._validation import check_number
 from ..plugins.hookspecs import hookimpl
-from .at_init import InitStrategy
+from .at_init import DataInitStrategy
 from .context import PruneContext
 
 
-class SNIP(InitStrategy):
+class SNIP(DataInitStrategy):
     """Prune at initialization by connection sensitivity: keep the top ``|w * dL/dw|`` (Lee et al. 2019).
 
     The gradient ``dL/dw`` of the run's ``loss`` is taken at the initial weights,
@@ -44,35 +41,15 @@ class SNIP(InitStrategy):
         18
     """
 
-    needs_data = True
-    needs_loss = True
-
-    def __init__(
-        self,
-        remaining: float = 0.1,
-        batches: int = 1,
-        scope: str = "global",
-        min_remaining: int = 1,
-        on_floor: str = "clamp",
-    ) -> None:
-        super().__init__(remaining=remaining, scope=scope, min_remaining=min_remaining, on_floor=on_floor)
-        self.batches = check_number(batches, "batches", integer=True, low=1)
-
     def all_scores(self, context: PruneContext) -> dict[str, torch.Tensor]:
         """Return ``|w * dL/dw|`` of every tensor of ``context.names`` (one gradient pass).
 
         Raises:
             ValueError: naming ``loss`` (or ``data``) if the run has none.
         """
-        if context.loss is None:
-            raise ValueError(
-                "snip scores |w * dL/dw| with the run's loss: pass find_ticket(..., loss=<callable(output, targets)>)"
-            )
+        self.loss_of(context)
         gradients = context.gradients(batches=self.batches)
         return {n: (context.weights[n] * gradients[n]).abs() for n in context.names}
-
-    def options(self) -> dict[str, Any]:
-        return {**super().options(), "batches": self.batches}
 
 
 @hookimpl
