@@ -273,6 +273,13 @@ def refresh(module: nn.Module, name: str) -> None:
         install_weight(module, name, as_pruned_weight(hook.apply_mask(module)))
 
 
+def write_mask(module: nn.Module, name: str, mask: torch.Tensor) -> None:
+    """Copy ``mask`` (0/1 or bool, the tensor's shape) into the mask of the pruned ``module.<name>`` and refresh."""
+    with torch.no_grad():
+        module._buffers[mask_name(name)].copy_(mask)  # type: ignore[union-attr]
+        refresh(module, name)
+
+
 def write_values(pairs: Iterable[tuple[nn.Module, str]], values: Iterable[torch.Tensor]) -> None:
     """Copy ``values`` into the trainable tensors of ``pairs`` (``<name>_orig``; never the masks) and refresh."""
     with torch.no_grad():

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .. import _layout
+from .._files import digest
 from .._validation import check_binary_mask, check_finite, describe
 from ..plugins.manager import PluginError, get_plugin_manager, strategy_entries
 from ..pruning.fixed import FixedMask
@@ -339,6 +340,42 @@ class Run:
             remaining=self.figures()["remaining"],
         )
 
+    def move(
+        self, proposed: Any, round_index: int, iteration: int, keep_density: bool = True, regrow_at_zero: bool = False
+    ) -> None:
+        """Install the masks a strategy moved while training (in place).
+
+        The masks are checked like any strategy's (with ``keep_density``, the total
+        density must stay exact), then written into the ``<name>_mask`` buffers.
+        With ``regrow_at_zero`` (the updates of drop-and-regrow strategies) each
+        regrown entry's weight is set to 0 and its optimizer state (momentum,
+        moments) cleared; the masks a strategy's ``end`` returns keep the weights.
+        """
+        if proposed is None:
+            return
+        old = self.masks()
+        new = _check_masks(proposed, self.s.names, old, self.s.strategy_name, True, self.tied)
+        if keep_density:
+            before, after = (sum(int(m.sum()) for n, m in masks.items() if n not in self.tied) for masks in (old, new))
+            if before != after:
+                raise ValueError(
+                    f"strategy {self.s.strategy_name!r} changed the number of surviving weights from {before} to "
+                    f"{after} at step {iteration} of round {round_index}; a training-time update keeps the density"
+                )
+        new = self.sync.masks(new)
+        optimizer = self.s.optimizer
+        with torch.no_grad():
+            for name, (module, tensor_name) in zip(self.s.names, self.s.pairs, strict=True):
+                grown = new[name] & ~old[name]
+                orig = _layout.original(module, tensor_name)
+                if regrow_at_zero and bool(grown.any()):
+                    orig[grown] = 0
+                    state = optimizer.state.get(orig, {}) if optimizer is not None else {}
+                    for value in state.values():
+                        if isinstance(value, torch.Tensor) and value.shape == orig.shape:
+                            value[grown] = 0
+                _layout.write_mask(module, tensor_name, new[name])
+
     def install(self, masks: Mapping[str, torch.Tensor], source: str) -> None:
         for name, (module, tensor_name) in zip(self.s.names, self.s.pairs, strict=True):
             FixedMask.apply(module, tensor_name, masks[name], source=source)
@@ -356,39 +393,59 @@ class Run:
             counts_itself=optimizer is not None,
             retrain="dense" if round_index == 0 else self.s.retrain,
         )
+        step_context = StepContext(
+            self.model,
+            self.s.names,
+            list(self.s.pairs),
+            round_index,
+            0,
+            self.s.rounds,
+            self.s.target,
+            context._stop,
+            optimizer,
+            self.s.data,
+            self.s.loss,
+        )
+        calls: list[Callable[[int], Any]] = []  # what runs after each counted step, in order
+        if on_iteration is not None:
+            calls.append(on_iteration)
         on_step = getattr(strategy, "on_step", None)
         if on_step is not None:
-            step_context = StepContext(
-                self.model,
-                self.s.names,
-                list(self.s.pairs),
-                round_index,
-                0,
-                self.s.rounds,
-                self.s.target,
-                context._stop,
-            )
+            calls.append(lambda iteration: on_step(step_context))
+        moving = self.s.when == "during_training" and round_index > 0
+        if moving:
+            every = int(strategy.every)
 
-            def observe(iteration: int, capture: Callable | None = on_iteration) -> None:
-                if capture is not None:
-                    capture(iteration)
-                step_context.iteration = iteration
-                on_step(step_context)
+            def update(iteration: int) -> None:
+                if iteration % every == 0:
+                    self.move(strategy.update(step_context), round_index, iteration, regrow_at_zero=True)
 
-            context._on_iteration = observe
-        else:
-            context._on_iteration = on_iteration
+            calls.append(update)
+            if callable(getattr(strategy, "begin", None)):
+                strategy.begin(step_context)
+
+        def observe(iteration: int) -> None:
+            step_context.iteration = iteration
+            for call in calls:
+                call(iteration)
+
+        context._on_iteration = observe
         with contextlib.ExitStack() as hooks:
             if optimizer is not None:
                 hooks.callback(optimizer.register_step_pre_hook(context._before_step).remove)
                 if round_index == 0:
                     hooks.callback(optimizer.register_step_pre_hook(self.capture_state).remove)
                 hooks.callback(optimizer.register_step_post_hook(lambda *_: context._advance()).remove)
+            final = None
             try:
                 metrics = _metrics(self.s.train(self.s.wrapper, context), "train")
             except StopRound:  # the loop kept training after the strategy stopped the round: stopped here
                 metrics = {}
+            finally:  # what begin installed is removed whatever happened
+                if moving and callable(getattr(strategy, "end", None)):
+                    final = strategy.end(step_context)
         self.capture_state()  # the rewind iteration was the last one
+        self.move(final, round_index, context.iteration, keep_density=False)
         if round_index == 0 and self.rewind_point is None:
             raise ValueError(
                 f"rewind_iteration={self.s.rewind_iteration} but the dense run counted only "
@@ -411,6 +468,7 @@ class Run:
         record = {
             "round": round_index,
             **self.figures(),
+            "masks_sha256": digest({"masks": {n: m.cpu() for n, m in self.masks().items()}}),
             "metrics": metrics,
             "seconds": round(time.perf_counter() - started, 6),
         }
@@ -418,13 +476,22 @@ class Run:
         self.history.append(record)
         self.hook.torch_lottery_round_end(round_index=round_index, model=self.model, record=copy.deepcopy(record))
 
-    def done(self, round_index: int) -> bool:
+    def stop_reason(self, round_index: int) -> str | None:
+        """Return why the run stops after ``round_index``, or None to go on."""
+        last = self.history[-1]
         if self.s.rounds is not None and round_index >= self.s.rounds:
-            return True
-        if self.s.target is not None and self.history[-1]["remaining"] <= self.s.target:
-            return True
-        # the strategy cannot prune any further
-        return len(self.history) >= 2 and self.history[-1]["remaining_weights"] == self.history[-2]["remaining_weights"]
+            return f"rounds={self.s.rounds} reached"
+        if self.s.target is not None and last["remaining"] <= self.s.target:
+            return f"target_remaining={self.s.target} reached ({last['remaining']:.4f} of the weights remain)"
+        if round_index >= 1 and len(self.history) >= 2:
+            previous = self.history[-2]
+            if "masks_sha256" in last and "masks_sha256" in previous:  # (records of older runs hold counts only)
+                same = last["masks_sha256"] == previous["masks_sha256"]
+            else:
+                same = last["remaining_weights"] == previous["remaining_weights"]
+            if same:
+                return f"round {round_index} left the masks as they were: the strategy prunes no further"
+        return None
 
     # -- checkpoints ------------------------------------------------------------
     def save(self, round_index: int) -> None:
@@ -492,7 +559,7 @@ class Run:
             self.initial = _initial_state(self.model)
             self.initial_phase()
             round_index = 1
-        while not (len(self.history) and self.done(round_index - 1)):
+        while (reason := self.stop_reason(round_index - 1)) is None:
             started = time.perf_counter()
             self.hook.torch_lottery_round_start(
                 round_index=round_index,
@@ -505,6 +572,7 @@ class Run:
             self.train_phase(round_index, started)
             self.save(round_index)
             round_index += 1
+        self.history[-1]["stopped"] = reason  # why the run ends, on its last record
         ticket = Ticket(self.masks(), self.point, self.history, self.config())
         if self.s.checkpoint_dir is not None:
             path = checkpoints.ticket_path(self.s.checkpoint_dir)

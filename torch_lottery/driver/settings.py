@@ -71,8 +71,8 @@ class Settings:
 
     @property
     def at_init(self) -> bool:
-        """True if the strategy prunes the initial weights (no dense round)."""
-        return self.when == "at_init"
+        """True if the run has no dense round: the strategy prunes the initial weights (also while training)."""
+        return self.when in ("at_init", "during_training")
 
     @property
     def when(self) -> str:
@@ -133,6 +133,18 @@ class Settings:
             check_nonneg_int(rounds, "rounds")
         if target_remaining is not None:
             target_remaining = check_fraction(target_remaining, "target_remaining", high_open=True)
+        if when == "during_training":  # one training run that starts sparse and ends with the ticket
+            if rounds not in (None, 1):
+                raise ValueError(
+                    f"rounds={rounds}: strategy {strategy_name!r} moves its masks while training, so the run "
+                    "is one training run (rounds=1)"
+                )
+            if target_remaining is not None:
+                raise ValueError(
+                    f"target_remaining={target_remaining}: strategy {strategy_name!r} keeps its own density "
+                    "while training (set it through the strategy's options)"
+                )
+            rounds = 1
         max_rounds = getattr(instance, "max_rounds", None)
         if max_rounds is not None:
             rounds = max_rounds if rounds is None else min(rounds, max_rounds)
@@ -153,10 +165,19 @@ class Settings:
                 f"rewind_state=True rewinds with the weights: it goes with retrain='rewind', not retrain={retrain!r}"
             )
         rewind_iteration = int(getattr(instance, "rewind_iteration", 0))
-        if when == "at_init" and rewind_iteration:
+        if when != "between_rounds" and rewind_iteration:
             raise ValueError(
-                f"strategy {strategy_name!r} prunes at initialization: rewind_iteration="
-                f"{rewind_iteration} has no dense run to rewind into"
+                f"strategy {strategy_name!r} has no dense run (when={when!r}): rewind_iteration="
+                f"{rewind_iteration} has nothing to rewind into"
+            )
+        if when == "during_training":
+            check_number(getattr(instance, "every", None), f"strategy {strategy_name!r}'s every", integer=True, low=1)
+            if not callable(getattr(instance, "update", None)):
+                raise TypeError(f"strategy {strategy_name!r} prunes during training: it needs update(context)")
+        if getattr(instance, "needs_optimizer", False) and optimizer is None:
+            raise ValueError(
+                f"strategy {strategy_name!r} moves masks while training: pass optimizer= (the driver resets the "
+                "optimizer state of regrown weights and counts the steps through it)"
             )
         if retrain == "lr_rewind" and rewind_iteration and scheduler is None:
             raise ValueError(

@@ -28,9 +28,12 @@ class Strategy(abc.ABC):
 
     Class attributes:
         when: when the driver asks for masks: ``"between_rounds"`` (default:
-            train the dense model, then prune between rounds) or ``"at_init"``
+            train the dense model, then prune between rounds), ``"at_init"``
             (pruning at initialization: no dense round; round 1 prunes the
-            initial weights and trains the ticket).
+            initial weights and trains the ticket) or ``"during_training"``
+            (no dense round either: round 1 starts from :meth:`prune`'s masks and
+            the driver calls ``update(context)`` every ``every`` optimizer steps
+            while the ticket trains; the masks may move, see below).
         needs_data: True if :meth:`prune` reads ``context.data`` (the driver
             refuses a run without ``data=`` before anything trains).
         needs_loss: True if it computes gradients of ``context.loss`` (the driver
@@ -44,6 +47,15 @@ class Strategy(abc.ABC):
     every counted optimizer step of a training round with a :class:`StepContext`;
     ``context.stop()`` ends the round early (early-bird tickets).
 
+    A ``"during_training"`` strategy sets ``every`` (steps between updates) and
+    defines ``update(context) -> masks or None`` (masks of the same total density:
+    the driver checks it, zeroes regrown weights and their optimizer state, and
+    installs the masks in place); optionally ``begin(context)`` (before the round
+    trains; it may install what the strategy trains, e.g. scores) and
+    ``end(context) -> masks or None`` (after it; it removes what ``begin``
+    installed). ``needs_optimizer = True`` makes the driver refuse a run without
+    ``optimizer=`` (the state of regrown weights must be reset).
+
     Args:
         rewind_iteration (int): the training iteration of the first (dense) run
             whose weights the survivors are reset to: 0 is the initialization
@@ -53,6 +65,7 @@ class Strategy(abc.ABC):
     when: ClassVar[str] = "between_rounds"
     needs_data: ClassVar[bool] = False
     needs_loss: ClassVar[bool] = False
+    needs_optimizer: ClassVar[bool] = False
     may_grow: ClassVar[bool] = False
     max_rounds: ClassVar[int | None] = None
 
@@ -83,18 +96,20 @@ class Strategy(abc.ABC):
 
 
 #: When a strategy prunes (its ``when`` attribute).
-WHEN = ("between_rounds", "at_init")
+WHEN = ("between_rounds", "at_init", "during_training")
 
 
 class StepContext:
     """What ``Strategy.on_step`` sees after an optimizer step of a training round.
 
     Attributes:
-        model: the model being trained (do not modify it).
+        model: the model being trained (a strategy changes it only in ``begin``/``end``).
         names: qualified names of the prunable tensors.
         round_index: the round being trained (0 is the dense run).
         iteration: optimizer steps counted so far in this round.
         rounds, target_remaining: the run's target, as in :class:`PruneContext`.
+        optimizer: the run's optimizer (``find_ticket(optimizer=...)``), or None.
+        data, loss: the run's data and loss, or None.
     """
 
     def __init__(
@@ -107,10 +122,14 @@ class StepContext:
         rounds: int | None,
         target_remaining: float | None,
         stop: Callable[[str], None],
+        optimizer: torch.optim.Optimizer | None = None,
+        data: Any = None,
+        loss: Any = None,
     ) -> None:
         self.model, self.names, self._pairs = model, names, pairs
         self.round_index, self.iteration = round_index, iteration
         self.rounds, self.target_remaining = rounds, target_remaining
+        self.optimizer, self.data, self.loss = optimizer, data, loss
         self._stop = stop
 
     def weights(self) -> dict[str, torch.Tensor]:
@@ -121,6 +140,21 @@ class StepContext:
         """Return the current masks by name (bool)."""
         return {n: get_mask(m, t).bool() for n, (m, t) in zip(self.names, self._pairs, strict=True)}
 
+    def pairs(self) -> list[tuple[nn.Module, str]]:
+        """Return the ``(module, name)`` pair of every name, in order."""
+        return list(self._pairs)
+
+    def optimizer_state(self, name: str) -> dict[str, Any]:
+        """Return the optimizer's state of tensor ``name`` (e.g. ``momentum_buffer``, ``exp_avg``), or ``{}``."""
+        if self.optimizer is None:
+            return {}
+        module, tensor_name = self._pairs[self.names.index(name)]
+        return dict(self.optimizer.state.get(_layout.original(module, tensor_name), {}))
+
+    def gradients(self, batches: int | None = 1) -> dict[str, torch.Tensor]:
+        """Return dense gradients of the loss w.r.t. the masked weights now (see :meth:`PruneContext.gradients`)."""
+        return self.prune_context().gradients(batches)
+
     def prune_context(self) -> PruneContext:
         """Return the :class:`PruneContext` of now (what ``prune`` would see if the round ended here)."""
         return build_context(
@@ -128,6 +162,8 @@ class StepContext:
             self.names,
             self._pairs,
             round_index=self.round_index,
+            data=self.data,
+            loss=self.loss,
             rounds=self.rounds,
             target_remaining=self.target_remaining,
         )
