@@ -172,3 +172,17 @@ def test_options_are_plain_python_numbers(cls):
     assert type(options["rate_multipliers"]["x.weight"]) is float
     assert type(options["min_remaining"]) is int
     assert type(options["rewind_iteration"]) is int
+
+
+def test_keep_top_keeps_exactly_k_of_the_eligible_breaking_ties_like_the_planner():
+    from torch_lottery.strategies.base import keep_top
+
+    scores = torch.tensor([[1.0, 3.0, 3.0], [0.0, 3.0, -1.0]], dtype=torch.float64)
+    assert keep_top(scores, 2).tolist() == [[False, False, True], [False, True, False]]  # ties: lower index dropped
+    eligible = torch.tensor([[True, False, False], [True, False, True]])
+    assert keep_top(scores, 2, eligible).tolist() == [[True, False, False], [True, False, False]]
+    assert int(keep_top(scores, 6).sum()) == 6 and not keep_top(scores, 0).any()
+    with pytest.raises(ValueError, match="k=4"):
+        keep_top(scores, 4, eligible)
+    with pytest.raises(ValueError, match="NaN"):
+        keep_top(torch.tensor([1.0, float("nan")]), 1)

@@ -187,6 +187,50 @@ def _first_names(context: PruneContext, distinct: Mapping[str, None]) -> dict[st
     return {n: first[id(context.weights[n])] for n in context.names}
 
 
+def keep_top(scores: torch.Tensor, k: int, eligible: torch.Tensor | None = None) -> torch.Tensor:
+    """Return a bool mask of ``scores``' shape keeping the ``k`` highest scores among the ``eligible`` entries.
+
+    The one top-k routine of the training-time strategies (drop, regrow, edge-popup's
+    top-k): exact ``k``, and ties broken as the planner breaks them (among equal
+    scores the lower flat index is dropped first). NaN scores are refused.
+
+    Args:
+        scores (Tensor): the keep-scores (higher is kept).
+        k (int): how many entries to keep, ``0 <= k <=`` the number of eligible entries.
+        eligible (Tensor, optional): a bool tensor of ``scores``' shape; only its
+            True entries may be kept (default: all).
+
+    Returns:
+        Tensor: bool, ``scores``' shape, exactly ``k`` True entries.
+
+    Raises:
+        ValueError: if ``k`` is out of range, shapes differ or a score is NaN.
+
+    Examples:
+        >>> import torch
+        >>> keep_top(torch.tensor([0.5, 2.0, 1.0, 2.0]), 2).tolist()
+        [False, True, False, True]
+        >>> keep_top(torch.tensor([3.0, 2.0, 1.0]), 1, eligible=torch.tensor([False, True, True])).tolist()
+        [False, True, False]
+    """
+    flat = scores.detach().reshape(-1)
+    if eligible is not None and eligible.shape != scores.shape:
+        raise ValueError(f"eligible has shape {tuple(eligible.shape)}, scores {tuple(scores.shape)}")
+    candidates = (
+        torch.arange(flat.numel(), device=flat.device)
+        if eligible is None
+        else eligible.reshape(-1).bool().nonzero().flatten()
+    )
+    check_number(k, "k", integer=True, low=0, high=int(candidates.numel()))
+    if bool(torch.isnan(flat[candidates]).any()):
+        raise ValueError("scores hold NaN: there is nothing to rank them by")
+    out = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+    if k:
+        order = torch.sort(flat[candidates], stable=True).indices  # ascending; ties keep index order
+        out[candidates[order[order.numel() - int(k) :]]] = True
+    return out.view(scores.shape)
+
+
 def fraction_to_keep(context: PruneContext, names: list[str], remaining: float) -> float:
     """Return the fraction of the survivors of ``names`` to prune so that ``remaining`` of all their entries is left."""
     alive = sum(int(context.masks[n].count_nonzero()) for n in names)
