@@ -25,6 +25,8 @@ ROOT_NAMES = {
     "sign_preserving_supermask",
     "random_permutation",
     "fixed_mask",
+    "targeted_dropout",
+    "remove_targeted_dropout",
     # rewinding and baselines
     "RewindPoint",
     "random_reinit",
@@ -33,6 +35,8 @@ ROOT_NAMES = {
     # the driver
     "find_ticket",
     "Ticket",
+    "instability_analysis",
+    "AutoRewind",
     # strategies and plugins
     "Strategy",
     "PruneContext",

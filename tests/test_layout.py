@@ -163,3 +163,57 @@ def test_a_sparse_mask_is_refused():
     with pytest.raises(ValueError, match=r"masks\['0.weight'\] has layout"):
         tl.Ticket({"0.weight": torch.eye(3).to_sparse()}, {})
     assert "weight_mask" not in layer._buffers
+
+
+def test_snapshot_copies_parameters_and_buffers_and_load_snapshot_puts_them_back():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    prune.l1_unstructured(model[0], "weight", amount=0.5)
+    state = _layout.snapshot(model)
+    assert set(state) == {
+        "0.weight",
+        "0.bias",
+        "1.weight",
+        "1.bias",
+        "1.running_mean",
+        "1.running_var",
+        "1.num_batches_tracked",
+    }
+    assert torch.equal(state["0.weight"], model[0].weight_orig) and state["0.weight"] is not model[0].weight_orig
+    mask = model[0].weight_mask.clone()
+    with torch.no_grad():
+        model[0].weight_orig.add_(1.0)
+        model[1].running_mean.add_(2.0)
+    _layout.load_snapshot(model, state)
+    assert torch.equal(model[0].weight_orig, state["0.weight"]) and torch.equal(model[0].weight_mask, mask)
+    assert torch.equal(model[0].weight, state["0.weight"] * mask)  # module.weight recomputed
+    assert torch.equal(model[1].running_mean, torch.zeros(4))
+    assert set(_layout.snapshot(model, parameters=False)) == {
+        "1.running_mean",
+        "1.running_var",
+        "1.num_batches_tracked",
+    }
+
+
+def test_substitute_mask_uses_the_callers_mask_keeps_its_graph_and_leaves_the_buffer_alone():
+    torch.manual_seed(0)
+    layer = nn.Linear(3, 2).double()
+    tl.fixed_mask(layer, "weight", torch.tensor([[1, 0, 1], [0, 1, 1]]))
+    buffer = layer.weight_mask.clone()
+    soft = torch.tensor([[0.2, 0.9, -0.4], [1.5, 0.0, 0.3]], dtype=torch.float64, requires_grad=True)
+    _layout.substitute_mask(layer, "weight", soft)
+    assert torch.equal(layer.weight, soft.detach() * layer.weight_orig.detach())
+    assert type(layer.weight) is _layout._PrunedWeight  # deep-copyable while it carries the graph
+    copy.deepcopy(layer)
+    x = torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float64)
+    out = nn.functional.linear(x, layer.weight, layer.bias)
+    out.sum().backward()
+    # d sum / d soft[i, j] = x[j] * orig[i, j]; d sum / d orig[i, j] = x[j] * soft[i, j]
+    assert torch.allclose(soft.grad, x.expand(2, 3) * layer.weight_orig.detach(), rtol=0, atol=1e-15)
+    assert torch.allclose(layer.weight_orig.grad, x.expand(2, 3) * soft.detach(), rtol=0, atol=1e-15)
+    assert torch.equal(layer.weight_mask, buffer)
+    _layout.refresh(layer, "weight")  # the buffer's product is back
+    assert torch.equal(layer.weight, layer.weight_orig.detach() * buffer)
+    with pytest.raises(ValueError, match=r"mask has shape \(3,\) but Linear.weight has \(2, 3\)"):
+        _layout.substitute_mask(layer, "weight", torch.ones(3))
+    with pytest.raises(ValueError, match="Linear.bias is not pruned: there is no bias_orig to mask"):
+        _layout.substitute_mask(layer, "bias", torch.ones(2))

@@ -7,7 +7,7 @@ import warnings
 from typing import Any
 
 from ._version import __version__
-from .driver import Ticket, find_ticket
+from .driver import AutoRewind, Ticket, find_ticket, instability_analysis
 from .plugins import PluginError, StrategyError, get_strategy, hookimpl, list_strategies
 from .pruning import (
     FixedMask,
@@ -24,13 +24,16 @@ from .pruning import (
     prunable_parameters,
     random_permutation,
     remaining,
+    remove_targeted_dropout,
     sign_preserving_supermask,
     sparsity_report,
+    targeted_dropout,
 )
 from .rewinding import RewindPoint, random_reinit, sign_preserving_reinit, signed_constant
 from .strategies import PruneContext, Strategy
 
 __all__ = [
+    "AutoRewind",
     "FixedMask",
     "GlobalMagnitude",
     "LotteryMagnitude",
@@ -49,6 +52,7 @@ __all__ = [
     "get_mask",
     "get_strategy",
     "global_magnitude",
+    "instability_analysis",
     "hookimpl",
     "list_strategies",
     "lottery_magnitude",
@@ -57,10 +61,12 @@ __all__ = [
     "random_permutation",
     "random_reinit",
     "remaining",
+    "remove_targeted_dropout",
     "sign_preserving_reinit",
     "sign_preserving_supermask",
     "signed_constant",
     "sparsity_report",
+    "targeted_dropout",
 ]
 
 #: Subpackages reached as attributes (``tl.export.export``, ``tl.distributed.broadcast_masks``), imported on first use.

@@ -149,6 +149,25 @@ def named_buffers(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     return out
 
 
+def snapshot(model: nn.Module, parameters: bool = True, buffers: bool = True) -> dict[str, torch.Tensor]:
+    """Return copies of every parameter (``_orig`` values of pruned ones) and buffer (masks aside) by qualified name."""
+    tensors = {q: original(m, n) for q, m, n in named_tensors(model)} if parameters else {}
+    if buffers:
+        tensors.update({q: cast(torch.Tensor, m._buffers[n]) for q, m, n in named_buffers(model)})
+    return {q: t.detach().clone() for q, t in tensors.items()}
+
+
+def load_snapshot(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy a :func:`snapshot` (or part of one) back into ``model``: parameters, then buffers; masks untouched."""
+    params = [(q, m, n) for q, m, n in named_tensors(model) if q in state]
+    write_values([(m, n) for _, m, n in params], [state[q] for q, _, _ in params])
+    with torch.no_grad():
+        for q, m, n in named_buffers(model):
+            if q in state:
+                buffer = cast(torch.Tensor, m._buffers[n])
+                buffer.copy_(state[q].to(device=buffer.device, dtype=buffer.dtype))
+
+
 def pruned_tensors(model: nn.Module, remove_duplicate: bool = True) -> list[tuple[str, nn.Module, str]]:
     """Return ``(qualified name, module, name)`` for every pruned tensor of ``model``.
 
@@ -287,6 +306,70 @@ def write_values(pairs: Iterable[tuple[nn.Module, str]], values: Iterable[torch.
             target = original(module, name)
             target.copy_(value.to(device=target.device, dtype=target.dtype))
             refresh(module, name)
+
+
+def substitute_mask(module: nn.Module, name: str, mask: torch.Tensor) -> None:
+    """Set ``module.<name> = mask * <name>_orig`` with a mask of the caller's instead of ``<name>_mask``.
+
+    For strategies that train the mask itself (learned supermasks): ``mask`` may
+    carry a graph (e.g. a straight-through estimator of scores), and gradients
+    reach it through the product, as they reach ``<name>_orig``. The buffer is
+    neither read nor written, so the next forward pre-hook of the tensor (or
+    :func:`refresh`) puts ``<name>_mask * <name>_orig`` back; a strategy calls
+    this from a pre-hook of its own that runs after the pruning hook.
+
+    Args:
+        module (nn.Module): the module of the pruned tensor.
+        name (str): the tensor's name (``"weight"``).
+        mask (Tensor): the tensor's shape, 0/1 values (cast to the tensor's dtype).
+
+    Raises:
+        ValueError: if ``module.<name>`` is not pruned, or ``mask`` has another shape.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from torch.nn.utils import prune
+        >>> layer = prune.identity(nn.Linear(2, 1, bias=False), "weight")
+        >>> scores = torch.tensor([[0.0, 1.0]], requires_grad=True)
+        >>> substitute_mask(layer, "weight", scores)
+        >>> layer.weight.sum().backward()
+        >>> torch.equal(scores.grad, layer.weight_orig.detach())  # d(sum)/d(mask) = orig
+        True
+    """
+    if not is_pruned(module, name):
+        raise ValueError(f"{type(module).__name__}.{name} is not pruned: there is no {orig_name(name)} to mask")
+    orig = cast(torch.Tensor, module._parameters[orig_name(name)])
+    if mask.shape != orig.shape:
+        raise ValueError(
+            f"mask has shape {tuple(mask.shape)} but {type(module).__name__}.{name} has {tuple(orig.shape)}"
+        )
+    if mask.dtype != orig.dtype:
+        mask = mask.to(dtype=orig.dtype)
+    install_weight(module, name, as_pruned_weight(torch.mul(mask, orig)))
+
+
+# -- a weight read in place of module.<name> for one forward (targeted dropout) ---------
+def substitute_weight(module: nn.Module, name: str, weight: torch.Tensor) -> torch.Tensor | None:
+    """Make ``module.<name>`` read ``weight`` until :func:`restore_weight`; return what it read before.
+
+    No parameter, buffer, hook or ``state_dict`` key changes. For an unpruned
+    tensor ``weight`` goes into the instance dict, which attribute lookup reads
+    before ``nn.Module.__getattr__`` reaches ``_parameters`` (None is returned);
+    for a pruned one it replaces the computed ``module.<name>`` (which is returned).
+    """
+    attributes = module.__dict__
+    previous = attributes.get(name)
+    attributes[name] = weight
+    return previous
+
+
+def restore_weight(module: nn.Module, name: str, previous: torch.Tensor | None) -> None:
+    """Undo :func:`substitute_weight`: ``module.<name>`` reads ``previous`` again (the parameter if None)."""
+    if previous is None:
+        module.__dict__.pop(name, None)
+    else:
+        module.__dict__[name] = previous
 
 
 # -- keeping module.<name> current after optimizer steps ------------------------------

@@ -295,3 +295,62 @@ def test_run_on_fake_mnist_with_conv2(fake_mnist_root):
     for record in result["records"]:
         assert record["early_stop_iteration"] == 1  # 50 examples in one batch of 60
         assert 0.0 <= record["test_accuracy"] <= 1.0
+
+
+# -- other strategies than IMP ---------------------------------------------------------
+def test_a_run_with_a_strategy_that_prunes_at_initialization():
+    config = RunConfig(
+        strategy="synflow",
+        strategy_options={"remaining": 0.2, "iterations": 2},
+        rounds=1,
+        epochs=1,
+        replicates=1,
+        controls=("reinit", "permute"),
+        progress=False,
+        validation=100,
+    )
+    result = run_experiment(config)
+    ticket = [r for r in result["records"] if r["kind"] == "ticket"]
+    assert [r["round"] for r in ticket] == [0, 1]
+    assert ticket[1]["remaining"] == pytest.approx(0.2, abs=0.01)
+    controls = {(r["kind"], r["round"]) for r in result["records"] if r["kind"] != "ticket"}
+    assert controls == {("reinit", 1), ("permute", 1)}
+    assert result["config"]["strategy"] == "synflow"
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"strategy": "no-such-strategy"}, "no-such-strategy"),
+        ({"strategy": "synflow", "controls": ("random_pruning",)}, "random_pruning"),
+        ({"strategy": "synflow", "rate": 0.3, "controls": ()}, "rate set IMP's rates"),
+        ({"strategy": "synflow", "strategy_options": {"remaining": 2.0}, "controls": ()}, "remaining=2.0"),
+        ({"strategy": "synflow", "strategy_options": [("remaining", 0.1)], "controls": ()}, "strategy_options must"),
+    ],
+)
+def test_check_rejects_strategy_settings_naming_them(changes, match):
+    with pytest.raises(Exception, match=match) as raised:
+        RunConfig(**changes).check()
+    assert isinstance(raised.value, (TypeError, ValueError, LookupError)) or "Strategy" in type(raised.value).__name__
+
+
+@pytest.mark.parametrize("strategy", ["rigl", "edge_popup"])
+def test_a_run_with_a_strategy_that_trains_once_fills_in_the_run_length_and_its_optimizer(strategy):
+    options = {"density": 0.1, "every": 10} if strategy == "rigl" else {"remaining": 0.5}
+    config = RunConfig(
+        strategy=strategy,
+        strategy_options=options,
+        rounds=3,  # a training-time strategy trains once whatever rounds says
+        epochs=1,
+        replicates=1,
+        controls=("reinit",),
+        progress=False,
+        validation=100,
+    )
+    result = run_experiment(config)
+    ticket = [r for r in result["records"] if r["kind"] == "ticket"]
+    assert [r["round"] for r in ticket] == [0, 1]
+    expected = 0.1 if strategy == "rigl" else 0.5
+    assert ticket[1]["remaining"] == pytest.approx(expected, abs=0.01)
+    assert ticket[1]["test_accuracy"] > 0.15  # far above chance (0.1) after one epoch
+    assert {(r["kind"], r["round"]) for r in result["records"] if r["kind"] != "ticket"} == {("reinit", 1)}

@@ -59,7 +59,22 @@ def test_default_plugins_are_the_builtin_modules_registered_by_name():
     assert (
         tuple(
             f"torch_lottery.strategies.{name}"
-            for name in ("imp", "one_shot", "random", "early_bird", "magnitude_init", "snip", "grasp", "synflow")
+            for name in (
+                "imp",
+                "one_shot",
+                "random",
+                "early_bird",
+                "magnitude_init",
+                "snip",
+                "grasp",
+                "synflow",
+                "sparse_momentum",
+                "rigl",
+                "sparse_evolutionary",
+                "edge_popup",
+                "learned_supermask",
+                "targeted_dropout",
+            )
         )
         == DEFAULT_PLUGINS
     )
@@ -72,9 +87,9 @@ def test_default_plugins_are_the_builtin_modules_registered_by_name():
 
 
 def test_builtin_strategies_are_listed_and_provided_by_their_modules():
-    assert {"imp", "one_shot", "random", "early_bird", "magnitude_init", "snip", "grasp", "synflow"} <= set(
-        list_strategies()
-    )
+    builtin = {"imp", "one_shot", "random", "early_bird", "magnitude_init", "snip", "grasp", "synflow"}
+    builtin |= {"sparse_momentum", "rigl", "set", "edge_popup", "learned_supermask", "targeted_dropout"}
+    assert builtin <= set(list_strategies())
     assert list_strategies() == sorted(list_strategies())
     _builtins_work()
     entries = {e.name: e for e in strategy_entries()}

@@ -186,3 +186,25 @@ def test_keep_top_keeps_exactly_k_of_the_eligible_breaking_ties_like_the_planner
         keep_top(scores, 4, eligible)
     with pytest.raises(ValueError, match="NaN"):
         keep_top(torch.tensor([1.0, float("nan")]), 1)
+
+
+def test_step_context_gradients_walk_through_a_list_of_batches():
+    from torch import nn
+
+    from torch_lottery.strategies import StepContext
+
+    torch.manual_seed(0)
+    model = nn.Linear(2, 1, bias=False).double()
+    data = [
+        (torch.full((1, 2), float(i + 1), dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64))
+        for i in range(3)
+    ]
+    context = StepContext(
+        model, ("weight",), [(model, "weight")], 1, 0, 1, None, lambda reason: None, None, data, nn.functional.mse_loss
+    )
+    w = model.weight.detach().clone()
+    seen = [context.gradients()["weight"] for _ in range(4)]
+    # by hand: loss (w.x)^2 on x = (i, i): gradient 2 (w.x) x = 2 * i^2 * (w1 + w2) * (1, 1)
+    expected = [2 * i * i * float(w.sum()) * torch.ones(1, 2, dtype=torch.float64) for i in (1, 2, 3, 1)]
+    for got, want in zip(seen, expected, strict=True):
+        assert torch.allclose(got, want)

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..strategies.base import Strategy
 from ._sync import RunSync
+from .instability import AutoRewind
 from .run import Run, directory, registered
 from .settings import EvalFn, Settings, TrainFn
 from .ticket import Ticket
@@ -42,6 +43,7 @@ def find_ticket(
     distributed: bool | None = None,
     data: Iterable[Any] | None = None,
     loss: Any = None,
+    rewind_iteration: int | str | AutoRewind | None = None,
 ) -> Ticket:
     """Find a lottery ticket with your own training loop: train, prune, reset, repeat.
 
@@ -116,6 +118,16 @@ def find_ticket(
             (``snip``, ``grasp``; ``synflow`` takes its input shape from it).
         loss (callable, optional): ``loss(output, targets)``, for strategies that
             compute gradients.
+        rewind_iteration (int, "auto" or AutoRewind, optional): the iteration of
+            the dense run the survivors are reset to (default: the strategy's
+            ``rewind_iteration`` option; set it in one place). ``"auto"`` picks the
+            earliest *stable* iteration (Frankle et al. 2020): after the dense
+            run, two copies are trained from each candidate iteration with other
+            seeds, and the first candidate whose error barrier between them is at
+            most 2% is taken; the barriers are recorded in ``history[0]
+            ["instability"]`` and the pick in ``history[0]["rewind_iteration"]``.
+            Needs ``data=`` (its classification error) or an
+            :class:`AutoRewind` with ``error=``; see ``docs/instability.md``.
 
     Returns:
         Ticket: final masks, rewind values, per-round history and configuration.
@@ -169,6 +181,7 @@ def find_ticket(
         distributed=distributed,
         data=data,
         loss=loss,
+        rewind_iteration=rewind_iteration,
     )
     wrapper = settings.wrapper
     group = wrapper.process_group if isinstance(wrapper, nn.parallel.DistributedDataParallel) else None

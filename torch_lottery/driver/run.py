@@ -15,12 +15,12 @@ import copy
 import numbers
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, cast
 
 import pluggy
 import torch
-from torch import nn
 
 from .. import _layout
 from .._files import digest
@@ -35,22 +35,12 @@ from ..strategies.context import build_context
 from . import checkpoints
 from ._sync import RunSync
 from .context import RoundContext, StopRound, round_seed, seed_everything
+from .instability import AutoRewind, Instability, classification_error, error_barrier
 from .settings import Settings
 from .ticket import Ticket
 
 #: Settings recorded by older runs' checkpoints lack these; resuming such a run compares them with their defaults.
 CONFIG_DEFAULTS = {"retrain": "rewind", "control": None}
-
-
-def _buffers(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {q: cast(torch.Tensor, m._buffers[n]).detach().clone() for q, m, n in _layout.named_buffers(model)}
-
-
-def _load_buffers(model: nn.Module, buffers: Mapping[str, torch.Tensor]) -> None:
-    own = {q: cast(torch.Tensor, m._buffers[n]) for q, m, n in _layout.named_buffers(model)}
-    with torch.no_grad():
-        for name, value in buffers.items():
-            own[name].copy_(value.to(own[name].device))
 
 
 def _metrics(value: Any, source: str) -> dict[str, Any]:
@@ -173,6 +163,11 @@ class Run:
         self.tied = {settings.names[i]: settings.names[f] for i, f in enumerate(first) if f != i}
         self.rewind_point: RewindPoint | None = None
         self.rewind_extra: dict[str, Any] | None = None
+        #: the iteration to rewind to (None until an AutoRewind picks it after the dense run)
+        self.k: int | None = settings.rewind_iteration if settings.auto is None else None
+        #: AutoRewind: the state at each candidate iteration of the dense run (point, buffers, optimizer, scheduler)
+        self.candidates: dict[int, dict[str, Any]] = {}
+        self._candidates_pending: list[int] = []
         self.initial: dict[str, torch.Tensor] | None = None
         self.history: list[dict] = []
         self.hook = _GuardedHooks(get_plugin_manager())  # an observer that raises is named in the error
@@ -187,7 +182,7 @@ class Run:
             "names": list(self.s.names),
             "rounds": self.s.rounds,
             "target_remaining": self.s.target,
-            "rewind_iteration": self.s.rewind_iteration,
+            "rewind_iteration": self.s.rewind_setting,
             "rewind_state": self.s.rewind_state,
             "retrain": self.s.retrain,
             "control": self.s.control,
@@ -224,13 +219,14 @@ class Run:
         where the dense run was.
         """
         self.rewind_point = RewindPoint.capture(self.model, iteration=iteration)
-        self._buffers_at_k = _buffers(self.model) if self.s.rewind_state else None
+        self._buffers_at_k = _layout.snapshot(self.model, parameters=False) if self.s.rewind_state else None
         self._state_pending = self.s.optimizer is not None and (self.s.rewind_state or self.s.retrain == "lr_rewind")
         if iteration == 0:  # before any step: nothing to wait for
             self.capture_state()
 
     def capture_state(self, *args: Any) -> None:
         """Capture the optimizer's and scheduler's state of the rewind iteration, if it is still pending."""
+        self._candidate_state()
         if not getattr(self, "_state_pending", False):
             return
         self._state_pending = False
@@ -249,8 +245,154 @@ class Run:
             }
 
     def _capture_at(self, iteration: int) -> None:
-        if iteration == self.s.rewind_iteration:
+        if self.s.auto is not None:
+            if self._is_candidate(iteration):
+                self._keep_candidate(iteration)
+        elif iteration == self.k:
             self.capture(iteration)
+
+    # -- rewind_iteration="auto" (instability analysis after the dense run) --------------
+    def _is_candidate(self, iteration: int) -> bool:
+        candidates = cast(AutoRewind, self.s.auto).candidates
+        if candidates is not None:
+            return iteration in candidates
+        return iteration == 0 or iteration & (iteration - 1) == 0  # 0 and the powers of two
+
+    def _keep_candidate(self, iteration: int) -> None:
+        """Keep the dense run's state at a candidate iteration (its optimizer state just before the next step)."""
+        self.candidates[iteration] = {
+            "point": RewindPoint.capture(self.model, iteration=iteration),
+            "buffers": _layout.snapshot(self.model, parameters=False),
+            "optimizer": None,
+            "scheduler": None,
+        }
+        if self.s.optimizer is not None:
+            self._candidates_pending.append(iteration)
+            if iteration == 0:
+                self._candidate_state()
+
+    def _candidate_state(self, *args: Any) -> None:
+        optimizer, scheduler = self.s.optimizer, self.s.scheduler
+        for iteration in self._candidates_pending:
+            bundle = self.candidates[iteration]
+            bundle["optimizer"] = copy.deepcopy(cast(torch.optim.Optimizer, optimizer).state_dict())
+            bundle["scheduler"] = copy.deepcopy(scheduler.state_dict()) if scheduler is not None else None
+        self._candidates_pending = []
+
+    def train_copy(self, iteration: int, seed: int, iterations: int) -> dict[str, torch.Tensor]:
+        """Train the model from the candidate state of ``iteration`` for ``iterations`` steps; return its state."""
+        bundle, optimizer, scheduler = self.candidates[iteration], self.s.optimizer, self.s.scheduler
+        bundle["point"].restore(self.model)
+        _layout.load_snapshot(self.model, bundle["buffers"])
+        if optimizer is not None and bundle["optimizer"] is not None:
+            optimizer.load_state_dict(copy.deepcopy(bundle["optimizer"]))
+        if scheduler is not None and bundle["scheduler"] is not None:
+            scheduler.load_state_dict(copy.deepcopy(bundle["scheduler"]))
+        self.sync.model(self.model)
+        seed_everything(seed)
+        context = RoundContext(0, seed, iteration, counts_itself=optimizer is not None, retrain="rewind")
+
+        def stop_after(count: int) -> None:
+            if count >= iterations:
+                context._stop(f"instability copy: {iterations} iterations from iteration {iteration}")
+
+        context._on_iteration = stop_after
+        with self._counting(context):
+            try:
+                self.s.train(self.s.wrapper, context)
+            except StopRound:
+                pass
+        return _layout.snapshot(self.model)
+
+    def choose_rewind(self, length: int) -> dict[str, Any]:
+        """Measure the error barrier at the candidates, earliest first; rewind to the first stable one.
+
+        ``length`` is the dense run's number of iterations. Returns what round 0's
+        record gains: every measured barrier and the iteration picked.
+        """
+        auto = cast(AutoRewind, self.s.auto)
+        wanted = auto.default_candidates(length)
+        measured = [k for k in wanted if k in self.candidates]
+        if not measured:
+            raise ValueError(
+                f"rewind_iteration='auto': the dense run counted {length} iterations, so no candidate "
+                f"{list(auto.candidates) if auto.candidates is not None else '(0, 1, 2, 4, ...)'} lies before its "
+                "end; call context.step() after each optimizer step or pass optimizer= to find_ticket"
+            )
+        if auto.candidates is not None and len(measured) < len(auto.candidates):
+            skipped = [k for k in auto.candidates if k not in measured]
+            warnings.warn(
+                f"instability analysis: candidates {skipped} lie at or after the end of the dense run "
+                f"({length} iterations) and are skipped",
+                stacklevel=5,
+            )
+        error = auto.error if auto.error is not None else classification_error(cast(Iterable, self.s.data))
+        optimizer, scheduler = self.s.optimizer, self.s.scheduler
+        dense = _layout.snapshot(self.model)  # the trained dense model, which the first round prunes
+        dense_optimizer = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
+        dense_scheduler = copy.deepcopy(scheduler.state_dict()) if scheduler is not None else None
+        results: list[dict[str, Any]] = []
+        try:
+            for j, k in enumerate(measured):
+                first, second = (
+                    self.train_copy(k, round_seed(self.s.seed, 0, salt=100 + 2 * j + c), length - k) for c in (0, 1)
+                )
+                if all(torch.equal(first[q], second[q]) for q in first):
+                    warnings.warn(
+                        f"instability analysis: the two copies trained from iteration {k} ended identical; "
+                        "does your loop's data order follow context.seed or torch's global RNG?",
+                        stacklevel=5,
+                    )
+                barrier, errors, alphas = error_barrier(self.model, first, second, error, auto.points)
+                result = Instability(k, barrier, tuple(errors), tuple(alphas), barrier <= auto.threshold, length - k)
+                results.append(result.as_record())
+                if auto.first_stable and result.stable:
+                    break
+        finally:  # back to the trained dense model, whatever happened
+            _layout.load_snapshot(self.model, dense)
+            if optimizer is not None and dense_optimizer is not None:
+                optimizer.load_state_dict(dense_optimizer)
+            if scheduler is not None and dense_scheduler is not None:
+                scheduler.load_state_dict(dense_scheduler)
+        results = self.sync.value(results)  # rank 0's measurements decide on every rank
+        stable = [r for r in results if r["stable"]]
+        if stable:
+            chosen = stable[0]["iteration"]
+        else:
+            chosen = min(results, key=lambda r: r["barrier"])["iteration"]
+            if self.s.rounds != 0:  # (instability_analysis runs no round: the pick does not matter there)
+                warnings.warn(
+                    f"rewind_iteration='auto': no candidate was stable (barrier <= {auto.threshold}); rewinding to "
+                    f"iteration {chosen}, the smallest barrier ({min(r['barrier'] for r in results):.4f})",
+                    stacklevel=5,
+                )
+        bundle = self.candidates[chosen]
+        self.k, self.rewind_point = chosen, bundle["point"]
+        if self.s.rewind_state:
+            self.rewind_extra = {
+                "buffers": bundle["buffers"],
+                "optimizer": bundle["optimizer"],
+                "scheduler": bundle["scheduler"],
+            }
+        elif self.s.retrain == "lr_rewind" and optimizer is not None:
+            self.rewind_extra = {
+                "optimizer_groups": copy.deepcopy(cast(dict, bundle["optimizer"])["param_groups"]),
+                "scheduler": bundle["scheduler"],
+            }
+        self.candidates.clear()
+        return {"instability": results, "rewind_iteration": chosen}
+
+    @contextlib.contextmanager
+    def _counting(self, context: RoundContext, capture: bool = False) -> Iterator[None]:
+        """Count the steps of ``optimizer=`` for ``context`` (and refuse steps after a stop) while inside."""
+        optimizer = self.s.optimizer
+        with contextlib.ExitStack() as hooks:
+            if optimizer is not None:
+                hooks.callback(optimizer.register_step_pre_hook(context._before_step).remove)
+                if capture:
+                    hooks.callback(optimizer.register_step_pre_hook(self.capture_state).remove)
+                hooks.callback(optimizer.register_step_post_hook(lambda *_: context._advance()).remove)
+            yield
 
     def reset_phase(self, round_index: int) -> None:
         """Start the round as the retrain mode says; the ``reinit`` control then draws fresh weights."""
@@ -258,7 +400,7 @@ class Run:
         if retrain == "rewind":
             self.point.restore(self.model)
             if extra is not None and "buffers" in extra:
-                _load_buffers(self.model, extra["buffers"])
+                _layout.load_snapshot(self.model, extra["buffers"])
                 cast(torch.optim.Optimizer, optimizer).load_state_dict(copy.deepcopy(extra["optimizer"]))
                 if scheduler is not None and extra["scheduler"] is not None:
                     scheduler.load_state_dict(copy.deepcopy(extra["scheduler"]))
@@ -282,8 +424,10 @@ class Run:
         self.hook.torch_lottery_round_start(
             round_index=0, model=self.model, strategy=self.s.strategy, remaining=self.figures()["remaining"]
         )
-        if self.s.rewind_iteration == 0:
+        if self.k == 0:
             self.capture(0)
+        elif self.s.auto is not None and self._is_candidate(0):
+            self._keep_candidate(0)
         if self.s.at_init:
             metrics = self.evaluated({})  # nothing trains: the initial model's figures
             metrics.setdefault("iterations", 0)
@@ -385,11 +529,12 @@ class Run:
         seed = round_seed(self.s.seed, round_index)
         seed_everything(seed)
         optimizer, strategy = self.s.optimizer, self.s.strategy
-        on_iteration = self._capture_at if round_index == 0 and self.s.rewind_iteration > 0 else None
+        capturing = self.s.auto is not None or bool(self.k)
+        on_iteration = self._capture_at if round_index == 0 and capturing else None
         context = RoundContext(
             round_index,
             seed,
-            self.s.rewind_iteration,
+            self.k or 0,
             counts_itself=optimizer is not None,
             retrain="dense" if round_index == 0 else self.s.retrain,
         )
@@ -415,10 +560,13 @@ class Run:
         moving = self.s.when == "during_training" and round_index > 0
         if moving:
             every = int(strategy.every)
+            keep_density = bool(getattr(strategy, "keep_density", True))
+            regrow_at_zero = bool(getattr(strategy, "regrow_at_zero", True))
 
             def update(iteration: int) -> None:
                 if iteration % every == 0:
-                    self.move(strategy.update(step_context), round_index, iteration, regrow_at_zero=True)
+                    proposed = strategy.update(step_context)
+                    self.move(proposed, round_index, iteration, keep_density, regrow_at_zero)
 
             calls.append(update)
             if callable(getattr(strategy, "begin", None)):
@@ -430,12 +578,7 @@ class Run:
                 call(iteration)
 
         context._on_iteration = observe
-        with contextlib.ExitStack() as hooks:
-            if optimizer is not None:
-                hooks.callback(optimizer.register_step_pre_hook(context._before_step).remove)
-                if round_index == 0:
-                    hooks.callback(optimizer.register_step_pre_hook(self.capture_state).remove)
-                hooks.callback(optimizer.register_step_post_hook(lambda *_: context._advance()).remove)
+        with self._counting(context, capture=round_index == 0):
             final = None
             try:
                 metrics = _metrics(self.s.train(self.s.wrapper, context), "train")
@@ -446,17 +589,18 @@ class Run:
                     final = strategy.end(step_context)
         self.capture_state()  # the rewind iteration was the last one
         self.move(final, round_index, context.iteration, keep_density=False)
-        if round_index == 0 and self.rewind_point is None:
+        if round_index == 0 and self.rewind_point is None and self.s.auto is None:
             raise ValueError(
-                f"rewind_iteration={self.s.rewind_iteration} but the dense run counted only "
+                f"rewind_iteration={self.k} but the dense run counted only "
                 f"{context.iteration} iterations; call context.step() after each optimizer step "
                 "or pass optimizer= to find_ticket"
             )
+        extra = self.choose_rewind(context.iteration) if round_index == 0 and self.s.auto is not None else {}
         metrics = self.evaluated(metrics)
         metrics.setdefault("iterations", context.iteration)
         if context.stop_reason is not None:
             metrics["stopped_early"] = context.stop_reason
-        self.record(round_index, metrics, started)
+        self.record(round_index, metrics, started, extra)
 
     def evaluated(self, metrics: dict[str, Any]) -> dict[str, Any]:
         """``metrics`` updated with what the user's ``evaluate`` returns (it wins on a shared key)."""
@@ -464,16 +608,23 @@ class Run:
             metrics.update(_metrics(self.s.evaluate(self.s.wrapper), "evaluate"))
         return metrics
 
-    def record(self, round_index: int, metrics: dict[str, Any], started: float) -> None:
+    def record(
+        self, round_index: int, metrics: dict[str, Any], started: float, extra: Mapping[str, Any] | None = None
+    ) -> None:
+        """Append the round's record (figures, masks digest, metrics, ``extra``; why the run stops, if it does)."""
         record = {
             "round": round_index,
             **self.figures(),
             "masks_sha256": digest({"masks": {n: m.cpu() for n, m in self.masks().items()}}),
             "metrics": metrics,
             "seconds": round(time.perf_counter() - started, 6),
+            **(extra or {}),
         }
         record = self.sync.value(record)  # rank 0's metrics in every rank's history
         self.history.append(record)
+        reason = self.stop_reason(round_index)
+        if reason is not None:  # on the last record, before observers see it
+            record["stopped"] = reason
         self.hook.torch_lottery_round_end(round_index=round_index, model=self.model, record=copy.deepcopy(record))
 
     def stop_reason(self, round_index: int) -> str | None:
@@ -547,6 +698,9 @@ class Run:
         if self.s.scheduler is not None and state["scheduler"] is not None:
             self.s.scheduler.load_state_dict(state["scheduler"])
         self.history = state["history"]
+        self.history[-1].pop("stopped", None)  # the run goes on (the loop decides again)
+        if self.s.auto is not None:  # the iteration the analysis picked, recorded with the dense run
+            self.k = int(self.history[0]["rewind_iteration"])
         return int(state["round"]) + 1
 
     # -- the loop ---------------------------------------------------------------
@@ -556,7 +710,7 @@ class Run:
             finished = self.sync.value(checkpoints.finished_rounds(self.s.checkpoint_dir))
         round_index = self.sync.together(lambda: self.resume_phase(finished))
         if round_index == 0:
-            self.initial = _initial_state(self.model)
+            self.initial = _layout.snapshot(self.model)
             self.initial_phase()
             round_index = 1
         while (reason := self.stop_reason(round_index - 1)) is None:
@@ -572,19 +726,12 @@ class Run:
             self.train_phase(round_index, started)
             self.save(round_index)
             round_index += 1
-        self.history[-1]["stopped"] = reason  # why the run ends, on its last record
+        self.history[-1]["stopped"] = reason  # (set by record; again for a resumed run that had already ended)
         ticket = Ticket(self.masks(), self.point, self.history, self.config())
         if self.s.checkpoint_dir is not None:
             path = checkpoints.ticket_path(self.s.checkpoint_dir)
             self.sync.write(lambda: ticket.save(path))
         return ticket
-
-
-def _initial_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Every parameter and buffer (masks aside) of ``model`` now, by qualified name: copies."""
-    tensors = {q: _layout.original(m, n) for q, m, n in _layout.named_tensors(model)}
-    tensors.update({q: cast(torch.Tensor, m._buffers[n]) for q, m, n in _layout.named_buffers(model)})
-    return {q: t.detach().clone() for q, t in tensors.items()}
 
 
 def _shuffled(masks: dict[str, torch.Tensor], tied: Mapping[str, str], generator: torch.Generator) -> dict:

@@ -33,6 +33,7 @@ from ..pruning.utils import named_prunable_parameters
 from ..strategies.base import WHEN
 from ..strategies.context import check_data
 from . import checkpoints
+from .instability import AutoRewind
 
 TrainFn = Callable[[nn.Module, Any], Any]
 EvalFn = Callable[[nn.Module], Any]
@@ -68,6 +69,12 @@ class Settings:
     loss: Callable | None
     plugins: tuple[Any, ...]
     distributed: bool | None
+    rewind: int | AutoRewind = 0  # the iteration to rewind to, or how to pick it after the dense run
+
+    @property
+    def auto(self) -> AutoRewind | None:
+        """How to pick the rewind iteration after the dense run (``rewind_iteration="auto"``), or None."""
+        return self.rewind if isinstance(self.rewind, AutoRewind) else None
 
     @property
     def at_init(self) -> bool:
@@ -80,7 +87,13 @@ class Settings:
 
     @property
     def rewind_iteration(self) -> int:
-        return int(getattr(self.strategy, "rewind_iteration", 0))
+        """The iteration to rewind to, as set (0 while an :class:`AutoRewind` has not picked one)."""
+        return self.rewind if isinstance(self.rewind, int) else 0
+
+    @property
+    def rewind_setting(self) -> int | dict[str, Any]:
+        """The rewind iteration as configured: an int, or ``{"auto": <options>}`` (configs, checkpoints)."""
+        return self.rewind if isinstance(self.rewind, int) else {"auto": self.rewind.options()}
 
     @classmethod
     def from_arguments(
@@ -105,6 +118,7 @@ class Settings:
         distributed: Any,
         data: Any,
         loss: Any,
+        rewind_iteration: Any = None,
     ) -> Settings:
         """Check every argument of ``find_ticket`` (see there) and return them as one object.
 
@@ -164,11 +178,18 @@ class Settings:
             raise ValueError(
                 f"rewind_state=True rewinds with the weights: it goes with retrain='rewind', not retrain={retrain!r}"
             )
-        rewind_iteration = int(getattr(instance, "rewind_iteration", 0))
-        if when != "between_rounds" and rewind_iteration:
+        rewind = _resolve_rewind(rewind_iteration, instance, strategy_name)
+        rewind_iteration = rewind if isinstance(rewind, int) else None  # None: picked after the dense run
+        if when != "between_rounds" and rewind_iteration != 0:
             raise ValueError(
                 f"strategy {strategy_name!r} has no dense run (when={when!r}): rewind_iteration="
-                f"{rewind_iteration} has nothing to rewind into"
+                f"{rewind_iteration if rewind_iteration is not None else 'auto'!r} has nothing to rewind into"
+            )
+        if isinstance(rewind, AutoRewind) and rewind.error is None and data is None:
+            raise ValueError(
+                "rewind_iteration='auto' measures the error along the line between two trained copies: pass "
+                "data=<iterable of (inputs, targets)> (its classification error is used) or "
+                "rewind_iteration=AutoRewind(error=<callable(model) -> float>)"
             )
         if when == "during_training":
             check_number(getattr(instance, "every", None), f"strategy {strategy_name!r}'s every", integer=True, low=1)
@@ -179,10 +200,11 @@ class Settings:
                 f"strategy {strategy_name!r} moves masks while training: pass optimizer= (the driver resets the "
                 "optimizer state of regrown weights and counts the steps through it)"
             )
-        if retrain == "lr_rewind" and rewind_iteration and scheduler is None:
+        if retrain == "lr_rewind" and rewind_iteration != 0 and scheduler is None:
             raise ValueError(
                 f"retrain='lr_rewind' replays the learning-rate schedule from iteration "
-                f"{rewind_iteration}: pass scheduler= (and optimizer=) so the driver can rewind it"
+                f"{rewind_iteration if rewind_iteration is not None else 'auto'!r}: pass scheduler= (and "
+                "optimizer=) so the driver can rewind it"
             )
         if control is not None:
             check_choice(control, CONTROLS, "control")
@@ -229,7 +251,28 @@ class Settings:
             loss=loss,
             plugins=tuple(plugins),
             distributed=distributed,
+            rewind=rewind,
         )
+
+
+def _resolve_rewind(value: Any, strategy: Any, strategy_name: str) -> int | AutoRewind:
+    """Resolve ``find_ticket``'s ``rewind_iteration`` against the strategy's own option."""
+    own = int(getattr(strategy, "rewind_iteration", 0))
+    if value is None:
+        return own
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(f"rewind_iteration={value!r}: give an iteration (int >= 0), 'auto' or an AutoRewind")
+        value = AutoRewind()
+    if not isinstance(value, AutoRewind):
+        check_nonneg_int(value, "rewind_iteration")
+        value = int(value)
+    if own and own != value:
+        shown = value if isinstance(value, int) else "auto"
+        raise ValueError(
+            f"rewind_iteration={shown!r} but strategy {strategy_name!r} has rewind_iteration={own}: set it in one place"
+        )
+    return value
 
 
 def _resolve_strategy(strategy: Any, options: Mapping[str, Any] | None) -> tuple[str, Any]:

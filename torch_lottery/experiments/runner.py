@@ -2,12 +2,14 @@
 
 Data sets are preloaded tensors on the target device and batches are drawn by
 indexing (no per-sample transforms, no ``DataLoader``). For every replicate the
-runner finds a ticket with :func:`torch_lottery.find_ticket` (strategy ``imp``)
-and, for every round's mask, trains the chosen controls:
+runner finds a ticket with :func:`torch_lottery.find_ticket` (strategy ``imp`` by
+default, or any registered strategy: pruning at initialization, early-bird, the
+training-time families) and, for every round's mask, trains the chosen controls:
 
 - ``reinit``: same mask, fresh initialization (Frankle & Carbin 2019);
 - ``permute``: mask shuffled within each tensor, fresh init (Morcos et al. 2019);
-- ``random_pruning``: its own run of the ``random`` strategy at the same per-round rates;
+- ``random_pruning``: its own run of the ``random`` strategy at the same per-round rates
+  (``imp`` only: the strategy with per-round rates);
 - ``sign_reinit``: same mask, fresh magnitudes with the rewind point's signs (Zhou et al. 2019);
 - ``supermask``: Zhou et al.'s ``large_final_same_sign`` mask at the same per-layer sparsity,
   signed-constant weights, evaluated *without training*.
@@ -19,10 +21,11 @@ iteration (minimum validation loss), which the LTH paper reports.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import torch
@@ -33,13 +36,16 @@ from ..driver.context import round_seed
 from ..driver.find import find_ticket
 from ..driver.ticket import Ticket
 from ..plugins.hookspecs import hookimpl
+from ..plugins.manager import get_strategy
 from ..pruning.magnitude import sign_preserving_supermask
 from ..pruning.permutation import random_permutation
-from ..pruning.utils import named_prunable_parameters, prunable_parameters
+from ..pruning.utils import get_mask, named_prunable_parameters, prunable_parameters
 from ..rewinding.baselines import random_reinit, sign_preserving_reinit
 from ..rewinding.point import RewindPoint
 from .progress import bar
 
+#: Strategies whose options are IMP's (per-round rates): the paper's setup and ``random_pruning`` fit them.
+RATED = ("imp",)
 #: The controls a run can train next to the winning ticket.
 CONTROLS = ("reinit", "permute", "random_pruning", "sign_reinit", "supermask")
 #: Every kind of result: the winning ticket and the controls.
@@ -61,6 +67,11 @@ class RunConfig:
             setup for the model.
         rate, scope, output_rate, rewind_iteration: IMP options; default: the paper's setup.
             ``output_rate`` is the output layer's rate (e.g. half of ``rate``).
+        strategy: the registered strategy that finds the ticket (default ``"imp"``).
+        strategy_options: its options; for ``imp`` they go over the paper's setup, for
+            any other strategy they are its options as given (validated by it). A
+            strategy that takes ``total_steps`` (the training-time families) gets
+            the run's length in steps unless it is given.
         controls: which of :data:`CONTROLS` to run.
         replicates: independent runs (seeds ``seed``, ``seed + 1``, ...).
         seed: the first seed.
@@ -84,6 +95,8 @@ class RunConfig:
     scope: str | None = None
     output_rate: float | None = None
     rewind_iteration: int | None = None
+    strategy: str = "imp"
+    strategy_options: dict[str, Any] | None = None
     controls: tuple[str, ...] = ("reinit", "random_pruning")
     replicates: int = 2
     seed: int = 0
@@ -131,6 +144,29 @@ class RunConfig:
             raise TypeError(f"controls must be a list of names, got {describe(self.controls)}")
         for control in self.controls:
             check_choice(control, CONTROLS, "controls")
+        from ..plugins.manager import get_strategy
+
+        if not isinstance(self.strategy, str):
+            raise TypeError(f"strategy must be a registered strategy name, got {describe(self.strategy)}")
+        factory = get_strategy(self.strategy)  # StrategyError (naming the known ones) on an unknown name
+        if self.strategy_options is not None and not isinstance(self.strategy_options, dict):
+            raise TypeError(f"strategy_options must be a dict, got {describe(self.strategy_options)}")
+        rated = self.strategy in RATED
+        if "random_pruning" in self.controls and not rated:
+            raise ValueError(
+                f"controls='random_pruning' repeats the per-round rates of {sorted(RATED)}; strategy "
+                f"{self.strategy!r} has none: use 'permute' (the ticket's per-layer density, positions at random)"
+            )
+        if not rated and any(getattr(self, n) is not None for n in ("rate", "scope", "output_rate")):
+            given = [n for n in ("rate", "scope", "output_rate") if getattr(self, n) is not None]
+            raise ValueError(
+                f"{', '.join(given)} set IMP's rates; strategy {self.strategy!r} takes its options "
+                "through strategy_options"
+            )
+        if self.strategy_options:
+            from ..driver.settings import _resolve_strategy
+
+            _resolve_strategy(self.strategy, self._options_for(factory, steps=10**12))  # its own checks (any length)
         check_nonneg_int(self.replicates, "replicates")
         if self.replicates == 0:
             raise ValueError("replicates=0 must be at least 1")
@@ -142,6 +178,18 @@ class RunConfig:
             raise ValueError(f"device={self.device!r} is not cpu or cuda")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device={self.device!r} but CUDA is not available on this machine")
+
+    def _options_for(self, factory: Any, steps: int) -> dict[str, Any]:
+        """The options a non-IMP strategy gets: ``strategy_options``, plus ``total_steps`` if it takes one."""
+        options = dict(self.strategy_options or {})
+        accepted: Mapping[str, Any]
+        try:
+            accepted = inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            accepted = {}
+        if "total_steps" in accepted and "total_steps" not in options:
+            options["total_steps"] = steps
+        return options
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as a JSON-serializable dict."""
@@ -173,6 +221,10 @@ def resolve_setup(config: RunConfig, model: nn.Module) -> Setup:
 
     paper = PAPER_SETUPS.get(config.model, {})
     options = paper_strategy_options(config.model, model)
+    if config.strategy not in RATED:  # another family: its own options, as given
+        options = {}
+    else:
+        options.update(config.strategy_options or {})
     if config.rate is not None:
         options["rate"] = config.rate  # the multipliers keep the paper's per-layer ratios
     if config.scope is not None:
@@ -232,12 +284,28 @@ class Trainer:
         loss, accuracy = self._loss_accuracy(model, self.data.test_x, self.data.test_y)
         return {"test_loss": loss, "test_accuracy": accuracy}
 
-    def train(self, model: nn.Module, context=None, title: str = "train") -> dict[str, Any]:
-        """Train ``model`` for the configured epochs; track the early-stopping iteration."""
+    def steps(self) -> int:
+        """Return the optimizer steps of one training run (epochs times batches per epoch)."""
+        return self.setup.epochs * math.ceil(len(self.data.train_x) / self.setup.batch_size)
+
+    def train(
+        self,
+        model: nn.Module,
+        context=None,
+        title: str = "train",
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> dict[str, Any]:
+        """Train ``model`` for the configured epochs; track the early-stopping iteration.
+
+        A fresh optimizer per call, unless ``optimizer`` (one that lives across the
+        run, e.g. for a strategy that moves masks while training) is given; the
+        driver then counts its steps, so ``context.step()`` is not called.
+        """
         from .data import batches
 
         s, d = self.setup, self.data
-        optimizer = self._optimizer(model)
+        counted = optimizer is not None
+        optimizer = optimizer if optimizer is not None else self._optimizer(model)
         generator = torch.Generator(device="cpu").manual_seed(int(torch.randint(0, 2**62, (1,))))
         per_epoch = math.ceil(len(d.train_x) / s.batch_size)
         eval_points = {max(1, round(per_epoch * (i + 1) / self.evals_per_epoch)) for i in range(self.evals_per_epoch)}
@@ -252,7 +320,7 @@ class Trainer:
                     loss.backward()
                     optimizer.step()
                     iteration += 1
-                    if context is not None:
+                    if context is not None and not counted:
                         context.step()
                     if step in eval_points and len(d.val_x):
                         val_loss, _ = self._loss_accuracy(model, d.val_x, d.val_y)
@@ -282,13 +350,11 @@ class _Recorder:
         self.on_round = on_round
 
     @hookimpl
-    def torch_lottery_after_prune(self, round_index, masks):
-        self.masks[round_index] = {k: v.clone() for k, v in masks.items()}
-
-    @hookimpl
     def torch_lottery_round_end(self, round_index, model):
         if round_index == 0:
             self.dense = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:  # the masks the round ended with (a training-time strategy moves them while it trains)
+            self.masks[round_index] = {q: get_mask(m, n).bool().clone() for q, m, n in named_prunable_parameters(model)}
         if self.on_round is not None:
             self.on_round()
 
@@ -307,18 +373,24 @@ def run_replicate(config: RunConfig, data, seed: int, build: Callable[[], nn.Mod
     model = build()
     setup = resolve_setup(config, model)
     trainer = Trainer(data, setup, config.evals_per_epoch, config.progress)
+    factory = get_strategy(config.strategy)
+    options = setup.strategy_options if config.strategy in RATED else config._options_for(factory, trainer.steps())
+    once = getattr(factory, "when", "between_rounds") == "during_training" or getattr(factory, "needs_optimizer", False)
+    optimizer = trainer._optimizer(model) if once else None  # one optimizer the driver sees (it resets regrown state)
+    rounds_total = 1 if getattr(factory, "when", "") == "during_training" else config.rounds
     records: list[dict[str, Any]] = []
-    with bar(config.progress, total=config.rounds + 1, desc=f"seed {seed}: ticket", unit="round") as rounds:
+    with bar(config.progress, total=rounds_total + 1, desc=f"seed {seed}: ticket", unit="round") as rounds:
         recorder = _Recorder(rounds.update)
         ticket = find_ticket(
             model,
-            lambda m, c: trainer.train(m, c, "ticket"),
+            lambda m, c: trainer.train(m, c, "ticket", optimizer=optimizer),
             trainer.evaluate,
-            strategy="imp",
-            strategy_options=setup.strategy_options,
+            strategy=config.strategy,
+            strategy_options=options,
             data=trainer.scoring_data(),
             loss=nn.functional.cross_entropy,
-            rounds=config.rounds,
+            rounds=rounds_total,
+            optimizer=optimizer,
             seed=seed,
             plugins=[recorder],
         )

@@ -37,6 +37,12 @@ DEFAULT_PLUGINS = (
     "torch_lottery.strategies.snip",
     "torch_lottery.strategies.grasp",
     "torch_lottery.strategies.synflow",
+    "torch_lottery.strategies.sparse_momentum",
+    "torch_lottery.strategies.rigl",
+    "torch_lottery.strategies.sparse_evolutionary",
+    "torch_lottery.strategies.edge_popup",
+    "torch_lottery.strategies.learned_supermask",
+    "torch_lottery.strategies.targeted_dropout",
 )
 
 #: Entry-point group third-party plugins declare (``[project.entry-points.torch_lottery]``).

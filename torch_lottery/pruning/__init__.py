@@ -17,6 +17,7 @@ from .fixed import FixedMask, fixed_mask
 from .global_magnitude import GlobalMagnitude, global_magnitude
 from .magnitude import LotteryMagnitude, SignPreservingSupermask, lottery_magnitude, sign_preserving_supermask
 from .permutation import RandomPermutation, random_permutation
+from .targeted_dropout import remove_targeted_dropout, targeted_dropout
 from .utils import get_mask, held_bytes, named_prunable_parameters, prunable_parameters, remaining, sparsity_report
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "prunable_parameters",
     "random_permutation",
     "remaining",
+    "remove_targeted_dropout",
     "sign_preserving_supermask",
     "sparsity_report",
+    "targeted_dropout",
 ]

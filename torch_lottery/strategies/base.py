@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
 import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -54,7 +55,10 @@ class Strategy(abc.ABC):
     trains; it may install what the strategy trains, e.g. scores) and
     ``end(context) -> masks or None`` (after it; it removes what ``begin``
     installed). ``needs_optimizer = True`` makes the driver refuse a run without
-    ``optimizer=`` (the state of regrown weights must be reset).
+    ``optimizer=`` (the state of regrown weights must be reset). Two class
+    attributes relax the update's rules: ``keep_density = False`` lets the total
+    density change (a learned supermask), ``regrow_at_zero = False`` keeps the
+    weights and optimizer state of revived entries (a supermask over frozen weights).
 
     Args:
         rewind_iteration (int): the training iteration of the first (dense) run
@@ -66,6 +70,8 @@ class Strategy(abc.ABC):
     needs_data: ClassVar[bool] = False
     needs_loss: ClassVar[bool] = False
     needs_optimizer: ClassVar[bool] = False
+    keep_density: ClassVar[bool] = True
+    regrow_at_zero: ClassVar[bool] = True
     may_grow: ClassVar[bool] = False
     max_rounds: ClassVar[int | None] = None
 
@@ -131,6 +137,7 @@ class StepContext:
         self.rounds, self.target_remaining = rounds, target_remaining
         self.optimizer, self.data, self.loss = optimizer, data, loss
         self._stop = stop
+        self._cursor = 0  # where the next gradients() call starts in a list of batches
 
     def weights(self) -> dict[str, torch.Tensor]:
         """Return the current weights by name (detached; ``<name>_orig`` of pruned tensors)."""
@@ -152,8 +159,21 @@ class StepContext:
         return dict(self.optimizer.state.get(_layout.original(module, tensor_name), {}))
 
     def gradients(self, batches: int | None = 1) -> dict[str, torch.Tensor]:
-        """Return dense gradients of the loss w.r.t. the masked weights now (see :meth:`PruneContext.gradients`)."""
-        return self.prune_context().gradients(batches)
+        """Return dense gradients of the loss w.r.t. the masked weights now (see :meth:`PruneContext.gradients`).
+
+        Successive calls walk through ``data``: when it is a list or tuple of
+        batches, each call starts where the last one stopped (wrapping around), so
+        the updates of a run see different batches; any other iterable (e.g. a
+        shuffling ``DataLoader``) is iterated afresh each call. ``batches=None``
+        takes every batch.
+        """
+        context = self.prune_context()
+        data = self.data
+        if batches is not None and isinstance(data, (list, tuple)) and len(data) > 0:
+            start = self._cursor % len(data)
+            context = dataclasses.replace(context, data=list(data[start:]) + list(data[:start]))
+            self._cursor += int(batches)
+        return context.gradients(batches)
 
     def prune_context(self) -> PruneContext:
         """Return the :class:`PruneContext` of now (what ``prune`` would see if the round ended here)."""
