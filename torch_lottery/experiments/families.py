@@ -42,6 +42,11 @@ from .runner import DATASET_VALIDATION, RunConfig, Trainer, resolve_setup, run_r
 PARTS = ("imp", "dynamic", "targeted_dropout", "supermask", "instability")
 DYNAMIC = ("sparse_momentum", "rigl", "set")
 SUPERMASKS = ("edge_popup", "learned_supermask")
+#: The scores of the supermasks train with SGD (momentum 0.9) at edge-popup's learning rate 0.1 and at 100
+#: (the gradient of a score is the weight's times sigmoid'(s) or smaller: tiny next to a weight's own).
+SUPERMASK_LRS = (0.1, 100.0)
+#: Targeted fractions of the targeted-dropout part (with drop_rate 0.5, against 0: the same pruning, no dropout).
+TARGETED = (0.5, 0.9)
 
 
 def _accuracy(records: list[dict[str, Any]], round_index: int) -> tuple[float, float]:
@@ -137,20 +142,27 @@ def run_families(
                     )
             log(f"seed {seed}: dynamic done ({time.perf_counter() - started:.0f} s)")
         if "targeted_dropout" in parts:
-            for label, options in (("targeted", {}), ("without", {"drop_rate": 0.0})):
-                records = run(strategy="targeted_dropout", strategy_options=options)
-                remaining, accuracy = _accuracy(records, 1)
-                out.setdefault("targeted_dropout", {}).setdefault(label, []).append(
-                    {"remaining": remaining, "test_accuracy": accuracy}
-                )
+            for targ in TARGETED:
+                for label, drop in (("targeted", 0.5), ("without", 0.0)):
+                    records = run(strategy="targeted_dropout", strategy_options={"drop_rate": drop, "targ_rate": targ})
+                    remaining, accuracy = _accuracy(records, 1)
+                    unpruned = next(r for r in records if r["kind"] == "ticket" and r["round"] == 1)
+                    out.setdefault("targeted_dropout", {}).setdefault(f"{label}@{targ}", []).append(
+                        {
+                            "remaining": remaining,
+                            "test_accuracy": accuracy,
+                            "unpruned": unpruned["test_accuracy_at_early_stop"],
+                        }
+                    )
             log(f"seed {seed}: targeted dropout done ({time.perf_counter() - started:.0f} s)")
         if "supermask" in parts:
             for name in SUPERMASKS:
-                records = run(strategy=name)
-                remaining, accuracy = _accuracy(records, 1)
-                out.setdefault("supermask", {}).setdefault(name, []).append(
-                    {"remaining": remaining, "test_accuracy": accuracy, "untrained": _accuracy(records, 0)[1]}
-                )
+                for lr in SUPERMASK_LRS:
+                    records = run(strategy=name, optimizer="sgd", lr=lr, momentum=0.9)
+                    remaining, accuracy = _accuracy(records, 1)
+                    out.setdefault("supermask", {}).setdefault(f"{name}@lr{lr:g}", []).append(
+                        {"remaining": remaining, "test_accuracy": accuracy, "untrained": _accuracy(records, 0)[1]}
+                    )
             out["supermask"]["chance"] = 1.0 / data.num_classes
             log(f"seed {seed}: supermasks done ({time.perf_counter() - started:.0f} s)")
         if "instability" in parts:
@@ -213,24 +225,37 @@ def tables(result: dict[str, Any]) -> str:
                     lines.append(f"{name:<18} {d * 100:9.1f}  {_mean_std(acc)}  {_seeds(acc)}")
         lines.append("")
     if "targeted_dropout" in result:
-        lines += ["post-hoc pruning of the targeted fraction, no retraining (test accuracy %)", ""]
-        for label, title in (("targeted", "trained with targeted dropout"), ("without", "trained without (drop 0)")):
-            rows = result["targeted_dropout"][label]
-            acc = [r["test_accuracy"] for r in rows]
-            kept = statistics.fmean(r["remaining"] for r in rows) * 100
-            lines.append(f"{title:<32} {kept:5.1f}% kept  {_mean_std(acc)}  {_seeds(acc)}")
+        lines += [
+            "post-hoc pruning of the targeted fraction, no retraining (test accuracy %; before pruning: at the",
+            "best-validation point of training)",
+            "",
+        ]
+        for targ in TARGETED:
+            for label, title in (("targeted", "targeted dropout 0.5"), ("without", "no dropout")):
+                rows = result["targeted_dropout"].get(f"{label}@{targ}")
+                if not rows:
+                    continue
+                acc = [r["test_accuracy"] for r in rows]
+                before = [r["unpruned"] for r in rows]
+                kept = statistics.fmean(r["remaining"] for r in rows) * 100
+                lines.append(
+                    f"targ {targ}: {title:<22} {kept:5.1f}% kept  pruned {_mean_std(acc)}  ({_seeds(acc)})  "
+                    f"before {_mean_std(before)}"
+                )
         lines.append("")
     if "supermask" in result:
         chance = result["supermask"]["chance"]
         lines += [f"supermasks over untrained weights (test accuracy %; chance {chance * 100:.1f}%)", ""]
         for name in SUPERMASKS:
-            rows = result["supermask"][name]
-            acc = [r["test_accuracy"] for r in rows]
-            kept = statistics.fmean(r["remaining"] for r in rows) * 100
-            before = [r["untrained"] for r in rows]
-            lines.append(
-                f"{name:<18} {kept:5.1f}% kept  {_mean_std(acc)}  {_seeds(acc)}  (dense untrained: {_mean_std(before)})"
-            )
+            for lr in SUPERMASK_LRS:
+                rows = result["supermask"][f"{name}@lr{lr:g}"]
+                acc = [r["test_accuracy"] for r in rows]
+                kept = statistics.fmean(r["remaining"] for r in rows) * 100
+                before = [r["untrained"] for r in rows]
+                lines.append(
+                    f"{name:<18} lr {lr:<5g} {kept:5.1f}% kept  {_mean_std(acc)}  {_seeds(acc)}  "
+                    f"(dense untrained: {_mean_std(before)})"
+                )
         lines.append("")
     if "instability" in result:
         lines += [
