@@ -211,43 +211,68 @@ class Run:
 
     # -- capture and reset ---------------------------------------------------------
     def capture(self, iteration: int) -> None:
-        """Capture the rewind point (every parameter) and the buffers at iteration k (right after its step).
+        """Capture the state of the dense run at iteration k (right after its step) and make it the rewind point.
 
         The optimizer's and scheduler's state of iteration k are taken just before the
         next optimizer step (:meth:`capture_state`), once the user's loop has stepped
         its scheduler for iteration k too: a rewound schedule then resumes exactly
         where the dense run was.
         """
-        self.rewind_point = RewindPoint.capture(self.model, iteration=iteration)
-        self._buffers_at_k = _layout.snapshot(self.model, parameters=False) if self.s.rewind_state else None
-        self._state_pending = self.s.optimizer is not None and (self.s.rewind_state or self.s.retrain == "lr_rewind")
-        if iteration == 0:  # before any step: nothing to wait for
-            self.capture_state()
+        wants_state = self.s.rewind_state or self.s.retrain == "lr_rewind"
+        self.rewind_point = self._keep(iteration, buffers=self.s.rewind_state, state=wants_state)["point"]
+
+    def _keep(self, iteration: int, buffers: bool, state: bool) -> dict[str, Any]:
+        """Keep the dense run's state at ``iteration``: every parameter, the buffers, the optimizer's state (pending).
+
+        The bundle (``point``, ``buffers``, ``optimizer``, ``scheduler``) goes to
+        :attr:`candidates`; the optimizer's and scheduler's parts are filled by
+        :meth:`capture_state` just before the next step.
+        """
+        bundle = {
+            "point": RewindPoint.capture(self.model, iteration=iteration),
+            "buffers": _layout.snapshot(self.model, parameters=False) if buffers else None,
+            "optimizer": None,
+            "scheduler": None,
+        }
+        self.candidates[iteration] = bundle
+        if state and self.s.optimizer is not None:
+            self._candidates_pending.append(iteration)
+            if iteration == 0:  # before any step: nothing to wait for
+                self.capture_state()
+        elif self.s.auto is None:  # the one rewind iteration, complete now
+            self.rewind_extra = self._extra(bundle)
+            del self.candidates[iteration]
+        return bundle
 
     def capture_state(self, *args: Any) -> None:
-        """Capture the optimizer's and scheduler's state of the rewind iteration, if it is still pending."""
-        self._candidate_state()
-        if not getattr(self, "_state_pending", False):
-            return
-        self._state_pending = False
-        optimizer, scheduler = cast(torch.optim.Optimizer, self.s.optimizer), self.s.scheduler
-        schedule = copy.deepcopy(scheduler.state_dict()) if scheduler is not None else None
+        """Fill in the optimizer's and scheduler's state of the iterations kept since the last step."""
+        optimizer, scheduler = self.s.optimizer, self.s.scheduler
+        for iteration in self._candidates_pending:
+            bundle = self.candidates[iteration]
+            bundle["optimizer"] = copy.deepcopy(cast(torch.optim.Optimizer, optimizer).state_dict())
+            bundle["scheduler"] = copy.deepcopy(scheduler.state_dict()) if scheduler is not None else None
+            if self.s.auto is None:  # the one rewind iteration, complete now
+                self.rewind_extra = self._extra(bundle)
+                del self.candidates[iteration]
+        self._candidates_pending = []
+
+    def _extra(self, bundle: Mapping[str, Any]) -> dict[str, Any] | None:
+        """What the retrain mode rewinds besides the weights, from a kept bundle (None: nothing)."""
+        if self.s.optimizer is None:
+            return None
         if self.s.rewind_state:
-            self.rewind_extra = {
-                "buffers": self._buffers_at_k,
-                "optimizer": copy.deepcopy(optimizer.state_dict()),
-                "scheduler": schedule,
+            return {"buffers": bundle["buffers"], "optimizer": bundle["optimizer"], "scheduler": bundle["scheduler"]}
+        if self.s.retrain == "lr_rewind":  # the rates and schedule of iteration k
+            return {
+                "optimizer_groups": copy.deepcopy(cast(dict, bundle["optimizer"])["param_groups"]),
+                "scheduler": bundle["scheduler"],
             }
-        else:  # lr_rewind: the rates and schedule of iteration k
-            self.rewind_extra = {
-                "optimizer_groups": copy.deepcopy(optimizer.state_dict()["param_groups"]),
-                "scheduler": schedule,
-            }
+        return None
 
     def _capture_at(self, iteration: int) -> None:
         if self.s.auto is not None:
             if self._is_candidate(iteration):
-                self._keep_candidate(iteration)
+                self._keep(iteration, buffers=True, state=True)
         elif iteration == self.k:
             self.capture(iteration)
 
@@ -257,27 +282,6 @@ class Run:
         if candidates is not None:
             return iteration in candidates
         return iteration == 0 or iteration & (iteration - 1) == 0  # 0 and the powers of two
-
-    def _keep_candidate(self, iteration: int) -> None:
-        """Keep the dense run's state at a candidate iteration (its optimizer state just before the next step)."""
-        self.candidates[iteration] = {
-            "point": RewindPoint.capture(self.model, iteration=iteration),
-            "buffers": _layout.snapshot(self.model, parameters=False),
-            "optimizer": None,
-            "scheduler": None,
-        }
-        if self.s.optimizer is not None:
-            self._candidates_pending.append(iteration)
-            if iteration == 0:
-                self._candidate_state()
-
-    def _candidate_state(self, *args: Any) -> None:
-        optimizer, scheduler = self.s.optimizer, self.s.scheduler
-        for iteration in self._candidates_pending:
-            bundle = self.candidates[iteration]
-            bundle["optimizer"] = copy.deepcopy(cast(torch.optim.Optimizer, optimizer).state_dict())
-            bundle["scheduler"] = copy.deepcopy(scheduler.state_dict()) if scheduler is not None else None
-        self._candidates_pending = []
 
     def train_copy(self, iteration: int, seed: int, iterations: int) -> dict[str, torch.Tensor]:
         """Train the model from the candidate state of ``iteration`` for ``iterations`` steps; return its state."""
@@ -367,18 +371,7 @@ class Run:
                     stacklevel=5,
                 )
         bundle = self.candidates[chosen]
-        self.k, self.rewind_point = chosen, bundle["point"]
-        if self.s.rewind_state:
-            self.rewind_extra = {
-                "buffers": bundle["buffers"],
-                "optimizer": bundle["optimizer"],
-                "scheduler": bundle["scheduler"],
-            }
-        elif self.s.retrain == "lr_rewind" and optimizer is not None:
-            self.rewind_extra = {
-                "optimizer_groups": copy.deepcopy(cast(dict, bundle["optimizer"])["param_groups"]),
-                "scheduler": bundle["scheduler"],
-            }
+        self.k, self.rewind_point, self.rewind_extra = chosen, bundle["point"], self._extra(bundle)
         self.candidates.clear()
         return {"instability": results, "rewind_iteration": chosen}
 
@@ -427,7 +420,7 @@ class Run:
         if self.k == 0:
             self.capture(0)
         elif self.s.auto is not None and self._is_candidate(0):
-            self._keep_candidate(0)
+            self._keep(0, buffers=True, state=True)
         if self.s.at_init:
             metrics = self.evaluated({})  # nothing trains: the initial model's figures
             metrics.setdefault("iterations", 0)
@@ -587,7 +580,7 @@ class Run:
             finally:  # what begin installed is removed whatever happened
                 if moving and callable(getattr(strategy, "end", None)):
                     final = strategy.end(step_context)
-        self.capture_state()  # the rewind iteration was the last one
+        self.capture_state()  # a kept iteration was the last one
         self.move(final, round_index, context.iteration, keep_density=False)
         if round_index == 0 and self.rewind_point is None and self.s.auto is None:
             raise ValueError(
