@@ -6,7 +6,8 @@ data set and LeNet-300-100 with the paper's setup, for every seed:
 - ``imp``: IMP (the paper's rates) until at most the smallest density is left; its
   accuracy at the round nearest each density;
 - ``dynamic``: ``sparse_momentum``, ``rigl`` and ``set`` at each density (one training
-  run each, as long as one IMP round, the strategy's defaults otherwise);
+  run each, as long as one IMP round, masks updated every 100 steps or a tenth of a short
+  run, the strategy's defaults otherwise);
 - ``targeted_dropout``: the ``targeted_dropout`` strategy (post-hoc pruning of the
   targeted fraction, no retraining) with the paper's rates, against the same pruning of
   a network trained without it (``drop_rate=0``);
@@ -111,6 +112,11 @@ def run_families(
     def build() -> torch.nn.Module:
         return build_model("lenet300100", data.input_shape, data.num_classes)
 
+    steps = Trainer(data, resolve_setup(RunConfig(**base), build()), 1, False).steps()
+    # The dynamic strategies' update interval: their default 100 steps, or a tenth of a short run.
+    every = min(100, max(1, steps // 10))
+    out["settings"].update(steps=steps, every=every)
+
     for seed in range(seeds):
 
         def run(seed: int = seed, **changes: Any) -> list[dict[str, Any]]:
@@ -135,7 +141,7 @@ def run_families(
         if "dynamic" in parts:
             for name in DYNAMIC:
                 for d in densities:
-                    records = run(strategy=name, strategy_options={"density": d})
+                    records = run(strategy=name, strategy_options={"density": d, "every": every})
                     remaining, accuracy = _accuracy(records, 1)
                     out.setdefault("dynamic", {}).setdefault(f"{name}@{d}", []).append(
                         {"remaining": remaining, "test_accuracy": accuracy}
@@ -168,9 +174,7 @@ def run_families(
         if "instability" in parts:
             torch.manual_seed(seed)
             model = build()
-            config = RunConfig(**base)
-            trainer = Trainer(data, resolve_setup(config, model), 1, False)
-            steps = trainer.steps()
+            trainer = Trainer(data, resolve_setup(RunConfig(**base), model), 1, False)
             ks = [0] + [4**j for j in range(int(math.log(max(steps // 2, 1), 4)) + 1)]
 
             results = instability_analysis(
