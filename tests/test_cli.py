@@ -108,6 +108,7 @@ SUBCOMMAND_OPTIONS = {
         "--validation",
         "--evals-per-epoch",
         "--out",
+        "--fresh",
         "--metric",
         "--json",
         "--no-progress",
@@ -295,7 +296,7 @@ def test_run_writes_json_csv_and_png(full_run):
     cwd, process = full_run
     _ok(process)
     out = cwd / "out"
-    assert sorted(os.listdir(out)) == ["accuracy.png", "results.csv", "results.json"]
+    assert sorted(os.listdir(out)) == [".state", "accuracy.png", "results.csv", "results.json"]  # .state: resume
     assert sorted(os.listdir(cwd)) == ["out"]  # nothing else written into the working directory
     png = (out / "accuracy.png").read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > 1000
@@ -329,7 +330,7 @@ def test_report_re_renders_a_finished_run(full_run, tmp_path):
     assert report.stdout.rstrip().endswith("wrote copy/results.json, copy/results.csv, copy/accuracy.png")
     assert (directory / "results.csv").read_text() == original_csv
     assert (directory / "accuracy.png").read_bytes().startswith(PNG_MAGIC)
-    assert sorted(os.listdir(directory)) == ["accuracy.png", "results.csv", "results.json"]
+    assert sorted(os.listdir(directory)) == [".state", "accuracy.png", "results.csv", "results.json"]
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import struct
@@ -160,6 +161,107 @@ def test_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
         path.write_bytes(b"torn")
     _files.atomic_write(tmp_path / "out.bin", lambda handle: handle.write(b"x"))
     assert sorted(os.listdir(tmp_path)) == sorted(["out.bin", live.name, other.name])
+
+
+# --------------------------------------------------------------------------- atomic_write_set
+def _writes(text: bytes):
+    return lambda handle: handle.write(text)
+
+
+SET = {"a.csv": _writes(b"new a"), "b.png": _writes(b"new b"), "c.json": _writes(b"new c")}
+
+
+def _old(folder: Path) -> None:
+    _files.atomic_write_set(
+        folder, {"a.csv": _writes(b"old a"), "b.png": _writes(b"old b"), "c.json": _writes(b"old c")}
+    )
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
+
+
+def test_a_set_replaces_its_files_in_order_and_removes_those_it_drops(tmp_path, monkeypatch):
+    _old(tmp_path)
+    renamed, real = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (renamed.append(os.path.basename(dst)), real(src, dst)))
+    _files.atomic_write_set(tmp_path, {"a.csv": _writes(b"new a"), "b.png": None, "c.json": _writes(b"new c")})
+    assert _contents(tmp_path) == {"a.csv": b"new a", "c.json": b"new c"}  # no journal, no temporary
+    assert renamed == [_files.SET_JOURNAL, "a.csv", "c.json"]  # the commit point first, the reader's file last
+
+
+def test_a_failure_before_the_commit_point_leaves_the_old_set(tmp_path):
+    _old(tmp_path)
+    before = _contents(tmp_path)
+
+    def failing(handle):
+        handle.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _files.atomic_write_set(tmp_path, {**SET, "b.png": failing})
+    assert _contents(tmp_path) == before
+
+
+@pytest.mark.parametrize("renamed", [0, 1, 2])
+def test_a_writer_stopped_after_the_commit_point_leaves_the_new_set_to_readers_and_the_next_write(
+    renamed, tmp_path, monkeypatch
+):
+    _old(tmp_path)
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2 + renamed:  # the journal, then `renamed` files of the set
+            raise KeyboardInterrupt  # (a SIGKILL leaves the same files: nothing is undone after the commit)
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        _files.atomic_write_set(tmp_path, SET)
+    monkeypatch.setattr(os, "replace", real)
+    assert (tmp_path / _files.SET_JOURNAL).is_file()
+    for name in SET:  # readers get the new set, renamed or not
+        assert Path(_files.committed_path(tmp_path / name)).read_bytes() == b"new " + name[0].encode()
+    _files.finish_set(tmp_path)
+    assert _contents(tmp_path) == {"a.csv": b"new a", "b.png": b"new b", "c.json": b"new c"}
+    _files.finish_set(tmp_path)  # nothing left to do
+    assert _contents(tmp_path) == {"a.csv": b"new a", "b.png": b"new b", "c.json": b"new c"}
+
+
+def test_the_next_set_completes_a_committed_one_and_removes_dead_writers_temporaries(tmp_path):
+    _old(tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / f".a.csv.{dead.pid}.0123abcd.tmp").write_bytes(b"torn, never committed")
+    (tmp_path / f".b.png.{dead.pid}.0123abcd.tmp").write_bytes(b"committed b")
+    journal = {"format": _files.SET_FORMAT, "version": 1, "files": [["b.png", f".b.png.{dead.pid}.0123abcd.tmp"]]}
+    (tmp_path / _files.SET_JOURNAL).write_text(json.dumps(journal))
+    assert _files.committed_path(str(tmp_path / "b.png")).endswith(".0123abcd.tmp")
+    _files.atomic_write_set(tmp_path, {"a.csv": _writes(b"new a"), "c.json": _writes(b"new c")})
+    assert _contents(tmp_path) == {"a.csv": b"new a", "b.png": b"committed b", "c.json": b"new c"}
+
+
+def test_a_damaged_journal_is_named(tmp_path):
+    (tmp_path / _files.SET_JOURNAL).write_text('{"format": "torch_lottery.file_set", "version": 1, "files": [[')
+    with pytest.raises(ValueError, match=rf"path='.*{re.escape(_files.SET_JOURNAL)}' is a damaged journal"):
+        _files.finish_set(tmp_path)
+    (tmp_path / _files.SET_JOURNAL).write_text(
+        json.dumps({"format": _files.SET_FORMAT, "version": 1, "files": [["../x", None]]})
+    )
+    with pytest.raises(ValueError, match="names files outside its folder"):
+        _files.committed_path(tmp_path / "x")
+
+
+def test_bad_set_names_and_folders_are_refused_writing_nothing(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(ValueError, match=r"writers has the name 'sub/a'"):
+        _files.atomic_write_set(tmp_path, {"sub/a": _writes(b"x")})
+    with pytest.raises(ValueError, match=r"holds a directory named 'd'"):
+        _files.atomic_write_set(tmp_path, {"a": _writes(b"x"), "d": _writes(b"x")})
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        _files.atomic_write_set(tmp_path / "missing", SET)
+    assert os.listdir(tmp_path) == ["d"]
 
 
 def test_atomic_save_round_trips(tmp_path):
@@ -405,7 +507,8 @@ def test_every_writer_goes_through_a_temporary_in_the_same_folder(tmp_path, monk
     written = write_outputs({"summary": summary, "config": {}}, str(tmp_path / "out"))
     targets = [dst for _, dst, _ in renamed]
     expected = ["ticket.pt", "point.pt", "sparse.pt", "round-0000.pt", "round-0001.pt", "ticket.pt"]
-    expected += [os.path.basename(p) for p in written.values()]
+    # the output set: its journal (the commit point), then results.csv, accuracy.png and results.json last
+    expected += [_files.SET_JOURNAL, *(os.path.basename(written[k]) for k in ("csv", "plot", "json"))]
     assert targets == expected
     assert all(same for _, _, same in renamed)
     assert all(re.fullmatch(rf"\.{re.escape(dst)}\.\d+\.[0-9a-f]+\.tmp", src) for src, dst, _ in renamed)

@@ -5,6 +5,12 @@
   the platform allows it): a reader, or a process killed at any instant, sees
   either the old file or the new one, never a torn one. A temporary file left
   by a writer that was killed is removed the next time the same target is written.
+* :func:`atomic_write_set` replaces several files of one folder as one set (a
+  run's ``results.json``, ``results.csv`` and ``accuracy.png``): every new file is
+  written in full to a temporary beside its target, then a journal (the commit
+  point) lists the renames, which follow; a kill before the journal leaves the old
+  set, one after it a journal that :func:`finish_set` completes, and
+  :func:`committed_path` reads the new set before it is complete.
 * :func:`save_state` adds a SHA-256 digest of a state dict's whole content
   (tensors' bytes, dtypes and shapes, and every other value) under
   :data:`DIGEST_FIELD`; :func:`load_state`, the one gate every file format goes
@@ -20,10 +26,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import json
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, BinaryIO
 
 import torch
@@ -81,6 +88,21 @@ def _fsync_directory(folder: str) -> None:
         os.close(fd)
 
 
+def _write_temporary(path: str, write: Callable[[BinaryIO], Any]) -> str:
+    """Write a complete, ``fsync``-ed temporary file of ``path`` with ``write``; return its name."""
+    tmp = _temporary_name(path)
+    try:
+        with open(tmp, "xb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
     """Write ``path`` atomically: ``write(handle)`` fills a temporary file that then replaces it.
 
@@ -105,12 +127,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> N
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"path={given!r} cannot be written: its folder {folder!r} does not exist")
     _remove_stale_temporaries(path)
-    tmp = _temporary_name(path)
+    tmp = _write_temporary(path, write)
     try:
-        with open(tmp, "xb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -122,6 +140,164 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> N
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` ``obj`` to ``path`` through :func:`atomic_write`."""
     atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+# -- sets of files replaced together ---------------------------------------------
+#: The journal of a set of files replaced together, in their folder: written once every new file is
+#: complete (the commit point), removed once every rename is done.
+SET_JOURNAL = ".torch-lottery-set.json"
+SET_FORMAT = "torch_lottery.file_set"
+SET_VERSION = 1
+
+
+def _journal(folder: str) -> list[tuple[str, str | None]] | None:
+    """Return the renames of the committed set of ``folder`` (name, temporary or None: removed), or None."""
+    path = os.path.join(folder, SET_JOURNAL)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return None
+    try:
+        journal = json.loads(text)
+        if journal.get("format") != SET_FORMAT or journal.get("version") != SET_VERSION:
+            raise ValueError("not a journal of this release")
+        files = [(str(name), None if tmp is None else str(tmp)) for name, tmp in journal["files"]]
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise ValueError(
+            f"path={path!r} is a damaged journal of a set of files ({_first_line(error)}); it is written "
+            "atomically, so it was changed afterwards: remove it and write the files again"
+        ) from None
+    if any(os.path.basename(name) != name or (tmp is not None and os.path.basename(tmp) != tmp) for name, tmp in files):
+        raise ValueError(f"path={path!r} is a damaged journal of a set of files: it names files outside its folder")
+    return files
+
+
+def finish_set(folder: str | os.PathLike) -> None:
+    """Complete the replacement of a set of files that a writer killed after its commit point left in ``folder``.
+
+    Renames every temporary the journal (:data:`SET_JOURNAL`) lists that is
+    still there over its target, removes the targets the set drops, then the
+    journal. A no-op without a journal; safe to repeat after a kill inside it.
+
+    Args:
+        folder: the folder of the set.
+
+    Raises:
+        ValueError: naming the journal, if it is damaged.
+
+    Examples:
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> finish_set(folder)  # nothing pending: nothing happens
+    """
+    folder = os.fspath(folder)
+    files = _journal(folder)
+    if files is None:
+        return
+    for name, tmp in files:
+        target = os.path.join(folder, name)
+        if tmp is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target)
+        elif os.path.exists(os.path.join(folder, tmp)):  # (gone: renamed before the kill)
+            os.replace(os.path.join(folder, tmp), target)
+    _fsync_directory(folder)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(folder, SET_JOURNAL))
+    _fsync_directory(folder)
+
+
+def committed_path(path: str | os.PathLike) -> str:
+    """Return the file that holds the committed content of ``path`` (for readers, who write nothing).
+
+    That is ``path`` itself, unless a set that replaces it was committed and not
+    yet renamed (a writer killed after its commit point, see :func:`atomic_write_set`):
+    then the new file, which still has its temporary name.
+
+    Args:
+        path: a file of a set.
+
+    Returns:
+        str: the path to read.
+
+    Raises:
+        ValueError: naming the journal, if it is damaged.
+
+    Examples:
+        >>> committed_path("out/results.json")
+        'out/results.json'
+    """
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    for listed, tmp in _journal(folder or ".") or ():
+        if listed == name and tmp is not None and os.path.exists(os.path.join(folder, tmp)):
+            return os.path.join(folder, tmp)
+    return path
+
+
+def atomic_write_set(folder: str | os.PathLike, writers: Mapping[str, Callable[[BinaryIO], Any] | None]) -> None:
+    """Replace files of ``folder`` as one set: a kill at any instant leaves the old set or the new one.
+
+    First a set left half-renamed by a killed writer is completed
+    (:func:`finish_set`). Then every new file is written in full to a temporary
+    beside its target (flushed and ``fsync``-ed); the journal
+    :data:`SET_JOURNAL`, written by :func:`atomic_write`, lists the renames: that
+    is the commit point. The temporaries then replace their targets in the order
+    of ``writers`` (put the file readers start from last), a target whose writer
+    is ``None`` is removed, and the journal is removed. Before the commit point a
+    failure (or a kill) leaves the old set: the temporaries are removed (or, left
+    by a killed process, by the next write); after it the new set is the
+    committed one: the next write, or :func:`finish_set`, completes it, and
+    :func:`committed_path` tells readers where its files are meanwhile.
+
+    Args:
+        folder: an existing folder.
+        writers: file name (no folder) -> ``write(handle)`` that fills it, or None to remove it.
+
+    Raises:
+        ValueError: if a name is not a plain file name, or names a directory.
+        FileNotFoundError: if ``folder`` does not exist.
+
+    Examples:
+        >>> import os, tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> atomic_write_set(folder, {"a.txt": lambda h: h.write(b"a"), "b.txt": lambda h: h.write(b"b")})
+        >>> sorted(os.listdir(folder))
+        ['a.txt', 'b.txt']
+        >>> atomic_write_set(folder, {"a.txt": None, "b.txt": lambda h: h.write(b"B")})
+        >>> sorted(os.listdir(folder))
+        ['b.txt']
+    """
+    given = os.fspath(folder)
+    folder = os.path.abspath(given)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"folder={given!r} does not exist")
+    for name in writers:
+        if not isinstance(name, str) or not name or os.path.basename(name) != name or name in (".", ".."):
+            raise ValueError(f"writers has the name {name!r}; give plain file names inside folder={given!r}")
+        if os.path.isdir(os.path.join(folder, name)):
+            raise ValueError(f"folder={given!r} holds a directory named {name!r}, where a file is written")
+    finish_set(folder)
+    for name in writers:
+        _remove_stale_temporaries(os.path.join(folder, name))
+    staged: dict[str, str] = {}
+    try:
+        for name, write in writers.items():
+            if write is not None:
+                staged[name] = os.path.basename(_write_temporary(os.path.join(folder, name), write))
+        _fsync_directory(folder)
+        files = [(name, staged.get(name)) for name in writers]
+        journal = json.dumps({"format": SET_FORMAT, "version": SET_VERSION, "files": files})
+        atomic_write(os.path.join(folder, SET_JOURNAL), lambda handle: handle.write(journal.encode()))
+    except BaseException:
+        if _journal(folder) == [(name, staged.get(name)) for name in writers]:
+            raise  # interrupted right after the commit point: the new set stands, the next write completes it
+        for tmp in staged.values():  # not committed: the old set stays
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, tmp))
+        raise
+    finish_set(folder)
 
 
 # -- digests ---------------------------------------------------------------------

@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", metavar="DIR", help="output directory (default runs/<dataset>-<model>)")
     run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over: remove the state and results a run left in --out (default: a rerun of the same "
+        "settings resumes after the last finished training; other settings are refused)",
+    )
+    run.add_argument(
         "--metric",
         default="test_accuracy",
         choices=METRICS,
@@ -180,8 +186,9 @@ def _sum_of_two(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .experiments.report import table, write_outputs
-    from .experiments.runner import RunConfig, run_experiment
+    from .experiments.report import table
+    from .experiments.resume import run_resumable
+    from .experiments.runner import RunConfig
 
     config = RunConfig(
         dataset=args.dataset,
@@ -209,9 +216,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     config.check()
     out = args.out or f"runs/{args.dataset}-{args.model.replace(':', '-')}"
-    _check_out(out)
-    result = run_experiment(config)
-    paths = write_outputs(result, out)
+    result, paths = run_resumable(config, out, fresh=args.fresh)  # checks --out, locks it, resumes
     if args.json:
         print(json.dumps(result["summary"]))
     else:
@@ -254,17 +259,41 @@ def _strategies(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"sum-of-two": _sum_of_two, "run": _run, "report": _report, "strategies": _strategies}
+#: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
+INTERRUPTED = 130
+
+
+def interrupted(command: str | None = None) -> int:
+    """Print the one line of an interrupted command on stderr; return :data:`INTERRUPTED`.
+
+    Args:
+        command: the subcommand, if it is known yet.
+
+    Returns:
+        int: 130.
+
+    Examples:
+        >>> import contextlib, io
+        >>> with contextlib.redirect_stderr(io.StringIO()) as err:
+        ...     status = interrupted("run")
+        >>> status, err.getvalue().startswith("torch-lottery run: interrupted")
+        (130, True)
+    """
+    hint = "; run the same command again to resume after the last finished training" if command == "run" else ""
+    print(f"torch-lottery{' ' + command if command else ''}: interrupted{hint}", file=sys.stderr)
+    return INTERRUPTED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``torch-lottery`` with ``argv``; return the exit status (errors: one line, status 2)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        return interrupted()
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        print("torch-lottery: interrupted", file=sys.stderr)
-        return 130
+        return interrupted(args.command)
     except (ValueError, TypeError, LookupError, FileNotFoundError, ImportError, RuntimeError, OSError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"torch-lottery {args.command}: error: {message}", file=sys.stderr)

@@ -92,21 +92,25 @@ def _holder(path: str) -> str:
 
 
 @contextlib.contextmanager
-def locked(directory: str) -> Iterator[None]:
+def locked(directory: str, argument: str = "checkpoint_dir") -> Iterator[None]:
     """Hold the lock of ``directory`` for the duration of a run; refuse if another live run holds it.
 
     The lock is an OS file lock (``flock``), so a lock left by a killed run is
     released with its process and the next run takes it over. The lock file is
     removed when the run ends.
 
+    Args:
+        directory: an existing folder.
+        argument: how the refusal names the folder (``checkpoint_dir``, or ``--out`` for the CLI).
+
     Raises:
-        ValueError: naming the directory and the holder (pid, host, start time).
+        ValueError: naming ``argument``, the directory and the holder (pid, host, start time).
     """
     path = os.path.join(directory, LOCK_FILE)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            _acquire(fd, path, directory)
+            _acquire(fd, path, directory, argument)
         except BaseException:
             os.close(fd)
             raise
@@ -127,9 +131,9 @@ def locked(directory: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _acquire(fd: int, path: str, directory: str) -> None:
+def _acquire(fd: int, path: str, directory: str, argument: str) -> None:
     busy = (
-        f"checkpoint_dir={directory!r} is in use by another run ({{holder}}); wait for it to finish "
+        f"{argument}={directory!r} is in use by another run ({{holder}}); wait for it to finish "
         "or use another directory"
     )
     if fcntl is not None:

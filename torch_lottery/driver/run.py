@@ -762,21 +762,34 @@ def registered(plugins: tuple[Any, ...]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def directory(checkpoint_dir: str | None, sync: RunSync) -> Iterator[None]:
-    """Create and lock ``checkpoint_dir`` for one run (rank 0 locks); remove it if the run left it empty."""
+def directory(
+    checkpoint_dir: str | None, sync: RunSync | None = None, argument: str = "checkpoint_dir"
+) -> Iterator[None]:
+    """Create and lock ``checkpoint_dir`` for one run (rank 0 locks); remove what it created if left empty.
+
+    ``argument`` names the folder in the refusal of a second live run (``--out`` for the CLI).
+    """
     if checkpoint_dir is None:
         yield
         return
-    created = not os.path.exists(checkpoint_dir)
+    sync = sync if sync is not None else RunSync(enabled=False)
+    created = []  # the folders this run creates, innermost first
+    probe = os.path.abspath(checkpoint_dir)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        created.append(probe)
+        probe = os.path.dirname(probe)
     stack = contextlib.ExitStack()
     try:
         os.makedirs(checkpoint_dir, exist_ok=True)
         if sync.writer:
-            sync.together(lambda: stack.enter_context(checkpoints.locked(checkpoint_dir)))
+            sync.together(lambda: stack.enter_context(checkpoints.locked(checkpoint_dir, argument)))
         else:
             sync.together(lambda: None)
         with stack:
             yield
     finally:
-        if created and os.path.isdir(checkpoint_dir) and not os.listdir(checkpoint_dir):
-            os.rmdir(checkpoint_dir)  # a run that failed before writing anything leaves no empty folder
+        for folder in created:  # a run that failed before writing anything leaves no empty folder
+            try:
+                os.rmdir(folder)  # only an empty one
+            except OSError:
+                break

@@ -8,12 +8,14 @@ import json
 import os
 from typing import Any
 
-from .._files import atomic_write
+from .._files import atomic_write, atomic_write_set, committed_path
 
 #: File names of a run's output directory, defined in one place.
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 PLOT_PNG = "accuracy.png"
+#: The output set, in the order it is renamed into place: results.json, which readers start from, last.
+OUTPUTS = (RESULTS_CSV, PLOT_PNG, RESULTS_JSON)
 
 LABELS = {
     "ticket": "winning ticket",
@@ -68,26 +70,48 @@ def table(result: dict[str, Any], metric: str = "test_accuracy") -> str:
     return "\n".join([title, line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def write_csv(result: dict[str, Any], path: str) -> None:
-    """Write the summary rows as CSV."""
+def _csv_text(result: dict[str, Any]) -> str:
     summary = result["summary"]
     fields = list(summary[0]) if summary else ["kind", "round"]
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=fields)
     writer.writeheader()
     writer.writerows(summary)
-    write_text(path, text.getvalue())
+    return text.getvalue()
+
+
+def write_csv(result: dict[str, Any], path: str) -> None:
+    """Write the summary rows as CSV."""
+    write_text(path, _csv_text(result))
 
 
 def plot(result: dict[str, Any], path: str, metric: str = "test_accuracy") -> bool:
     """Draw ``metric`` against percent of weights remaining (log x axis); return False without matplotlib."""
+    figure = _figure(result, metric)
+    if figure is None:
+        return False
+    try:
+        atomic_write(path, lambda handle: figure.savefig(handle, format="png"))
+    finally:
+        _close(figure)
+    return True
+
+
+def _close(figure: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+
+
+def _figure(result: dict[str, Any], metric: str = "test_accuracy") -> Any:
+    """Return the figure of :func:`plot`, or None without matplotlib."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return False
+        return None
     summary = result["summary"]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for kind, label in LABELS.items():
@@ -116,34 +140,87 @@ def plot(result: dict[str, Any], path: str, metric: str = "test_accuracy") -> bo
         f"({max((r['n'] for r in summary), default=0)} seeds; band: min-max)"
     )
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:  # (an empty summary draws nothing)
+        ax.legend()
     fig.tight_layout()
-    try:
-        atomic_write(path, lambda handle: fig.savefig(handle, format="png"))
-    finally:
-        plt.close(fig)
-    return True
+    return fig
 
 
 def write_outputs(result: dict[str, Any], directory: str) -> dict[str, str]:
-    """Write results.json, results.csv and accuracy.png into ``directory``; return the paths written."""
+    """Write results.json, results.csv and accuracy.png into ``directory`` as one set; return the paths written.
+
+    The three files replace the old ones together (:func:`torch_lottery._files.atomic_write_set`):
+    a kill at any instant leaves the old set or the new one, never a mix, and
+    :func:`load_results` reads the new set even before its last rename. Without
+    matplotlib no plot is drawn and an old ``accuracy.png`` is removed with the set.
+
+    Args:
+        result: what :func:`~torch_lottery.experiments.runner.run_experiment` returns.
+        directory: the output folder (created if missing).
+
+    Returns:
+        dict: ``{"json": path, "csv": path, "plot": path}`` (no ``"plot"`` without matplotlib).
+
+    Examples:
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> result = {"summary": [], "config": {}}
+        >>> sorted(write_outputs(result, folder))
+        ['csv', 'json', 'plot']
+        >>> load_results(folder) == result
+        True
+    """
     os.makedirs(directory, exist_ok=True)
     paths = {"json": os.path.join(directory, RESULTS_JSON), "csv": os.path.join(directory, RESULTS_CSV)}
-    write_text(paths["json"], json.dumps(result, indent=1))
-    write_csv(result, paths["csv"])
-    png = os.path.join(directory, PLOT_PNG)
-    if plot(result, png):
-        paths["plot"] = png
+    figure = _figure(result)
+    try:
+        atomic_write_set(
+            directory,
+            {
+                RESULTS_CSV: _encoded(_csv_text(result)),
+                PLOT_PNG: None if figure is None else lambda handle: figure.savefig(handle, format="png"),
+                RESULTS_JSON: _encoded(json.dumps(result, indent=1)),
+            },
+        )
+    finally:
+        if figure is not None:
+            _close(figure)
+    if figure is not None:
+        paths["plot"] = os.path.join(directory, PLOT_PNG)
     return paths
+
+
+def remove_outputs(directory: str) -> None:
+    """Remove results.json, results.csv and accuracy.png from ``directory``, as one set (nothing else).
+
+    Args:
+        directory: an output folder; a missing one is left alone.
+
+    Examples:
+        >>> import os, tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> paths = write_outputs({"summary": [], "config": {}}, folder)
+        >>> remove_outputs(folder)
+        >>> os.listdir(folder)
+        []
+    """
+    if os.path.isdir(directory):
+        atomic_write_set(directory, dict.fromkeys(OUTPUTS))
+
+
+def _encoded(text: str) -> Any:
+    return lambda handle: handle.write(text.encode("utf-8"))
 
 
 def load_results(directory: str) -> dict[str, Any]:
     """Read ``results.json`` of a finished run (``torch-lottery report DIR``)."""
     path = os.path.join(directory, RESULTS_JSON)
-    if not os.path.isfile(path):
+    # the new set's results.json while a killed write of the set is not completed yet
+    source = committed_path(path) if os.path.isdir(directory) else path
+    if not os.path.isfile(source):
         raise FileNotFoundError(f"{directory!r} has no {RESULTS_JSON}: is it the output directory of a run?")
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(source, encoding="utf-8") as handle:
             result = json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path!r} is not valid JSON: {error}") from None

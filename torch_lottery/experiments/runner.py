@@ -26,7 +26,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -43,6 +43,9 @@ from ..pruning.utils import get_mask, named_prunable_parameters, prunable_parame
 from ..rewinding.baselines import random_reinit, sign_preserving_reinit
 from ..rewinding.point import RewindPoint
 from .progress import bar
+
+if TYPE_CHECKING:
+    from .resume import ReplicateState, RunState
 
 #: Strategies whose options are IMP's (per-round rates): the paper's setup and ``random_pruning`` fit them.
 RATED = ("imp",)
@@ -367,8 +370,14 @@ def _strategy_history(ticket: Ticket, kind: str) -> list[dict[str, Any]]:
     return [_record(kind, r["round"], r["remaining"], r["metrics"]) for r in ticket.history]
 
 
-def run_replicate(config: RunConfig, data, seed: int, build: Callable[[], nn.Module]) -> list[dict[str, Any]]:
-    """Run IMP and the controls for one seed; return one record per (kind, round)."""
+def run_replicate(
+    config: RunConfig, data, seed: int, build: Callable[[], nn.Module], state: ReplicateState | None = None
+) -> list[dict[str, Any]]:
+    """Run IMP and the controls for one seed; return one record per (kind, round).
+
+    With ``state`` (a resumable ``torch-lottery run``) the ticket and random pruning
+    resume from their checkpoint folders and finished control trainings are not trained again.
+    """
     torch.manual_seed(seed)
     model = build()
     setup = resolve_setup(config, model)
@@ -393,8 +402,11 @@ def run_replicate(config: RunConfig, data, seed: int, build: Callable[[], nn.Mod
             optimizer=optimizer,
             seed=seed,
             plugins=[recorder],
+            checkpoint_dir=state.ticket_dir if state is not None else None,
         )
     records += _strategy_history(ticket, "ticket")
+    if state is not None:  # every round's, also those of an earlier, interrupted process
+        recorder.masks, recorder.dense = state.recorded()
 
     if "random_pruning" in config.controls:
         options = {k: v for k, v in setup.strategy_options.items() if k != "criterion"}
@@ -411,6 +423,7 @@ def run_replicate(config: RunConfig, data, seed: int, build: Callable[[], nn.Mod
                 rounds=config.rounds,
                 seed=seed,
                 plugins=[_Recorder(rounds.update)],
+                checkpoint_dir=state.random_pruning_dir if state is not None else None,
             )
         records += [r for r in _strategy_history(other, "random_pruning") if r["round"] > 0]
 
@@ -423,6 +436,11 @@ def run_replicate(config: RunConfig, data, seed: int, build: Callable[[], nn.Mod
     ) as controls:
         for round_index, masks in sorted(recorder.masks.items()):
             for control in trained:
+                done = state.control(control, round_index) if state is not None else None
+                if done is not None:  # trained by an earlier, interrupted process
+                    records.append(done)
+                    controls.update()
+                    continue
                 control_seed = round_seed(seed, round_index, KINDS.index(control))
                 torch.manual_seed(control_seed)
                 generator = torch.Generator().manual_seed(control_seed)
@@ -445,6 +463,8 @@ def run_replicate(config: RunConfig, data, seed: int, build: Callable[[], nn.Mod
                     metrics = trainer.train(net, title=control)
                     metrics.update(trainer.evaluate(net))
                 records.append(_record(control, round_index, remaining[round_index], metrics))
+                if state is not None:
+                    state.save_control(records[-1])
                 controls.update()
     return records
 
@@ -489,8 +509,12 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def run_experiment(config: RunConfig) -> dict[str, Any]:
-    """Run ``config`` (all replicates) and return ``{"config", "setup", "records", "summary", "seconds"}``."""
+def run_experiment(config: RunConfig, state: RunState | None = None) -> dict[str, Any]:
+    """Run ``config`` (all replicates) and return ``{"config", "setup", "records", "summary", "seconds"}``.
+
+    ``state`` (see :mod:`torch_lottery.experiments.resume`) keeps every finished
+    training, so that a run interrupted at any point continues where it stopped.
+    """
     from .data import load_dataset
     from .models import build_model
 
@@ -504,14 +528,19 @@ def run_experiment(config: RunConfig) -> dict[str, Any]:
     def build() -> nn.Module:
         return build_model(config.model, data.input_shape, data.num_classes).to(config.device)
 
+    torch.manual_seed(config.seed)
+    setup = dataclasses.asdict(resolve_setup(config, build()))
+    if state is not None:
+        state.begin()  # data and model are ready: the run really starts
     records: list[dict[str, Any]] = []
-    setup = None
     for replicate in range(config.replicates):
         seed = config.seed + replicate
-        records += run_replicate(config, data, seed, build)
-        if setup is None:
-            torch.manual_seed(seed)
-            setup = dataclasses.asdict(resolve_setup(config, build()))
+        done = state.finished(seed) if state is not None else None  # (a replicate an earlier process finished)
+        if done is None:
+            done = run_replicate(config, data, seed, build, state.replicate(seed) if state is not None else None)
+            if state is not None:
+                state.finish(seed, done)
+        records += done
     return {
         "config": config.to_dict(),
         "setup": setup,
