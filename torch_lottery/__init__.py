@@ -7,7 +7,7 @@ import warnings
 from typing import Any
 
 from ._version import __version__
-from .driver import AutoRewind, Ticket, find_ticket, instability_analysis
+from .driver import AutoRewind, Ticket, find_ticket, instability_analysis, mask_overlap
 from .plugins import PluginError, StrategyError, get_strategy, hookimpl, list_strategies
 from .pruning import (
     FixedMask,
@@ -56,6 +56,7 @@ __all__ = [
     "hookimpl",
     "list_strategies",
     "lottery_magnitude",
+    "mask_overlap",
     "named_prunable_parameters",
     "prunable_parameters",
     "random_permutation",

@@ -139,6 +139,21 @@ def check_bool(value: Any, name: str) -> bool:
     return value
 
 
+def check_names(value: Any, name: str) -> list[str]:
+    """Check that ``value`` is an iterable of str (a list or tuple of names, not one str) and return it as a list.
+
+    Raises:
+        TypeError: naming ``name``, if ``value`` is a str, not iterable, or holds something else.
+    """
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be a list of names, got {describe(value)}")
+    names = list(value)
+    bad = [item for item in names if not isinstance(item, str)]
+    if bad:
+        raise TypeError(f"{name} must hold only str names, got {describe(bad[0])}")
+    return names
+
+
 #: What a pool does when ``amount`` would push a tensor below its floor ``min_remaining``.
 ON_FLOOR = ("clamp", "raise")
 
