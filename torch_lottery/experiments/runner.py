@@ -63,10 +63,16 @@ class RunConfig:
         model: a name of :data:`torch_lottery.experiments.models.MODELS` or ``torchvision:<name>``.
         rounds: pruning rounds after the dense run.
         epochs: training epochs per round.
-        batch_size, optimizer, lr, momentum, weight_decay: training; default: the LTH paper's
-            setup for the model.
-        rate, scope, output_rate, rewind_iteration: IMP options; default: the paper's setup.
-            ``output_rate`` is the output layer's rate (e.g. half of ``rate``).
+        batch_size: training batch size; default (for every training and IMP setting
+            below): the LTH paper's setup for the model.
+        optimizer: one of :data:`OPTIMIZERS`.
+        lr: learning rate.
+        momentum: SGD momentum.
+        weight_decay: weight decay.
+        rate: IMP's pruning rate per round.
+        scope: IMP's ``"local"`` or ``"global"`` pooling.
+        output_rate: the output layer's rate (e.g. half of ``rate``).
+        rewind_iteration: the iteration the ticket rewinds to.
         strategy: the registered strategy that finds the ticket (default ``"imp"``).
         strategy_options: its options; for ``imp`` they go over the paper's setup, for
             any other strategy they are its options as given (validated by it). A
@@ -76,7 +82,8 @@ class RunConfig:
         replicates: independent runs (seeds ``seed``, ``seed + 1``, ...).
         seed: the first seed.
         device: ``"cpu"`` or ``"cuda"`` (the data stay resident there).
-        data_root, download: where the torchvision data sets are, and whether to download them.
+        data_root: where the torchvision data sets are.
+        download: whether to download them.
         validation: training examples held out for early stopping.
         evals_per_epoch: validation evaluations per epoch (for the early-stopping iteration).
         progress: show progress bars.
