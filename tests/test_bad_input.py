@@ -341,6 +341,7 @@ CASES = [
     ),
     Case("find-seed-str", "types", lambda e: find(e, seed="0"), TypeError, ("seed", "'0'")),
     Case("find-plugins-int", "types", lambda e: find(e, plugins=3), TypeError, ("plugins", "3")),
+    Case("find-progress-str", "types", lambda e: find(e, progress="yes"), TypeError, ("progress", "'yes'")),
     Case("find-checkpoint-dir-int", "types", lambda e: find(e, checkpoint_dir=3), TypeError, ("checkpoint_dir", "3")),
     Case(
         "find-checkpoint-dir-is-a-file",

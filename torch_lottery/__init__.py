@@ -70,8 +70,18 @@ __all__ = [
     "targeted_dropout",
 ]
 
-#: Subpackages reached as attributes (``tl.export.export``, ``tl.distributed.broadcast_masks``), imported on first use.
-_SUBMODULES = ("distributed", "experiments", "export", "plugins", "pruning", "rewinding", "strategies", "driver")
+#: Subpackages and modules reached as attributes (``tl.export.export``, ``tl.loggers.CSVLogger``), imported when used.
+_SUBMODULES = (
+    "distributed",
+    "experiments",
+    "export",
+    "loggers",
+    "plugins",
+    "pruning",
+    "rewinding",
+    "strategies",
+    "driver",
+)
 
 #: Names that lived at the root before 0.1.0 and now live in a subpackage: they still work, with a
 #: DeprecationWarning, for this release only.

@@ -23,18 +23,20 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import torch
 from torch import nn
 
-from .._validation import check_choice, check_nonneg_int, describe
+from .._validation import check_choice, check_names, check_nonneg_int, describe
 from ..driver.context import round_seed
 from ..driver.find import find_ticket
 from ..driver.ticket import Ticket
+from ..loggers import LOG_FILES, _summary_writer, loggers_for
 from ..plugins.hookspecs import hookimpl
 from ..plugins.manager import get_strategy
 from ..pruning.magnitude import sign_preserving_supermask
@@ -87,6 +89,9 @@ class RunConfig:
         validation: training examples held out for early stopping.
         evals_per_epoch: validation evaluations per epoch (for the early-stopping iteration).
         progress: show progress bars.
+        log: loggers of :data:`torch_lottery.loggers.LOG_FILES` (``"jsonl"``, ``"csv"``,
+            ``"tensorboard"``) that get every ``find_ticket`` call's records, tagged with
+            ``replicate``, ``seed`` and ``kind``; they write into ``run_experiment``'s ``log_dir``.
     """
 
     dataset: str = "mnist1d"
@@ -113,6 +118,7 @@ class RunConfig:
     validation: int | None = None
     evals_per_epoch: int = 1
     progress: bool = True
+    log: tuple[str, ...] = ()
 
     def check(self) -> None:
         """Validate every field, raising ``TypeError``/``ValueError`` naming it."""
@@ -143,14 +149,10 @@ class RunConfig:
                 raise ValueError(f"{name}={value} must be below 1")
         if self.scope is not None:
             check_choice(self.scope, ("local", "global"), "scope")
-        if (
-            isinstance(self.controls, str)
-            or not isinstance(self.controls, (list, tuple))
-            or not all(isinstance(c, str) for c in self.controls)
-        ):
-            raise TypeError(f"controls must be a list of names, got {describe(self.controls)}")
-        for control in self.controls:
-            check_choice(control, CONTROLS, "controls")
+        check_names(self.controls, "controls", CONTROLS)
+        check_names(self.log, "log", LOG_FILES)
+        if "tensorboard" in self.log:
+            _summary_writer()  # ImportError (saying what to install) before anything runs
         from ..plugins.manager import get_strategy
 
         if not isinstance(self.strategy, str):
@@ -202,6 +204,7 @@ class RunConfig:
         """Return the settings as a JSON-serializable dict."""
         out = dataclasses.asdict(self)
         out["controls"] = list(self.controls)
+        out["log"] = list(self.log)
         return out
 
 
@@ -374,8 +377,13 @@ def _strategy_history(ticket: Ticket, kind: str) -> list[dict[str, Any]]:
     return [_record(kind, r["round"], r["remaining"], r["metrics"]) for r in ticket.history]
 
 
-def run_replicate(config: RunConfig, data, seed: int, build: Callable[[], nn.Module]) -> list[dict[str, Any]]:
-    """Run IMP and the controls for one seed; return one record per (kind, round)."""
+def run_replicate(
+    config: RunConfig, data, seed: int, build: Callable[[], nn.Module], loggers: Sequence[Any] = ()
+) -> list[dict[str, Any]]:
+    """Run IMP and the controls for one seed; return one record per (kind, round).
+
+    ``loggers`` observe every ``find_ticket`` call, tagged with ``replicate``, ``seed`` and ``kind``.
+    """
     torch.manual_seed(seed)
     model = build()
     setup = resolve_setup(config, model)
@@ -386,6 +394,7 @@ def run_replicate(config: RunConfig, data, seed: int, build: Callable[[], nn.Mod
     optimizer = trainer._optimizer(model) if once else None  # one optimizer the driver sees (it resets regrown state)
     rounds_total = 1 if getattr(factory, "when", "") == "during_training" else config.rounds
     records: list[dict[str, Any]] = []
+    tags = {"replicate": seed - config.seed, "seed": seed}
     with bar(config.progress, total=rounds_total + 1, desc=f"seed {seed}: ticket", unit="round") as rounds:
         recorder = _Recorder(rounds.update)
         ticket = find_ticket(
@@ -399,7 +408,7 @@ def run_replicate(config: RunConfig, data, seed: int, build: Callable[[], nn.Mod
             rounds=rounds_total,
             optimizer=optimizer,
             seed=seed,
-            plugins=[recorder],
+            plugins=[recorder, *(log.with_tags(**tags, kind="ticket") for log in loggers)],
         )
     records += _strategy_history(ticket, "ticket")
 
@@ -417,7 +426,7 @@ def run_replicate(config: RunConfig, data, seed: int, build: Callable[[], nn.Mod
                 loss=nn.functional.cross_entropy,
                 rounds=config.rounds,
                 seed=seed,
-                plugins=[_Recorder(rounds.update)],
+                plugins=[_Recorder(rounds.update), *(log.with_tags(**tags, kind="random_pruning") for log in loggers)],
             )
         records += [r for r in _strategy_history(other, "random_pruning") if r["round"] > 0]
 
@@ -496,12 +505,20 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def run_experiment(config: RunConfig) -> dict[str, Any]:
-    """Run ``config`` (all replicates) and return ``{"config", "setup", "records", "summary", "seconds"}``."""
+def run_experiment(config: RunConfig, log_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Run ``config`` (all replicates) and return ``{"config", "setup", "records", "summary", "seconds"}``.
+
+    ``log_dir``: where the loggers of ``config.log`` write (needed when it names any).
+    """
     from .data import load_dataset
     from .models import build_model
 
     config.check()
+    loggers = []
+    if config.log:  # every path checked before anything runs
+        if log_dir is None:
+            raise ValueError(f"log={list(config.log)} needs log_dir=<folder> for the log files")
+        loggers = loggers_for(config.log, log_dir)
     started = time.perf_counter()
     validation = config.validation if config.validation is not None else DATASET_VALIDATION.get(config.dataset, 5000)
     data = load_dataset(
@@ -513,12 +530,16 @@ def run_experiment(config: RunConfig) -> dict[str, Any]:
 
     records: list[dict[str, Any]] = []
     setup = None
-    for replicate in range(config.replicates):
-        seed = config.seed + replicate
-        records += run_replicate(config, data, seed, build)
-        if setup is None:
-            torch.manual_seed(seed)
-            setup = dataclasses.asdict(resolve_setup(config, build()))
+    try:
+        for replicate in range(config.replicates):
+            seed = config.seed + replicate
+            records += run_replicate(config, data, seed, build, loggers)
+            if setup is None:
+                torch.manual_seed(seed)
+                setup = dataclasses.asdict(resolve_setup(config, build()))
+    finally:
+        for logger in loggers:
+            logger.close()
     return {
         "config": config.to_dict(),
         "setup": setup,
