@@ -37,6 +37,7 @@ ROOT_NAMES = {
     "Ticket",
     "instability_analysis",
     "AutoRewind",
+    "mask_overlap",
     # strategies and plugins
     "Strategy",
     "PruneContext",

@@ -136,6 +136,104 @@ def test_state_dict_returns_new_tensors():
     assert not torch.equal(state.state_dict()["1.bias"], first["1.bias"])
 
 
+# -- export with a ticket -------------------------------------------------------
+def tiny(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 2))
+
+
+W = torch.tensor([[1.0, -2.0, 3.0], [-4.0, 5.0, -6.0]])
+MASK = torch.tensor([[1, 0, 1], [0, 0, 1]])  # keeps 1, 3 and -6, in row-major order
+
+
+def test_a_dense_model_exports_with_the_tickets_masks_and_its_current_weights():
+    net = tiny()
+    with torch.no_grad():
+        net[0].weight.copy_(W)
+    before = snapshot(net)
+    ticket = tl.Ticket({"0.weight": MASK}, {"0.weight": torch.zeros(2, 3)})  # rewind values are not used
+    state = export(net, ticket=ticket)
+    assert state.pruned == ["0.weight"]
+    assert state.remaining() == (3, 6)
+    assert state.to_dict()["tensors"]["0.weight"]["values"].tolist() == [1.0, 3.0, -6.0]
+    assert torch.equal(state.state_dict()["0.weight"], torch.tensor([[1.0, 0.0, 3.0], [0.0, 0.0, -6.0]]))
+    assert torch.equal(state.state_dict()["2.weight"], net[2].weight)  # not in the ticket: dense, as it is
+    assert_unchanged(net, before)
+    assert not prune.is_pruned(net)
+
+
+def test_the_tickets_mask_replaces_the_models_own_and_reads_the_values_behind_it():
+    net = tiny()
+    with torch.no_grad():
+        net[0].weight.copy_(W)
+    tl.fixed_mask(net[0], "weight", torch.tensor([[0, 1, 1], [1, 1, 1]]))  # prunes the 1.0 the ticket keeps
+    tl.fixed_mask(net[2], "weight", torch.tensor([[1, 0], [0, 1]]))  # the ticket does not cover 2.weight
+    before = snapshot(net)
+    state = export(net, ticket=tl.Ticket({"0.weight": MASK}, {}))
+    assert state.to_dict()["tensors"]["0.weight"]["values"].tolist() == [1.0, 3.0, -6.0]  # from weight_orig
+    assert sorted(state.pruned) == ["0.weight", "2.weight"]
+    assert state.remaining() == (3 + 2, 6 + 4)
+    assert torch.equal(state.state_dict()["2.weight"], net[2].weight)  # its own mask
+    assert "0.weight_orig" not in state and "0.weight_mask" not in state
+    assert_unchanged(net, before)
+
+
+def test_export_with_a_ticket_round_trips_like_the_masked_model(tmp_path):
+    net = tiny(seed=3)
+    masks = {"0.weight": torch.rand(2, 3, generator=torch.Generator().manual_seed(0)) > 0.5, "2.weight": torch.eye(2)}
+    ticket = tl.Ticket(masks, {})
+    path = tmp_path / "s.pt"
+    export(net, path, ticket)
+    reference = copy.deepcopy(net)
+    for index, name in ((0, "0.weight"), (2, "2.weight")):
+        tl.fixed_mask(reference[index], "weight", masks[name])
+    fresh = tiny(seed=9)
+    fresh.load_state_dict(SparseState.load(path).state_dict(), strict=True)
+    x = torch.randn(5, 3)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), reference(x))
+    assert sorted(SparseState.load(path).pruned) == sorted(export(reference).pruned) == ["0.weight", "2.weight"]
+
+
+def test_a_shared_module_gets_the_tickets_mask_at_each_of_its_names():
+    layer = nn.Linear(2, 2, bias=False)
+    net = nn.Sequential(layer, layer)
+    state = export(net, ticket=tl.Ticket({"0.weight": torch.eye(2)}, {}))
+    assert state.pruned == ["0.weight", "1.weight"]
+    for key in state.pruned:
+        assert torch.equal(state.state_dict()[key], layer.weight.detach() * torch.eye(2))
+
+
+def test_a_wrapped_model_matches_the_ticket_by_its_modules_names():
+    net = tiny()
+    state = export(nn.DataParallel(net), ticket=tl.Ticket({"0.weight": MASK}, {}))
+    assert state.pruned == ["module.0.weight"]
+    assert torch.equal(state.state_dict()["module.0.weight"], net[0].weight.detach() * MASK)
+
+
+@pytest.mark.parametrize(
+    "masks, words",
+    [
+        ({"0.weight": torch.ones(2, 4)}, ["mismatched", "0.weight: ticket (2, 4) vs model (2, 3)"]),
+        ({"0.weight": torch.ones(2, 3), "9.weight": torch.ones(2, 2)}, ["missing: 9.weight"]),
+    ],
+)
+def test_a_ticket_that_does_not_fit_is_refused_naming_the_tensor(tmp_path, masks, words):
+    net = tiny()
+    before = snapshot(net)
+    with pytest.raises(ValueError, match="does not fit") as info:
+        export(net, tmp_path / "s.pt", ticket=tl.Ticket(masks, {}))
+    for word in words:
+        assert word in str(info.value)
+    assert_unchanged(net, before)
+    assert os.listdir(tmp_path) == []
+
+
+def test_ticket_must_be_a_ticket():
+    with pytest.raises(TypeError, match=r"ticket must be a torch_lottery.Ticket, got \{'0.weight'"):
+        export(tiny(), ticket={"0.weight": MASK})
+
+
 # -- bad files ------------------------------------------------------------------
 def test_garbage_file(tmp_path):
     path = tmp_path / "g.pt"

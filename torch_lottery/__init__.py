@@ -7,7 +7,7 @@ import warnings
 from typing import Any
 
 from ._version import __version__
-from .driver import AutoRewind, Ticket, find_ticket, instability_analysis
+from .driver import AutoRewind, Ticket, find_ticket, instability_analysis, mask_overlap
 from .plugins import PluginError, StrategyError, get_strategy, hookimpl, list_strategies
 from .pruning import (
     FixedMask,
@@ -56,6 +56,7 @@ __all__ = [
     "hookimpl",
     "list_strategies",
     "lottery_magnitude",
+    "mask_overlap",
     "named_prunable_parameters",
     "prunable_parameters",
     "random_permutation",
@@ -69,8 +70,18 @@ __all__ = [
     "targeted_dropout",
 ]
 
-#: Subpackages reached as attributes (``tl.export.export``, ``tl.distributed.broadcast_masks``), imported on first use.
-_SUBMODULES = ("distributed", "experiments", "export", "plugins", "pruning", "rewinding", "strategies", "driver")
+#: Subpackages and modules reached as attributes (``tl.export.export``, ``tl.loggers.CSVLogger``), imported when used.
+_SUBMODULES = (
+    "distributed",
+    "experiments",
+    "export",
+    "loggers",
+    "plugins",
+    "pruning",
+    "rewinding",
+    "strategies",
+    "driver",
+)
 
 #: Names that lived at the root before 0.1.0 and now live in a subpackage: they still work, with a
 #: DeprecationWarning, for this release only.

@@ -139,6 +139,36 @@ def check_bool(value: Any, name: str) -> bool:
     return value
 
 
+def check_names(value: Any, name: str, choices: Iterable[str] | None = None) -> tuple[str, ...]:
+    """Check that ``value`` is an iterable of str names (not one str), each one of ``choices`` if given.
+
+    Returns:
+        tuple: the names, in order.
+
+    Raises:
+        TypeError: naming ``name``, if ``value`` is a str, not iterable, or holds something else.
+        ValueError: naming the first name that is not one of ``choices``.
+    """
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be a list of names, got {describe(value)}")
+    names = tuple(value)
+    bad = [item for item in names if not isinstance(item, str)]
+    if bad:
+        raise TypeError(f"{name} must hold only str names, got {describe(bad[0])}")
+    if choices is not None:
+        allowed = tuple(choices)
+        for item in names:
+            check_choice(item, allowed, name)
+    return names
+
+
+def check_callable(value: Any, name: str, call: str) -> Any:
+    """Check that ``value`` is callable (as ``call`` shows, e.g. ``"fn(record)"``) and return it."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable as {call}, got {describe(value)}")
+    return value
+
+
 #: What a pool does when ``amount`` would push a tensor below its floor ``min_remaining``.
 ON_FLOOR = ("clamp", "raise")
 
@@ -333,4 +363,25 @@ def check_writable_dir(path: Any, name: str, outputs: Iterable[str] = ()) -> str
                 raise ValueError(f"{name}={given!r} holds a directory named {output!r}, where the run writes a file")
             if os.path.exists(target) and not os.access(target, os.W_OK):
                 raise ValueError(f"{name}={given!r} holds {output!r}, which is not writable")
+    return given
+
+
+def check_writable_file(path: Any, name: str) -> str:
+    """Check that ``path`` is a file that can be written or created (its folder too); nothing is created.
+
+    Raises:
+        TypeError: if ``path`` is not a path.
+        ValueError: naming ``name``, if it is a directory, an existing file that
+            is not writable, or its folder cannot be created or written.
+    """
+    given = check_path(path, name)
+    full = os.path.abspath(given)
+    if os.path.isdir(full):
+        raise ValueError(f"{name}={given!r} is a directory; give a file name")
+    if os.path.exists(full) and not os.access(full, os.W_OK):
+        raise ValueError(f"{name}={given!r} is not writable")
+    try:
+        check_writable_dir(os.path.dirname(full), "its folder")
+    except ValueError as error:
+        raise ValueError(f"{name}={given!r} cannot be written: {error}") from None
     return given

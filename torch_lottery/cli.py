@@ -9,7 +9,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from ._validation import check_writable_dir
+from ._validation import check_names, check_writable_dir
 from .experiments.runner import METRICS
 
 EPILOG = "Documentation: docs/index.md; results of our reproductions: docs/results.md."
@@ -37,6 +37,15 @@ def _controls(text: str) -> tuple[str, ...]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown control {unknown[0]!r}; choose from {', '.join(CONTROLS)}")
     return names
+
+
+def _logs(text: str) -> tuple[str, ...]:
+    from .loggers import LOG_FILES
+
+    try:
+        return check_names([part.strip() for part in text.split(",") if part.strip()], "--log", LOG_FILES)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--log",
+        type=_logs,
+        default=(),
+        help="comma-separated loggers of every round: jsonl (log.jsonl), csv (log.csv), tensorboard "
+        "(tensorboard/, needs the tensorboard extra), written into --out (default: none)",
+    )
 
     report = sub.add_parser(
         "report",
@@ -213,6 +229,7 @@ def _run(args: argparse.Namespace) -> int:
         validation=args.validation,
         evals_per_epoch=args.evals_per_epoch,
         progress=not args.no_progress,
+        log=args.log,
     )
     config.check()
     out = args.out or f"runs/{args.dataset}-{args.model.replace(':', '-')}"

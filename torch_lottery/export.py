@@ -7,7 +7,9 @@ plus its surviving values, every other tensor of the ``state_dict`` as it is.
 It never changes the model it reads. :meth:`SparseState.state_dict` gives back
 the dense ``state_dict`` of the model as if ``prune.remove`` had been called on
 every pruned tensor, which loads with ``strict=True`` into a fresh, unpruned
-model of the same architecture.
+model of the same architecture. Given a :class:`~torch_lottery.Ticket` as well,
+:func:`export` stores the model's current weights under the ticket's masks, so a
+dense model and a ticket give the compact file without pruning the model.
 
 :func:`to_sparse_inference` returns a new model with pruning made permanent in
 which each sparse enough ``nn.Linear`` becomes a :class:`SparseLinear`, which
@@ -32,6 +34,7 @@ from torch.nn.utils import prune
 from . import _layout
 from ._files import load_state, save_state
 from ._validation import check_binary_mask, check_fraction, check_module, check_number, check_path, describe
+from .driver.ticket import Ticket
 
 #: The ``format`` field of a saved sparse state; :meth:`SparseState.load` refuses other files.
 FORMAT = "torch_lottery.sparse"
@@ -240,7 +243,29 @@ def _check_entry(key: Any, entry: Any, source: str) -> None:
         raise ValueError(f"{bad}: its mask keeps {kept} entries but it holds {values.numel()} values")
 
 
-def export(model: nn.Module, path: str | os.PathLike | None = None) -> SparseState:
+def _parameters_by_key(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
+    """Map the ``state_dict`` key of every parameter (at every path) to ``(module, tensor name)``."""
+    return {
+        _layout.join(prefix, key): (module, _layout.tensor_of_key(module, key))
+        for prefix, module in model.named_modules(remove_duplicate=False)
+        for key, value in module._parameters.items()
+        if value is not None
+    }
+
+
+def _ticket_masks(model: nn.Module, ticket: Ticket) -> dict[tuple[int, str], torch.Tensor]:
+    """Return the ticket's masks keyed by ``(id(module), name)`` of ``model``; each must fit.
+
+    Raises:
+        TypeError: if ``ticket`` is not a :class:`~torch_lottery.Ticket`.
+        ValueError: naming each tensor of the ticket that ``model`` lacks or has with another shape.
+    """
+    if not isinstance(ticket, Ticket):
+        raise TypeError(f"ticket must be a torch_lottery.Ticket, got {describe(ticket)}")
+    return {(id(module), name): mask for _, (module, name), mask in ticket._mask_targets(model)}
+
+
+def export(model: nn.Module, path: str | os.PathLike | None = None, ticket: Ticket | None = None) -> SparseState:
     """Build the compact :class:`SparseState` of a pruned ``model``, without changing it.
 
     Each pruned tensor (``<name>_orig`` and ``<name>_mask`` of any
@@ -249,16 +274,27 @@ def export(model: nn.Module, path: str | os.PathLike | None = None) -> SparseSta
     ``state_dict`` entry (unpruned parameters and buffers) is copied as it is.
     An unpruned model exports too (all entries dense).
 
+    With a ``ticket``, its masks are used instead: every tensor the ticket
+    masks is stored with the ticket's mask and the model's *current* values
+    (``<name>_orig`` if the model prunes it, else the parameter) where that
+    mask keeps them, whether or not the model is pruned; the ticket's rewind
+    values are not used (apply the ticket first to export rewound weights).
+    Tensors the ticket does not mask export as without a ticket. So a dense,
+    trained model and a ticket give the sparse file directly, and the model is
+    neither pruned nor changed.
+
     Args:
-        model (nn.Module): the pruned model; it is only read.
+        model (nn.Module): the pruned (or, with a ticket, dense) model; it is only read.
         path (str or os.PathLike, optional): if given, also :meth:`~SparseState.save` there.
+        ticket (Ticket, optional): masks to export the model's weights with.
 
     Returns:
         SparseState: keys are the ``state_dict`` keys after ``prune.remove``.
 
     Raises:
-        TypeError: if ``model`` is not a module or ``path`` not a path.
-        ValueError: if a mask holds values other than 0 and 1.
+        TypeError: if ``model`` is not a module, ``path`` not a path or ``ticket`` not a Ticket.
+        ValueError: if a mask holds values other than 0 and 1, or ``model`` lacks a
+            tensor of the ticket or has it with another shape (the error names it).
 
     Examples:
         >>> import torch
@@ -275,34 +311,39 @@ def export(model: nn.Module, path: str | os.PathLike | None = None) -> SparseSta
         >>> x = torch.randn(3, 8)
         >>> torch.equal(fresh(x), net(x))
         True
+
+        A dense model with a ticket's masks:
+
+        >>> from torch_lottery import Ticket
+        >>> dense = nn.Sequential(nn.Linear(2, 2, bias=False))
+        >>> ticket = Ticket({"0.weight": torch.tensor([[1, 0], [0, 1]])}, {})
+        >>> state = export(dense, ticket=ticket)
+        >>> state.pruned, torch.equal(state.state_dict()["0.weight"], dense[0].weight * torch.eye(2))
+        (['0.weight'], True)
     """
     _check_model(model)
     if path is not None:
         check_path(path)
-    pruned = _pruned_names(model)
-    origs = {_layout.orig_name(q): q for q in pruned}
-    masks = {_layout.mask_name(q) for q in pruned}
+    chosen = {} if ticket is None else _ticket_masks(model, ticket)
+    parameters = _parameters_by_key(model)
+    masks = {_layout.mask_name(q) for q in _pruned_names(model)}
     entries: dict[str, dict[str, Any]] = {}
     with torch.no_grad():
         for key, tensor in model.state_dict().items():
             if key in masks:
                 continue
-            if key in origs:
-                name = origs[key]
-                module, attr = pruned[name]
-                mask = check_binary_mask(
-                    cast(torch.Tensor, _layout.mask_of(module, attr)).detach(), f"model's mask {key}"
-                )
-                keep = mask.to(torch.bool)
-                values = (tensor.detach() * mask.to(tensor.dtype))[keep].clone()
-                entries[name] = {
-                    "kind": "sparse",
-                    "shape": list(tensor.shape),
-                    "mask": pack_mask(keep),
-                    "values": values,
-                }
-            else:
+            module, attr = parameters.get(key, (None, key))
+            mask = None if module is None else chosen.get((id(module), attr))
+            if mask is None and module is not None and _layout.is_pruned(module, attr):
+                stored = cast(torch.Tensor, _layout.mask_of(module, attr)).detach()
+                mask = check_binary_mask(stored, f"model's mask {key}")
+            if mask is None:
                 entries[key] = {"kind": "dense", "tensor": tensor.detach().clone()}
+                continue
+            keep = mask.to(device=tensor.device, dtype=torch.bool)
+            values = tensor.detach()[keep].clone()  # the survivors of <name>_orig * mask
+            name = _layout.join(_layout.split(key)[0], attr)  # "1.weight", never "1.weight_orig"
+            entries[name] = {"kind": "sparse", "shape": list(tensor.shape), "mask": pack_mask(keep), "values": values}
     state = SparseState(entries)
     if path is not None:
         state.save(path)

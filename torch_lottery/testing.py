@@ -64,13 +64,16 @@ def make_context(
         model (nn.Module): the model (or its ``DistributedDataParallel`` wrapper).
         parameters (optional): the tensors to prune, as for ``find_ticket``.
         masks (dict, optional): the current masks to pretend, by qualified name.
-        data, loss (optional): ``find_ticket``'s ``data`` and ``loss``.
+        data (optional): ``find_ticket``'s ``data``.
+        loss (optional): ``find_ticket``'s ``loss``.
         rewind (dict, optional): the rewind-point values by name (a
             :class:`~torch_lottery.RewindPoint` or a dict); names that are not
             pruned are left out, as in the driver.
         round_index (int): the round being computed (>= 1).
         seed (int): the run's seed.
-        rounds, target_remaining, control (optional): the run's, as for ``find_ticket``.
+        rounds (optional): the run's, as for ``find_ticket``.
+        target_remaining (optional): the run's, as for ``find_ticket``.
+        control (optional): the run's, as for ``find_ticket``.
         initial (dict, optional): every parameter and buffer at initialization, by name.
 
     Raises:

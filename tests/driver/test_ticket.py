@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from torch_lottery import RewindPoint, Ticket, find_ticket
+from torch_lottery import FixedMask, RewindPoint, Ticket, find_ticket
 from torch_lottery.driver import ApplyReport
 
 from helpers import assert_state_equal, state_of
@@ -385,6 +385,92 @@ def test_apply_argument_checks(found):
     with pytest.raises(TypeError, match="strict"):
         ticket.apply(model, strict="yes")
     assert_state_equal(model, before)
+
+
+# --------------------------------------------------------------------------- applying with exclude
+def test_exclude_a_module_prefix_transfers_to_a_new_head_with_strict(found):
+    _, ticket = found
+    model = make_model(seed=9, out=3)  # head 2 is (3, 32): strict alone refuses it
+    head = {k: v.detach().clone() for k, v in model[2].state_dict().items()}
+    report = ticket.apply(model, exclude=["2"])
+    assert report.excluded == ["2.weight", "2.bias"]
+    assert report.masked == ["0.weight"]
+    assert report.rewound == ["0.weight", "0.bias"]
+    assert report.missing == report.mismatched == report.unexpected == []
+    assert report.complete  # what was left out was asked to be left out
+    assert torch.equal(mask_of(model, "0.weight").bool(), ticket.masks["0.weight"])
+    assert torch.equal(tensor_of(model, "0.weight"), ticket.rewind["0.weight"])
+    # the head: no mask, no hook, its own values
+    assert mask_of(model, "2.weight") is None and len(model[2]._forward_pre_hooks) == 0
+    assert_state_equal(model[2], head)
+
+
+def test_exclude_a_qualified_name_leaves_that_tensor_alone_on_a_same_shape_head(found):
+    _, ticket = found
+    model = make_model(seed=9)  # same shapes
+    weight = model[2].weight.detach().clone()
+    report = ticket.apply(model, exclude=["2.weight"])
+    assert report.excluded == ["2.weight"]
+    assert report.masked == ["0.weight"]
+    assert sorted(report.rewound) == ["0.bias", "0.weight", "2.bias"]
+    assert mask_of(model, "2.weight") is None
+    assert torch.equal(model[2].weight, weight)  # not rewound
+    assert torch.equal(model[2].bias, ticket.rewind["2.bias"])  # its neighbour is
+
+
+def test_exclude_leaves_an_already_pruned_tensor_as_it_was(found):
+    _, ticket = found
+    model = make_model(seed=2)
+    own = torch.zeros(2, 32)
+    own[:, :4] = 1
+    FixedMask.apply(model[2], "weight", own)
+    weight_orig = model[2].weight_orig.detach().clone()
+    ticket.apply(model, exclude=["2"])
+    assert torch.equal(mask_of(model, "2.weight"), own)  # its own mask, not the ticket's
+    assert torch.equal(model[2].weight_orig, weight_orig)
+    assert torch.equal(mask_of(model, "0.weight").bool(), ticket.masks["0.weight"])
+
+
+def test_exclude_does_not_excuse_other_mismatches(found):
+    _, ticket = found
+    model = make_model(seed=9, out=3)
+    before, hooks = state_of(model), hook_counts(model)
+    with pytest.raises(ValueError, match=r"mismatched: 2\.weight"):
+        ticket.apply(model, exclude=["0"])
+    assert_state_equal(model, before)
+    assert hook_counts(model) == hooks
+    report = ticket.apply(model, strict=False, exclude=["0.weight"])
+    assert report.excluded == ["0.weight"] and report.masked == [] and report.rewound == ["0.bias"]
+    assert len(report.mismatched) == 2
+
+
+@pytest.mark.parametrize("entry", ["9", "2.w", "", "2.weight_orig", "0.weight.x"])
+def test_an_exclude_entry_that_names_nothing_in_the_ticket_is_refused(found, entry):
+    _, ticket = found
+    model = make_model(seed=9, out=3)
+    before, hooks = state_of(model), hook_counts(model)
+    with pytest.raises(ValueError, match=f"exclude names {entry!r}") as info:
+        ticket.apply(model, exclude=["2", entry])
+    assert "0.weight" in str(info.value)  # it lists what the ticket holds
+    assert_state_equal(model, before)
+    assert hook_counts(model) == hooks
+
+
+@pytest.mark.parametrize("exclude", ["2", [2], None, 3])
+def test_exclude_must_be_a_list_of_names(found, exclude):
+    _, ticket = found
+    model = make_model(seed=9, out=3)
+    before = state_of(model)
+    with pytest.raises(TypeError, match="exclude"):
+        ticket.apply(model, exclude=exclude)
+    assert_state_equal(model, before)
+
+
+def test_exclude_accepts_any_iterable_of_names(found):
+    _, ticket = found
+    model = make_model(seed=9, out=3)
+    report = ticket.apply(model, exclude=(name for name in ["2.weight", "2.bias"]))
+    assert report.excluded == ["2.weight", "2.bias"]
 
 
 # --------------------------------------------------------------------------- constructor and figures

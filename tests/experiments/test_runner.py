@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import statistics
+import sys
 
 import pytest
 import torch
@@ -61,6 +62,8 @@ BAD_FIELDS = [
     ({"device": "tpu"}, ValueError, r"device='tpu' is not cpu or cuda"),
     ({"device": None}, (TypeError, ValueError), r"device"),
     ({"seed": -1}, ValueError, r"seed=-1 must be >= 0"),
+    ({"log": ("jsonl", "xml")}, ValueError, r"log='xml' is not one of jsonl, csv, tensorboard"),
+    ({"log": "csv"}, TypeError, r"log must be a list of names, got 'csv'"),
 ]
 
 
@@ -79,6 +82,18 @@ def test_check_rejects_cuda_without_cuda():
         RunConfig(device="cuda").check()
     with pytest.raises(ValueError, match="CUDA is not available"):
         RunConfig(device="cuda:1").check()
+
+
+def test_log_needs_a_folder_and_tensorboard_before_anything_runs(monkeypatch, tmp_path):
+    with pytest.raises(ValueError, match=r"log=\['csv'\] needs log_dir="):
+        run_experiment(RunConfig(log=("csv",), progress=False))
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    with pytest.raises(ImportError, match=r"torch-lottery\[tensorboard\]"):
+        RunConfig(log=("tensorboard",)).check()
+    with pytest.raises(ValueError, match=r"log_dir=.* is a file"):
+        (tmp_path / "file").write_text("")
+        run_experiment(RunConfig(log=("jsonl",), progress=False), log_dir=tmp_path / "file")
+    assert RunConfig(log=("csv", "jsonl")).to_dict()["log"] == ["csv", "jsonl"]
 
 
 # -- resolve_setup -------------------------------------------------------------------

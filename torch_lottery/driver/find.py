@@ -17,6 +17,7 @@ from torch import nn
 from ..strategies.base import Strategy
 from ._sync import RunSync
 from .instability import AutoRewind
+from .progress import progress_bar
 from .run import Run, directory, registered
 from .settings import EvalFn, Settings, TrainFn
 from .ticket import Ticket
@@ -44,6 +45,7 @@ def find_ticket(
     data: Iterable[Any] | None = None,
     loss: Any = None,
     rewind_iteration: int | str | AutoRewind | None = None,
+    progress: bool = False,
 ) -> Ticket:
     """Find a lottery ticket with your own training loop: train, prune, reset, repeat.
 
@@ -128,6 +130,10 @@ def find_ticket(
             ["instability"]`` and the pick in ``history[0]["rewind_iteration"]``.
             Needs ``data=`` (its classification error) or an
             :class:`AutoRewind` with ``error=``; see ``docs/instability.md``.
+        progress (bool): show a progress bar on stderr (a widget in a notebook):
+            the rounds, with the surviving weights, and the steps of the current
+            round. Needs tqdm (without it: a warning, and the run goes on);
+            under ``torch.distributed`` rank 0 shows it. Default False: nothing printed.
 
     Returns:
         Ticket: final masks, rewind values, per-round history and configuration.
@@ -182,9 +188,12 @@ def find_ticket(
         data=data,
         loss=loss,
         rewind_iteration=rewind_iteration,
+        progress=progress,
     )
     wrapper = settings.wrapper
     group = wrapper.process_group if isinstance(wrapper, nn.parallel.DistributedDataParallel) else None
     sync = RunSync(group, enabled=settings.distributed is not False)
-    with registered(settings.plugins), directory(settings.checkpoint_dir, sync):
-        return Run(settings, sync).run()
+    with progress_bar(settings.progress and sync.writer, settings.rounds) as bar:
+        observers = settings.plugins if bar is None else (*settings.plugins, bar)
+        with registered(observers), directory(settings.checkpoint_dir, sync):
+            return Run(settings, sync, bar).run()

@@ -248,7 +248,8 @@ def instability_analysis(
             the reference run are skipped.
         points (int): points on each line, ends included (default 11).
         threshold (float): the barrier at or below which k counts as stable (0.02).
-        optimizer, scheduler (optional): as for :func:`find_ticket`.
+        optimizer (optional): as for :func:`find_ticket`.
+        scheduler (optional): as for :func:`find_ticket`.
         data (iterable, optional): ``(inputs, targets)`` batches for the default error.
         seed (int): the reference run's seed; the copies' seeds derive from it.
 

@@ -36,6 +36,7 @@ from . import checkpoints
 from ._sync import RunSync
 from .context import RoundContext, StopRound, round_seed, seed_everything
 from .instability import AutoRewind, Instability, classification_error, error_barrier
+from .progress import RunProgress
 from .settings import Settings
 from .ticket import Ticket
 
@@ -155,8 +156,9 @@ class _GuardedHooks:
 class Run:
     """One run of the driver (kept in one object so resume can rebuild it)."""
 
-    def __init__(self, settings: Settings, sync: RunSync) -> None:
+    def __init__(self, settings: Settings, sync: RunSync, progress: RunProgress | None = None) -> None:
         self.s = settings
+        self.progress = progress  # find_ticket(progress=True): counts every training step
         self.model = settings.model
         self.sync = sync
         first = _layout.aliases(list(settings.pairs))  # tied weights: name -> the first name of its tensor
@@ -547,6 +549,8 @@ class Run:
         calls: list[Callable[[int], Any]] = []  # what runs after each counted step, in order
         if on_iteration is not None:
             calls.append(on_iteration)
+        if self.progress is not None:
+            calls.append(self.progress.step)
         on_step = getattr(strategy, "on_step", None)
         if on_step is not None:
             calls.append(lambda iteration: on_step(step_context))

@@ -70,6 +70,7 @@ class Settings:
     plugins: tuple[Any, ...]
     distributed: bool | None
     rewind: int | AutoRewind = 0  # the iteration to rewind to, or how to pick it after the dense run
+    progress: bool = False  # show a progress bar (rounds, steps, surviving weights)
 
     @property
     def auto(self) -> AutoRewind | None:
@@ -119,6 +120,7 @@ class Settings:
         data: Any,
         loss: Any,
         rewind_iteration: Any = None,
+        progress: Any = False,
     ) -> Settings:
         """Check every argument of ``find_ticket`` (see there) and return them as one object.
 
@@ -229,6 +231,7 @@ class Settings:
         _validate(instance, names, model, data)
         if isinstance(plugins, (str, bytes, nn.Module)) or not isinstance(plugins, Iterable):
             raise TypeError(f"plugins must be an iterable of plugin objects, got {describe(plugins)}")
+        check_bool(progress, "progress")
         return cls(
             model=model,
             wrapper=wrapper,
@@ -252,6 +255,7 @@ class Settings:
             plugins=tuple(plugins),
             distributed=distributed,
             rewind=rewind,
+            progress=progress,
         )
 
 

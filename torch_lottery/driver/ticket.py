@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +13,7 @@ from torch import nn
 
 from .. import _layout
 from .._files import load_state, save_state
-from .._validation import check_binary_mask, check_bool, check_module, check_path, describe
+from .._validation import check_binary_mask, check_bool, check_module, check_names, check_path, describe
 from ..distributed import unwrap
 from ..pruning.fixed import FixedMask
 from ..pruning.utils import named_prunable_parameters
@@ -31,6 +31,8 @@ class ApplyReport:
         missing: tensors of the ticket that the model does not have.
         mismatched: ``"name: ticket (a, b) vs model (c, d)"`` for shape differences.
         unexpected: prunable tensors of the model that the ticket does not cover.
+        excluded: tensors of the ticket left alone because ``exclude`` names them
+            (neither masked nor rewound, whether the model has them or not).
     """
 
     masked: list[str] = field(default_factory=list)
@@ -38,11 +40,42 @@ class ApplyReport:
     missing: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
-        """True if every tensor matched in both directions."""
+        """True if every tensor that was not excluded matched in both directions."""
         return not (self.missing or self.mismatched or self.unexpected)
+
+
+def _match(
+    model: nn.Module, tensors: Mapping[str, torch.Tensor], skip: Collection[str]
+) -> tuple[list[tuple[str, tuple[nn.Module, str], torch.Tensor]], list[str], dict[str, str]]:
+    """Match ``tensors`` with ``model``'s parameters by name and shape: ``(jobs, missing, mismatched)``.
+
+    Names in ``skip`` are passed over; ``mismatched`` maps a name to ``"name: ticket (a, b) vs model (c, d)"``.
+    """
+    jobs, missing, mismatched = [], [], {}
+    for qualified, tensor in tensors.items():
+        if qualified in skip:
+            continue
+        target = _layout.resolve(model, qualified)
+        if target is None:
+            missing.append(qualified)
+            continue
+        shape = tuple(_layout.original(*target).shape)
+        if shape != tuple(tensor.shape):
+            mismatched[qualified] = f"{qualified}: ticket {tuple(tensor.shape)} vs model {shape}"
+            continue
+        jobs.append((qualified, target, tensor))
+    return jobs, missing, mismatched
+
+
+def _misfit(missing: list[str], mismatched: list[str], hint: str) -> ValueError:
+    """Return the error for a ticket that does not fit a model, naming every tensor that does not."""
+    problems = [f"missing: {', '.join(missing)}"] if missing else []
+    problems += [f"mismatched: {'; '.join(mismatched)}"] if mismatched else []
+    return ValueError(f"the ticket does not fit the model ({' | '.join(problems)}){hint}")
 
 
 def _check_history(history: Any) -> list[dict]:
@@ -182,38 +215,59 @@ class Ticket:
         return cls.from_state_dict(state, source=f"path={os.fspath(path)!r}")
 
     # -- applying ----------------------------------------------------------------
-    def _plan(self, model: nn.Module) -> tuple[ApplyReport, list, list]:
+    def _names(self) -> list[str]:
+        """Return the qualified names the ticket holds: its masks, then the rewind values of other tensors."""
+        return list(self.masks) + [q for q in self.rewind if q not in self.masks]
+
+    def _excluded(self, exclude: Any) -> list[str]:
+        """Return the ticket's tensors that ``exclude`` names (qualified names or module prefixes).
+
+        Raises:
+            TypeError: if ``exclude`` is not a list of str.
+            ValueError: naming the entry, if one names no tensor of the ticket.
+        """
+        entries = check_names(exclude, "exclude")
+        names = self._names()
+        chosen: set[str] = set()
+        for entry in entries:
+            found = {q for q in names if q == entry or q.startswith(entry + ".")}
+            if not found:
+                shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+                raise ValueError(
+                    f"exclude names {entry!r}, which is no tensor name or module prefix of the ticket "
+                    f"(its tensors: {shown or 'none'})"
+                )
+            chosen |= found
+        return [q for q in names if q in chosen]
+
+    def _plan(self, model: nn.Module, exclude: Collection[str] = ()) -> tuple[ApplyReport, list, list]:
         """Match the ticket's tensors with ``model``'s by name and shape, without changing it."""
         check_module(model)
         model = unwrap(model)  # a DistributedDataParallel wrapper: its module's names
-        report = ApplyReport()
-        mask_jobs, rewind_jobs = [], []
-        for qualified, mask in self.masks.items():
-            target = _layout.resolve(model, qualified)
-            if target is None:
-                report.missing.append(qualified)
-                continue
-            shape = tuple(_layout.original(*target).shape)
-            if shape != tuple(mask.shape):
-                report.mismatched.append(f"{qualified}: ticket {tuple(mask.shape)} vs model {shape}")
-                continue
-            mask_jobs.append((qualified, target, mask))
-        for qualified, values in self.rewind.items():
-            target = _layout.resolve(model, qualified)
-            if target is None:
-                if qualified not in self.masks:
-                    report.missing.append(qualified)
-                continue
-            shape = tuple(_layout.original(*target).shape)
-            if shape != tuple(values.shape):
-                if qualified not in self.masks:
-                    report.mismatched.append(f"{qualified}: ticket {tuple(values.shape)} vs model {shape}")
-                continue
-            rewind_jobs.append((qualified, target, values))
+        report = ApplyReport(excluded=[q for q in self._names() if q in exclude])
+        mask_jobs, report.missing, mismatched = _match(model, self.masks, exclude)
+        rewind_jobs, missing, rewind_mismatched = _match(model, self.rewind, exclude)
+        # a masked tensor the model lacks (or has with another shape) is reported once, for its mask
+        report.missing += [q for q in missing if q not in self.masks]
+        mismatched.update((q, text) for q, text in rewind_mismatched.items() if q not in self.masks)
+        report.mismatched = list(mismatched.values())
         report.unexpected = [q for q, _, _ in named_prunable_parameters(model) if q not in self.masks]
         return report, mask_jobs, rewind_jobs
 
-    def apply(self, model: nn.Module, strict: bool = True) -> ApplyReport:
+    def _mask_targets(self, model: nn.Module) -> list[tuple[str, tuple[nn.Module, str], torch.Tensor]]:
+        """Return ``(qualified name, (module, name), mask)`` for every mask, all of which must fit ``model``.
+
+        Raises:
+            TypeError: if ``model`` is not a module.
+            ValueError: naming each tensor the model lacks or has with another shape.
+        """
+        check_module(model)
+        jobs, missing, mismatched = _match(unwrap(model), self.masks, ())
+        if missing or mismatched:
+            raise _misfit(missing, list(mismatched.values()), "")
+        return jobs
+
+    def apply(self, model: nn.Module, strict: bool = True, exclude: Iterable[str] = ()) -> ApplyReport:
         """Prune ``model`` with the ticket's masks and rewind it to the ticket's values.
 
         Tensors are matched by qualified name. With ``strict=True`` (default) any
@@ -223,28 +277,50 @@ class Ticket:
         new classification head). Prunable tensors of the model that the ticket
         does not cover are reported as ``unexpected`` and left alone.
 
+        ``exclude`` leaves tensors of the ticket out: each entry is a qualified
+        tensor name (``"fc.weight"``) or a module prefix (``"fc"``: every tensor
+        of the ticket under ``fc.``, mask and rewind value alike). Excluded
+        tensors are neither masked nor rewound; the model keeps them as they
+        are, whatever their shape, so a ticket transfers with ``strict=True`` to
+        a model with a new head (``exclude=["fc"]``). An entry that names no
+        tensor of the ticket is an error.
+
         A ``DistributedDataParallel`` wrapper is looked through (names are its
         module's). Loading and applying the same ticket file on every rank gives
         every rank the same masks and values; the wrapper keeps syncing the
         gradients (the parameters stay the same objects, moved to ``<name>_orig``).
 
+        Args:
+            model (nn.Module): the model to prune and rewind.
+            strict (bool): refuse a ticket that does not fit (default), or apply what fits.
+            exclude (iterable of str): qualified names or module prefixes to leave alone.
+
         Returns:
-            ApplyReport: what was applied, missing, mismatched and unexpected.
+            ApplyReport: what was applied, excluded, missing, mismatched and unexpected.
 
         Raises:
-            TypeError: if ``model`` is not a module or ``strict`` not a bool.
-            ValueError: (``strict=True``) on missing or mismatched tensors.
+            TypeError: if ``model`` is not a module, ``strict`` not a bool or
+                ``exclude`` not a list of str.
+            ValueError: if an ``exclude`` entry names no tensor of the ticket;
+                (``strict=True``) on missing or mismatched tensors.
+
+        Examples:
+            >>> import torch
+            >>> from torch import nn
+            >>> from torch_lottery import RewindPoint, Ticket
+            >>> net = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 2))
+            >>> masks = {"0.weight": torch.tensor([[1, 0, 1], [0, 1, 0]]), "1.weight": torch.eye(2)}
+            >>> ticket = Ticket(masks, RewindPoint.capture(net))
+            >>> new_head = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 5))
+            >>> report = ticket.apply(new_head, exclude=["1"])
+            >>> report.masked, report.excluded, hasattr(new_head[1], "weight_mask")
+            (['0.weight'], ['1.weight', '1.bias'], False)
         """
         check_bool(strict, "strict")
-        report, mask_jobs, rewind_jobs = self._plan(model)
+        excluded = self._excluded(exclude)
+        report, mask_jobs, rewind_jobs = self._plan(model, set(excluded))
         if strict and (report.missing or report.mismatched):
-            problems = [f"missing: {', '.join(report.missing)}"] if report.missing else []
-            problems += [f"mismatched: {'; '.join(report.mismatched)}"] if report.mismatched else []
-            raise ValueError(
-                "the ticket does not fit the model ("
-                + " | ".join(problems)
-                + "); pass strict=False to apply the tensors that match"
-            )
+            raise _misfit(report.missing, report.mismatched, "; pass strict=False to apply the tensors that match")
         source = f"ticket ({self.config.get('strategy', 'unknown')})"
         for qualified, (module, name), mask in mask_jobs:
             FixedMask.apply(module, name, mask.to(_layout.original(module, name).device), source=source)

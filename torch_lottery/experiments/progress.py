@@ -26,15 +26,21 @@ class _Silent:
         self.close()
 
 
+def has_tqdm() -> bool:
+    """Return True if tqdm can be imported (``tqdm.auto``: a widget in a notebook, text elsewhere)."""
+    try:
+        import tqdm.auto  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def bar(enabled: bool, **kwargs: Any):
     """Return a tqdm bar writing to stderr, or a silent stand-in (tqdm missing or disabled)."""
-    if enabled:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            enabled = False
-    if not enabled:
+    if not (enabled and has_tqdm()):
         return _Silent()
+    from tqdm.auto import tqdm
+
     kwargs.setdefault("file", sys.stderr)
     kwargs.setdefault("dynamic_ncols", True)
     return tqdm(**kwargs)

@@ -52,7 +52,7 @@ CONTROL_FORMAT = "torch_lottery.run_control"
 RECORDS_FORMAT = "torch_lottery.run_records"
 STATE_VERSION = 1
 #: Settings that do not change the results: a rerun may change them and still resume.
-UNCOMPARED = ("progress", "download")
+UNCOMPARED = ("progress", "download", "log")
 #: How a setting is named in messages, where it is not ``--`` and its name with dashes.
 FLAGS = {"strategy_options": "--strategy-option", "torch_lottery": "the torch-lottery version"}
 
@@ -187,6 +187,7 @@ class RunState:
             shutil.rmtree(self.folder)
         if self.fresh:
             remove_outputs(self.out)
+            _remove_logs(self.out)
         os.makedirs(self.folder, exist_ok=True)
         save_state({"format": SETTINGS_FORMAT, "version": STATE_VERSION, "settings": self.settings}, self.settings_path)
 
@@ -212,6 +213,19 @@ class RunState:
         state = {"format": RECORDS_FORMAT, "version": STATE_VERSION, "seed": seed, "records": records}
         save_state(state, os.path.join(replicate.folder, RECORDS_FILE))
         _remove_folders(replicate)
+
+
+def _remove_logs(out: str) -> None:
+    """Remove the old run's ``--log`` files (a rerun that resumes appends to them instead)."""
+    from ..loggers import LOG_FILES
+
+    for name in LOG_FILES.values():
+        path = os.path.join(out, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 def _remove_folders(replicate: ReplicateState) -> None:
@@ -256,6 +270,6 @@ def run_resumable(config: RunConfig, out: str, fresh: bool = False) -> tuple[dic
     state = RunState(given, config, fresh)
     with directory(given, argument="--out"):
         state.check()  # before anything loads
-        result = run_experiment(config, state)
+        result = run_experiment(config, log_dir=given, state=state)
         paths = write_outputs(result, given)
     return result, paths

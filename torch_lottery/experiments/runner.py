@@ -23,18 +23,20 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 
-from .._validation import check_choice, check_nonneg_int, describe
+from .._validation import check_choice, check_names, check_nonneg_int, describe
 from ..driver.context import round_seed
 from ..driver.find import find_ticket
 from ..driver.ticket import Ticket
+from ..loggers import LOG_FILES, _summary_writer, loggers_for
 from ..plugins.hookspecs import hookimpl
 from ..plugins.manager import get_strategy
 from ..pruning.magnitude import sign_preserving_supermask
@@ -66,10 +68,16 @@ class RunConfig:
         model: a name of :data:`torch_lottery.experiments.models.MODELS` or ``torchvision:<name>``.
         rounds: pruning rounds after the dense run.
         epochs: training epochs per round.
-        batch_size, optimizer, lr, momentum, weight_decay: training; default: the LTH paper's
-            setup for the model.
-        rate, scope, output_rate, rewind_iteration: IMP options; default: the paper's setup.
-            ``output_rate`` is the output layer's rate (e.g. half of ``rate``).
+        batch_size: training batch size; default (for every training and IMP setting
+            below): the LTH paper's setup for the model.
+        optimizer: one of :data:`OPTIMIZERS`.
+        lr: learning rate.
+        momentum: SGD momentum.
+        weight_decay: weight decay.
+        rate: IMP's pruning rate per round.
+        scope: IMP's ``"local"`` or ``"global"`` pooling.
+        output_rate: the output layer's rate (e.g. half of ``rate``).
+        rewind_iteration: the iteration the ticket rewinds to.
         strategy: the registered strategy that finds the ticket (default ``"imp"``).
         strategy_options: its options; for ``imp`` they go over the paper's setup, for
             any other strategy they are its options as given (validated by it). A
@@ -79,10 +87,14 @@ class RunConfig:
         replicates: independent runs (seeds ``seed``, ``seed + 1``, ...).
         seed: the first seed.
         device: ``"cpu"`` or ``"cuda"`` (the data stay resident there).
-        data_root, download: where the torchvision data sets are, and whether to download them.
+        data_root: where the torchvision data sets are.
+        download: whether to download them.
         validation: training examples held out for early stopping.
         evals_per_epoch: validation evaluations per epoch (for the early-stopping iteration).
         progress: show progress bars.
+        log: loggers of :data:`torch_lottery.loggers.LOG_FILES` (``"jsonl"``, ``"csv"``,
+            ``"tensorboard"``) that get every ``find_ticket`` call's records, tagged with
+            ``replicate``, ``seed`` and ``kind``; they write into ``run_experiment``'s ``log_dir``.
     """
 
     dataset: str = "mnist1d"
@@ -109,6 +121,7 @@ class RunConfig:
     validation: int | None = None
     evals_per_epoch: int = 1
     progress: bool = True
+    log: tuple[str, ...] = ()
 
     def check(self) -> None:
         """Validate every field, raising ``TypeError``/``ValueError`` naming it."""
@@ -139,14 +152,10 @@ class RunConfig:
                 raise ValueError(f"{name}={value} must be below 1")
         if self.scope is not None:
             check_choice(self.scope, ("local", "global"), "scope")
-        if (
-            isinstance(self.controls, str)
-            or not isinstance(self.controls, (list, tuple))
-            or not all(isinstance(c, str) for c in self.controls)
-        ):
-            raise TypeError(f"controls must be a list of names, got {describe(self.controls)}")
-        for control in self.controls:
-            check_choice(control, CONTROLS, "controls")
+        check_names(self.controls, "controls", CONTROLS)
+        check_names(self.log, "log", LOG_FILES)
+        if "tensorboard" in self.log:
+            _summary_writer()  # ImportError (saying what to install) before anything runs
         from ..plugins.manager import get_strategy
 
         if not isinstance(self.strategy, str):
@@ -198,6 +207,7 @@ class RunConfig:
         """Return the settings as a JSON-serializable dict."""
         out = dataclasses.asdict(self)
         out["controls"] = list(self.controls)
+        out["log"] = list(self.log)
         return out
 
 
@@ -371,10 +381,16 @@ def _strategy_history(ticket: Ticket, kind: str) -> list[dict[str, Any]]:
 
 
 def run_replicate(
-    config: RunConfig, data, seed: int, build: Callable[[], nn.Module], state: ReplicateState | None = None
+    config: RunConfig,
+    data,
+    seed: int,
+    build: Callable[[], nn.Module],
+    loggers: Sequence[Any] = (),
+    state: ReplicateState | None = None,
 ) -> list[dict[str, Any]]:
     """Run IMP and the controls for one seed; return one record per (kind, round).
 
+    ``loggers`` observe every ``find_ticket`` call, tagged with ``replicate``, ``seed`` and ``kind``.
     With ``state`` (a resumable ``torch-lottery run``) the ticket and random pruning
     resume from their checkpoint folders and finished control trainings are not trained again.
     """
@@ -388,6 +404,7 @@ def run_replicate(
     optimizer = trainer._optimizer(model) if once else None  # one optimizer the driver sees (it resets regrown state)
     rounds_total = 1 if getattr(factory, "when", "") == "during_training" else config.rounds
     records: list[dict[str, Any]] = []
+    tags = {"replicate": seed - config.seed, "seed": seed}
     with bar(config.progress, total=rounds_total + 1, desc=f"seed {seed}: ticket", unit="round") as rounds:
         recorder = _Recorder(rounds.update)
         ticket = find_ticket(
@@ -401,7 +418,7 @@ def run_replicate(
             rounds=rounds_total,
             optimizer=optimizer,
             seed=seed,
-            plugins=[recorder],
+            plugins=[recorder, *(log.with_tags(**tags, kind="ticket") for log in loggers)],
             checkpoint_dir=state.ticket_dir if state is not None else None,
         )
     records += _strategy_history(ticket, "ticket")
@@ -422,7 +439,7 @@ def run_replicate(
                 loss=nn.functional.cross_entropy,
                 rounds=config.rounds,
                 seed=seed,
-                plugins=[_Recorder(rounds.update)],
+                plugins=[_Recorder(rounds.update), *(log.with_tags(**tags, kind="random_pruning") for log in loggers)],
                 checkpoint_dir=state.random_pruning_dir if state is not None else None,
             )
         records += [r for r in _strategy_history(other, "random_pruning") if r["round"] > 0]
@@ -509,9 +526,12 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def run_experiment(config: RunConfig, state: RunState | None = None) -> dict[str, Any]:
+def run_experiment(
+    config: RunConfig, log_dir: str | os.PathLike | None = None, state: RunState | None = None
+) -> dict[str, Any]:
     """Run ``config`` (all replicates) and return ``{"config", "setup", "records", "summary", "seconds"}``.
 
+    ``log_dir``: where the loggers of ``config.log`` write (needed when it names any).
     ``state`` (see :mod:`torch_lottery.experiments.resume`) keeps every finished
     training, so that a run interrupted at any point continues where it stopped.
     """
@@ -519,6 +539,11 @@ def run_experiment(config: RunConfig, state: RunState | None = None) -> dict[str
     from .models import build_model
 
     config.check()
+    loggers = []
+    if config.log:  # every path checked before anything runs
+        if log_dir is None:
+            raise ValueError(f"log={list(config.log)} needs log_dir=<folder> for the log files")
+        loggers = loggers_for(config.log, log_dir)
     started = time.perf_counter()
     validation = config.validation if config.validation is not None else DATASET_VALIDATION.get(config.dataset, 5000)
     data = load_dataset(
@@ -533,14 +558,19 @@ def run_experiment(config: RunConfig, state: RunState | None = None) -> dict[str
     if state is not None:
         state.begin()  # data and model are ready: the run really starts
     records: list[dict[str, Any]] = []
-    for replicate in range(config.replicates):
-        seed = config.seed + replicate
-        done = state.finished(seed) if state is not None else None  # (a replicate an earlier process finished)
-        if done is None:
-            done = run_replicate(config, data, seed, build, state.replicate(seed) if state is not None else None)
-            if state is not None:
-                state.finish(seed, done)
-        records += done
+    try:
+        for replicate in range(config.replicates):
+            seed = config.seed + replicate
+            done = state.finished(seed) if state is not None else None  # (a replicate an earlier process finished)
+            if done is None:
+                replicate_state = state.replicate(seed) if state is not None else None
+                done = run_replicate(config, data, seed, build, loggers, replicate_state)
+                if state is not None:
+                    state.finish(seed, done)
+            records += done
+    finally:
+        for logger in loggers:
+            logger.close()
     return {
         "config": config.to_dict(),
         "setup": setup,

@@ -28,7 +28,7 @@ def torch_lottery_register_strategies(register):
     """Register ticket-finding strategies by calling ``register(name, strategy)``.
 
     Args:
-        register: callback owned by torch-lottery. ``name`` is a non-empty str
+        register (callable): callback owned by torch-lottery. ``name`` is a non-empty str
             without ``":"``; a name a built-in also registers stays the
             built-in's, and every strategy is reachable as
             ``"<plugin>:<name>"`` too (see :func:`torch_lottery.get_strategy`).
@@ -45,7 +45,7 @@ def torch_lottery_round_start(round_index, model, strategy, remaining):
     Args:
         round_index (int): 0 for the dense training run, then 1, 2, ...
         model (nn.Module): the model (do not modify it).
-        strategy: the strategy instance of the run.
+        strategy (Strategy): the strategy instance of the run.
         remaining (float): fraction of prunable weights surviving now.
     """
 

@@ -223,7 +223,10 @@ class LotteryMagnitude(LotteryMethod):
         Args:
             module (nn.Module): module holding the tensor.
             name (str): parameter name within ``module``, e.g. ``"weight"``.
-            amount, criterion, rewind_point, rewind: as for the class.
+            amount (int or float): as for the class.
+            criterion (str): as for the class.
+            rewind_point (RewindPoint or Tensor, optional): as for the class.
+            rewind (bool): as for the class.
             importance_scores (Tensor, optional): scores of the parameter's shape
                 used in place of the trained weights :math:`w_f`.
 

@@ -101,7 +101,9 @@ def random_reinit(
     Args:
         model (nn.Module): the (pruned) model.
         parameters (iterable of (module, name), optional): default: every prunable weight.
-        generator, seed: randomness of the default initialization (see :func:`default_init`).
+        generator (torch.Generator, optional): randomness of the default initialization
+            (see :func:`default_init`).
+        seed (int, optional): the same, as a seed.
         init (callable, optional): fills a tensor in place instead, e.g.
             ``torch.nn.init.xavier_normal_`` (uses the global RNG).
 
@@ -143,7 +145,9 @@ def sign_preserving_reinit(
         model (nn.Module): the (pruned) model.
         rewind_point (RewindPoint): the signs to keep.
         parameters (optional): default: every prunable weight that ``rewind_point`` holds.
-        generator, seed, init: as for :func:`random_reinit`.
+        generator (torch.Generator, optional): as for :func:`random_reinit`.
+        seed (int, optional): as for :func:`random_reinit`.
+        init (callable, optional): as for :func:`random_reinit`.
     """
     _check_init(init)
     generator = check_generator(generator, seed)

@@ -37,8 +37,11 @@ class EarlyBird(MagnitudeScores, PoolStrategy):
         threshold (float): the distance under which two consecutive masks count
             as settled, in (0, 1] (default 0.1, the paper's).
         window (int): consecutive settled checks that draw the ticket (default 5).
-        scope, min_remaining, criterion, rewind_iteration, on_floor: as for ``imp``
-            (``scope="global"`` by default).
+        scope: as for ``imp``, but ``"global"`` by default.
+        min_remaining: as for ``imp``.
+        criterion: as for ``imp``.
+        rewind_iteration: as for ``imp``.
+        on_floor: as for ``imp``.
 
     If the masks never settle, the dense run trains to its end and the ticket is
     drawn then (the record of round 0 then has no ``stopped_early``).

@@ -16,8 +16,13 @@ class OneShotMagnitude(MagnitudeScores, PoolStrategy):
     Args:
         remaining (float): fraction of the weights to keep, in (0, 1], per tensor
             (``scope="local"``) or over the pool (``scope="global"``).
-        scope, rate_multipliers, min_remaining, criterion, rewind_iteration, on_floor:
-            as for ``imp``; a multiplier scales the fraction *pruned* of that tensor.
+        scope: as for ``imp``.
+        rate_multipliers: as for ``imp``; a multiplier scales the fraction *pruned* of
+            that tensor.
+        min_remaining: as for ``imp``.
+        criterion: as for ``imp``.
+        rewind_iteration: as for ``imp``.
+        on_floor: as for ``imp``.
 
     Examples:
         >>> from torch_lottery import get_strategy

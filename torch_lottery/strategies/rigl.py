@@ -26,7 +26,7 @@ class RigL(DynamicSparse):
     of its smallest-magnitude survivors and regrows the same number of entries
     where the magnitude of the dense gradient is largest among the entries not
     kept (per-tensor counts stay fixed). The gradient is the one of
-    :meth:`~torch_lottery.StepContext.gradients`: the run's ``loss`` on the first
+    :meth:`~torch_lottery.strategies.StepContext.gradients`: the run's ``loss`` on the first
     batch of ``data``, at the current masked weights, pruned entries included,
     on a private copy of the model. Regrown weights start at zero with a fresh
     optimizer state. The run needs ``find_ticket(..., optimizer=..., data=...,
