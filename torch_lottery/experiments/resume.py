@@ -142,7 +142,7 @@ class ReplicateState:
 
 
 class RunState:
-    """The resumable state of a ``torch-lottery run`` under ``--out`` (see the module's docstring).
+    """The resumable state of a ``torch-lottery run`` under ``--out`` (see the module's docstring); a context manager.
 
     Args:
         out: the output folder.
@@ -157,6 +157,17 @@ class RunState:
         self.settings_path = os.path.join(self.folder, SETTINGS_FILE)
         self.settings = settings_of(config)
         self.fresh = fresh
+        self._held = contextlib.ExitStack()  # the lock of --out, from begin() on
+
+    def __enter__(self) -> RunState:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the lock of ``--out`` (and remove ``--out`` if the run created it and left it empty)."""
+        self._held.close()
 
     def check(self) -> None:
         """Refuse state of a run with other settings (unless ``fresh``), changing nothing.
@@ -178,7 +189,17 @@ class RunState:
             )
 
     def begin(self) -> None:
-        """Start keeping state: after ``fresh``, remove the old state and outputs first; record the settings."""
+        """Start keeping state: lock ``--out``, remove the old state and outputs if ``fresh``, record the settings.
+
+        ``--out`` is created if missing. Called once the data are loaded and the model is built, so a run that fails
+        before creates nothing; the lock is held until :meth:`close`.
+
+        Raises:
+            ValueError: naming ``--out`` and the pid of another live run on it, or
+                (as :meth:`check`) if its state is now of other settings.
+        """
+        self._held.enter_context(directory(self.out, argument="--out"))
+        self.check()  # again, under the lock: another run may have ended in between
         if os.path.isfile(self.settings_path) and not self.fresh:
             return  # resuming
         if os.path.isdir(self.folder):  # an old run's (fresh), or what an interrupted removal left
@@ -267,9 +288,8 @@ def run_resumable(config: RunConfig, out: str, fresh: bool = False) -> tuple[dic
     config.check()
     check_bool(fresh, "fresh")
     given = check_writable_dir(out, "--out", outputs=(*OUTPUTS, checkpoints.LOCK_FILE))
-    state = RunState(given, config, fresh)
-    with directory(given, argument="--out"):
-        state.check()  # before anything loads
+    with RunState(given, config, fresh) as state:
+        state.check()  # before anything loads (and again once it has, under the lock)
         result = run_experiment(config, log_dir=given, state=state)
         paths = write_outputs(result, given)
     return result, paths
