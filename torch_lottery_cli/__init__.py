@@ -44,8 +44,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 def console_script() -> int:
     """Run :func:`main` as the ``torch-lottery`` program: once it returns, a late Ctrl-C cannot interrupt the exit.
 
+    The console script's entry point (``[project.scripts] torch-lottery = "torch_lottery_cli:console_script"``);
+    it reads ``sys.argv`` and leaves SIGINT ignored, so call :func:`main` from Python instead.
+
     Returns:
         int: the exit status.
+
+    Examples:
+        >>> import signal, sys
+        >>> argv, handler = sys.argv, signal.getsignal(signal.SIGINT)
+        >>> sys.argv = ["torch-lottery", "strategies"]
+        >>> console_script()  # doctest: +ELLIPSIS
+        name ...
+        0
+        >>> signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        True
+        >>> sys.argv, _ = argv, signal.signal(signal.SIGINT, handler)
     """
     status = main()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # only the interpreter's exit is left
