@@ -421,8 +421,8 @@ def test_check_strategy_options_names_the_option_at_fault(options, error, match)
 class _Band(Strategy):
     """A strategy whose two options are fine alone and wrong together."""
 
-    def __init__(self, low: float = 0.1, high: float = 0.9, rewind_iteration: int = 0) -> None:
-        super().__init__(rewind_iteration=rewind_iteration)
+    def __init__(self, low: float = 0.1, high: float = 0.9) -> None:
+        super().__init__()
         if low > high:
             raise ValueError(f"low={low} exceeds high={high}")
 
@@ -430,22 +430,36 @@ class _Band(Strategy):
         return dict(context.masks)
 
 
-class _BandPlugin:
+class _Pair(_Band):
+    """The same with both options required."""
+
+    def __init__(self, low: float, high: float) -> None:
+        super().__init__(low, high)
+
+
+class _TestStrategies:
     @hookimpl
     def torch_lottery_register_strategies(self, register):
         register("band", _Band)
+        register("pair", _Pair)
 
 
-def test_check_strategy_options_of_a_combination_gives_the_strategys_message():
+@pytest.fixture
+def band_and_pair():
+    """``band`` and ``pair`` registered for one test."""
     reset_plugin_manager()
-    get_plugin_manager().register(_BandPlugin(), name="band_plugin")
-    try:
-        config = RunConfig(strategy="band", strategy_options={"low": 0.8, "high": 0.2}, controls=())
-        with pytest.raises(ValueError, match=r"^low=0.8 exceeds high=0.2$"):  # no one option to blame
-            config.check_strategy_options()
-        RunConfig(strategy="band", strategy_options={"low": 0.2}, controls=()).check()
-    finally:
-        reset_plugin_manager()
+    get_plugin_manager().register(_TestStrategies(), name="test_strategies")
+    yield
+    reset_plugin_manager()
+
+
+@pytest.mark.parametrize("strategy", ["band", "pair"])
+def test_check_strategy_options_of_a_combination_gives_the_strategys_message(band_and_pair, strategy):
+    # each option is fine alone (or, for pair, cannot be tried alone): no one option to blame
+    config = RunConfig(strategy=strategy, strategy_options={"low": 0.8, "high": 0.2}, controls=())
+    with pytest.raises(ValueError, match=r"^low=0.8 exceeds high=0.2$"):
+        config.check_strategy_options()
+    RunConfig(strategy=strategy, strategy_options={"low": 0.2, "high": 0.3}, controls=()).check()
 
 
 @pytest.mark.parametrize("strategy", ["rigl", "edge_popup"])

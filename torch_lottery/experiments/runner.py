@@ -234,11 +234,12 @@ class RunConfig:
             _resolve_strategy(self.strategy, options)
         except (TypeError, ValueError):
             extra = {k: v for k, v in options.items() if k not in given}  # filled in, e.g. total_steps
-            for key, value in given.items():  # the option that fails on its own, if one does
-                try:
-                    factory(**extra, **{key: value})
-                except (TypeError, ValueError) as alone:
-                    raise type(alone)(f"{name(key)}={describe(value)}: {alone}") from None
+            if _builds(factory, extra):  # with its defaults it builds: blame the option that fails on its own
+                for key, value in given.items():
+                    try:
+                        factory(**extra, **{key: value})
+                    except (TypeError, ValueError) as alone:
+                        raise type(alone)(f"{name(key)}={describe(value)}: {alone}") from None
             raise
 
     def _options_for(self, factory: Any, steps: int) -> dict[str, Any]:
@@ -258,6 +259,14 @@ class RunConfig:
         out = dataclasses.asdict(self)
         out["controls"] = list(self.controls)
         return out
+
+
+def _builds(factory: Any, options: dict[str, Any]) -> bool:
+    try:
+        factory(**options)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def default_controls(strategy: str) -> tuple[str, ...]:
