@@ -209,6 +209,44 @@ def build_parser() -> argparse.ArgumentParser:
         "built-in's name stays the built-in, the other strategies get '<plugin>:<name>') and, "
         "on stderr, the plugins that failed to load.",
     )
+
+    from .experiments.compare import DEFAULT_DENSITIES, DEFAULT_STRATEGIES, SETTINGS, STRATEGIES
+
+    compare = sub.add_parser(
+        "compare",
+        help="several strategies on one setup and the same seeds: accuracy and compute against weights remaining",
+        description="Find tickets with several strategies on one data set and model, with the same seeds; "
+        "writes compare.json, compare.csv and compare.png (accuracy and training steps against weights "
+        "remaining) into --out and prints a table: per strategy and density, mean ± std over the seeds, "
+        "the seeds' values, the optimizer steps and seconds that obtained the ticket. See docs/compare.md.",
+    )
+    compare.add_argument(
+        "--strategies",
+        default=",".join(DEFAULT_STRATEGIES),
+        help=f"comma-separated, of {', '.join(STRATEGIES)} (default {','.join(DEFAULT_STRATEGIES)})",
+    )
+    compare.add_argument(
+        "--densities",
+        default=",".join(f"{d:g}" for d in DEFAULT_DENSITIES),
+        help="comma-separated fractions of the weights kept, in (0, 1) (default "
+        f"{','.join(f'{d:g}' for d in DEFAULT_DENSITIES)})",
+    )
+    compare.add_argument(
+        "--strategy-option",
+        action="append",
+        default=[],
+        metavar="STRATEGY.KEY=VALUE",
+        help="an option of one compared strategy, VALUE read as JSON where it parses (e.g. rigl.every=50, "
+        "imp.rate=0.5); repeat for more",
+    )
+    compare.add_argument("--seeds", type=_positive_int, default=3, help="seeds per strategy and density (default 3)")
+    compare.add_argument("--out", metavar="DIR", help="output directory (default runs/compare-<dataset>-<model>)")
+    compare.add_argument(
+        "--report", metavar="DIR", help="train nothing: re-render the table, CSV and plot of DIR/compare.json"
+    )
+    for action in run._actions:  # the run command's own definitions of the setup and output flags
+        if action.dest in (*SETTINGS, "metric", "json"):
+            compare._add_action(action)
     return parser
 
 
@@ -313,6 +351,12 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from .experiments.compare import command
+
+    return command(args)
+
+
 def _strategies(args: argparse.Namespace) -> int:
     from .plugins.manager import StrategyConflictError, plugin_errors, strategy_entries
 
@@ -336,6 +380,7 @@ def _strategies(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"sum-of-two": _sum_of_two, "run": _run, "report": _report, "strategies": _strategies}
+COMMANDS["compare"] = _compare
 
 
 def main(argv: Sequence[str] | None = None) -> int:

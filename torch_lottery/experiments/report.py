@@ -123,12 +123,19 @@ def plot(result: dict[str, Any], path: str, metric: str = "test_accuracy") -> bo
     )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
+    save_figure(fig, path)
+    return True
+
+
+def save_figure(fig: Any, path: str) -> None:
+    """Lay out a matplotlib figure, write it to ``path`` as PNG atomically, and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     try:
         atomic_write(path, lambda handle: fig.savefig(handle, format="png"))
     finally:
         plt.close(fig)
-    return True
 
 
 def write_outputs(result: dict[str, Any], directory: str) -> dict[str, str]:
