@@ -1126,6 +1126,14 @@ GOOD_ROW = {
     "test_accuracy_max": 0.5,
 }
 
+
+def _config_case(name: str, toml: str, words: str, *flags: str) -> CliCase:
+    """``run --config run.toml FLAGS`` with ``run.toml`` holding ``toml``; the error line holds ``words``."""
+    return CliCase(
+        name, ["run", "--config", "run.toml", *flags], (words,), setup=lambda d: (d / "run.toml").write_text(toml)
+    )
+
+
 CLI_CASES = [
     CliCase("no-command", [], ("the following arguments are required: COMMAND",), usage=True),
     CliCase("unknown-command", ["bogus"], ("invalid choice: 'bogus'",), usage=True),
@@ -1218,13 +1226,13 @@ CLI_CASES = [
     CliCase(
         "report-bad-row",
         ["report", "out"],
-        ("summary row 0 is 1",),
+        ("out/results.json: summary[0] must be an object, got 1",),
         setup=lambda d: ((d / "out").mkdir(), (d / "out" / "results.json").write_text(_results([1]))),
     ),
     CliCase(
         "report-row-without-round",
         ["report", "out"],
-        ("summary row 0", "round"),
+        ("out/results.json: summary[0].round is missing",),
         setup=lambda d: (
             (d / "out").mkdir(),
             (d / "out" / "results.json").write_text(_results([{k: v for k, v in GOOD_ROW.items() if k != "round"}])),
@@ -1233,8 +1241,76 @@ CLI_CASES = [
     CliCase(
         "report-metric-missing",
         ["report", "out", "--metric", "test_loss"],
-        ("test_loss_mean", "row 0"),
+        ("out/results.json: summary[0].test_loss_mean is missing",),
         setup=lambda d: ((d / "out").mkdir(), (d / "out" / "results.json").write_text(_results([GOOD_ROW]))),
+    ),
+    CliCase(
+        "report-record-metric-text",
+        ["report", "out", "--layers"],
+        ("out/results.json: records[0].test_accuracy must be a number, got 'abc'",),
+        setup=lambda d: (
+            (d / "out").mkdir(),
+            (d / "out" / "results.json").write_text(
+                json.dumps({"summary": [GOOD_ROW], "records": [{**GOOD_ROW, "test_accuracy": "abc"}]})
+            ),
+        ),
+    ),
+    CliCase(
+        "report-config-a-list",
+        ["report", "out"],
+        ("out/results.json: config must be an object, got []",),
+        setup=lambda d: (
+            (d / "out").mkdir(),
+            (d / "out" / "results.json").write_text(json.dumps({"summary": [GOOD_ROW], "config": []})),
+        ),
+    ),
+    CliCase(
+        "unknown-strategy", ["run", "--strategy", "bogus"], ("--strategy: unknown strategy 'bogus'; registered:", "imp")
+    ),
+    CliCase(
+        "strategy-option-bad-value",
+        ["run", "--strategy", "snip", "--strategy-option", "remaining=2"],
+        ("--strategy-option remaining=2: remaining=2 must be in (0, 1]",),
+    ),
+    CliCase(
+        "strategy-option-unknown",
+        ["run", "--strategy", "snip", "--strategy-option", "bogus=1"],
+        ("--strategy-option bogus=1: strategy 'snip' has no option 'bogus' (its options: remaining,",),
+    ),
+    CliCase(
+        "strategy-option-malformed", ["run", "--strategy-option", "rate"], ("--strategy-option 'rate'", "KEY=VALUE")
+    ),
+    CliCase(
+        "strategy-option-twice",
+        ["run", "--strategy-option", "rate=0.1", "--strategy-option", "rate=0.2"],
+        ("--strategy-option 'rate' is given twice",),
+    ),
+    CliCase(
+        "control-misfit-random-pruning",
+        ["run", "--strategy", "snip", "--controls", "random_pruning"],
+        ("controls='random_pruning'", "'snip'"),
+    ),
+    CliCase(
+        "control-misfit-supermask",
+        ["run", "--strategy", "rigl", "--controls", "supermask"],
+        ("controls='supermask'", "'rigl'", "no dense run"),
+    ),
+    CliCase("config-missing", ["run", "--config", "none.toml"], ("--config='none.toml' does not exist",)),
+    _config_case("config-unknown-key", "round = 1\n", "run.toml: unknown key 'round'"),
+    _config_case("config-malformed", "rounds = [1\n", "run.toml: is not valid TOML"),
+    _config_case("config-wrong-type", 'rounds = "x"\n', "run.toml: rounds must be an int, got 'x'", "--epochs", "1"),
+    _config_case(
+        "config-bad-strategy-option",
+        'strategy = "snip"\n[strategy_options]\nremaining = 2\n',
+        "run.toml: strategy_options.remaining=2: remaining=2 must be in (0, 1]",
+    ),
+    _config_case("config-unknown-strategy", 'strategy = "snipp"\n', "run.toml: strategy: unknown strategy 'snipp'"),
+    _config_case(  # the file is fine, the flag is not: the flag is named, not the file
+        "config-flag-at-fault-names-the-flag",
+        'strategy = "snip"\n[strategy_options]\nremaining = 0.2\n',
+        "error: --strategy-option remaining=3: remaining=3 must be in (0, 1]",
+        "--strategy-option",
+        "remaining=3",
     ),
 ]
 

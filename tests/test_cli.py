@@ -100,6 +100,8 @@ SUBCOMMAND_OPTIONS = {
         "--scope",
         "--output-rate",
         "--rewind-iteration",
+        "--strategy",
+        "--strategy-option",
         "--controls",
         "--replicates",
         "--seed",
@@ -114,8 +116,10 @@ SUBCOMMAND_OPTIONS = {
         "--json",
         "--no-progress",
         "--log",
+        "--layers",
+        "--config",
     ],
-    "report": ["DIR", "--metric"],
+    "report": ["DIR", "--metric", "--layers"],
     "strategies": ["--help"],
 }
 
@@ -165,6 +169,14 @@ def test_run_help_lists_the_choices(helps):
         "test_accuracy_at_early_stop",
     ):
         assert word in text, word
+
+
+@pytest.mark.slow
+def test_run_help_lists_the_registered_strategies(helps):
+    from torch_lottery import list_strategies
+
+    text = " ".join(helps["run"].stdout.split())
+    assert "the registered strategy that finds the ticket (default imp): " + ", ".join(list_strategies()) in text
 
 
 # -- strategies -------------------------------------------------------------------------------
@@ -451,6 +463,14 @@ ERRORS = {
         ["torch-lottery run: error:", "data set mnist not found", "empty", "--download"],
     ),
     "sum-of-two on cuda": (["sum-of-two", "--device", "cuda"], ["torch-lottery sum-of-two: error:", "cuda"]),
+    "unknown strategy": (
+        ["run", "--strategy", "bogus"],
+        ["torch-lottery run: error: --strategy: unknown strategy 'bogus'; registered: ", "imp", "snip"],
+    ),
+    "report damaged record": (
+        ["report", "damaged"],
+        ["error: damaged/results.json: records[0].test_accuracy must be a number, got 'abc'"],
+    ),
 }
 if not torch.cuda.is_available():
     ERRORS["cuda without cuda"] = (
@@ -468,6 +488,11 @@ def errors(tmp_path_factory):
     (cwd / "nosummary").mkdir()
     (cwd / "nosummary" / "results.json").write_text('{"records": []}')
     (cwd / "empty").mkdir()
+    (cwd / "damaged").mkdir()
+    row = {"kind": "ticket", "round": 0, "n": 1, "remaining": 1.0}
+    (cwd / "damaged" / "results.json").write_text(
+        json.dumps({"summary": [row], "records": [{**row, "test_accuracy": "abc"}]})
+    )
     runs = _start_all(cwd, {name: _command(args) for name, (args, _) in ERRORS.items()})
     return cwd, runs
 
@@ -495,7 +520,52 @@ def test_errors_are_one_line_without_traceback(errors, name):
 @pytest.mark.slow
 def test_errors_write_nothing(errors):
     cwd, _ = errors
-    assert sorted(os.listdir(cwd)) == ["corrupt", "empty", "nosummary"]
+    assert sorted(os.listdir(cwd)) == ["corrupt", "damaged", "empty", "nosummary"]
+    assert os.listdir(cwd / "damaged") == ["results.json"]  # no results.csv or accuracy.png written
     assert os.listdir(cwd / "empty") == []  # no download was attempted
     assert os.listdir(cwd / "corrupt") == ["results.json"]
     assert (cwd / "corrupt" / "results.json").read_text() == '{"summary": [1, 2'
+
+
+# -- --config, --strategy and --strategy-option ----------------------------------------------------------
+CONFIG = """
+strategy = "magnitude_init"
+rounds = 3
+epochs = 2
+replicates = 1
+validation = 100
+
+[strategy_options]
+remaining = 0.5
+scope = "local"
+"""
+
+
+@pytest.mark.slow
+def test_run_from_a_config_file_with_flags_overriding_it(tmp_path):
+    (tmp_path / "run.toml").write_text(CONFIG)
+    flags = ["--epochs", 1, "--strategy-option", "remaining=0.3", "--layers", "--no-progress", "--out", "out"]
+    process = _ok(_run(tmp_path, "run", "--config", "run.toml", *flags))
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
+    config = result["config"]
+    assert (config["strategy"], config["rounds"], config["replicates"]) == ("magnitude_init", 3, 1)  # the file's
+    assert config["epochs"] == 1 and result["setup"]["epochs"] == 1  # the flag's
+    assert config["strategy_options"] == {"remaining": 0.3, "scope": "local"}  # merged key by key, the flag's wins
+    assert config["controls"] == ["reinit", "permute"]  # the strategy's: random_pruning is IMP's
+    strategy = result["strategy"]
+    assert (strategy["name"], strategy["plugin"], strategy["distribution"]) == (
+        "magnitude_init",
+        "torch_lottery.strategies.magnitude_init",
+        "torch-lottery",
+    )
+    assert strategy["options"]["remaining"] == 0.3 and strategy["options"]["scope"] == "local"
+    assert result["versions"]["torch"] == torch.__version__ and result["versions"]["python"]
+    ticket = [r for r in result["records"] if r["kind"] == "ticket"]
+    assert [r["round"] for r in ticket] == [0, 1]  # pruning at initialization: one round, whatever rounds says
+    assert all(f == pytest.approx(0.3, abs=0.01) for f in ticket[1]["layers"].values())  # local: each tensor
+    assert {r["kind"] for r in result["records"]} == {"ticket", "reinit", "permute"}
+    layers = process.stdout.split("\n\n")[1].splitlines()
+    assert layers[0] == "ticket weights remaining per layer % (mean over 1 seeds)"
+    assert layers[1].split() == ["round", "all", "fc1.weight", "fc2.weight", "fc3.weight"]
+    assert layers[4].split()[0] == "1" and layers[4].split()[2] == "30.0"
+    assert (tmp_path / "run.toml").read_text() == CONFIG

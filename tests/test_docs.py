@@ -29,7 +29,26 @@ REFERENCE = {page: list(DIRECTIVE.finditer(page.read_text())) for page in sorted
 def _blocks():
     for page in [ROOT / "README.md", *(DOCS / name for name in NAV if (DOCS / name).is_file())]:
         for number, match in enumerate(BLOCK.finditer(page.read_text()), start=1):
-            yield pytest.param(match.group(1), id=f"{page.relative_to(ROOT)}#{number}")
+            code = match.group(1)
+            missing = [
+                extra
+                for extra, module in OPTIONAL
+                if _imports(code, module) and importlib.util.find_spec(module) is None
+            ]
+            marks = (
+                [pytest.mark.skip(reason=f'needs the extra: pip install "torch-lottery[{missing[0]}]"')]
+                if missing
+                else []
+            )
+            yield pytest.param(code, id=f"{page.relative_to(ROOT)}#{number}", marks=marks)
+
+
+#: Optional extras a docs block may import: (extra, module). Such a block is skipped where it is not installed.
+OPTIONAL = (("lightning", "lightning"), ("tensorboard", "tensorboard"))
+
+
+def _imports(code: str, module: str) -> bool:
+    return re.search(rf"^(?:import|from) {module}\b", code, re.M) is not None
 
 
 @pytest.mark.parametrize("code", list(_blocks()))

@@ -59,6 +59,8 @@ def _summary_problem(obj: object) -> str | None:
 
 @pytest.mark.parametrize("module_name", MODULES)
 def test_docstring_examples(module_name):
+    if module_name == "torch_lottery.lightning":
+        pytest.importorskip("lightning")  # the module of the optional extra
     module = importlib.import_module(module_name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False, report=True)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {module_name}"

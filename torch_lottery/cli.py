@@ -3,18 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
 
 from ._validation import check_names, check_writable_dir
-from .experiments.runner import METRICS
+from .experiments.runner import METRICS, RunConfig
 
 EPILOG = "Documentation: docs/index.md; results of our reproductions: docs/results.md."
 #: Set to a non-empty value to get the traceback of an unexpected error instead of one line.
 TRACEBACK_ENV = "TORCH_LOTTERY_TRACEBACK"
+
+
+#: The flags of ``run`` that set a RunConfig field (by dest), and where each goes.
+RUN_FIELDS = {
+    **{f.name: f.name for f in dataclasses.fields(RunConfig)},
+    "no_progress": "progress",
+    "strategy_option": "strategy_options",
+}
+LAYERS_HELP = "also print the ticket's density per layer and round (mean over the seeds)"
+
+
+def _registered() -> list[str]:
+    """The registered strategy names (plugin conflicts are for ``torch-lottery strategies`` to print)."""
+    from .plugins.manager import list_strategies
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return list_strategies()
 
 
 def _positive_int(text: str) -> int:
@@ -72,24 +92,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser(
         "run",
-        help="IMP with controls on a data set and model (default: MNIST-1D, MLP)",
-        description="Iterative magnitude pruning with rewinding on a torchvision data set "
-        "or MNIST-1D, with the chosen controls and several seeds; writes "
+        help="IMP (or any registered strategy) with controls on a data set and model (default: MNIST-1D, MLP)",
+        description="Iterative magnitude pruning with rewinding (or any registered strategy) on a "
+        "torchvision data set or MNIST-1D, with the chosen controls and several seeds; writes "
         "results.json, results.csv and accuracy.png into --out and prints a table. "
-        "Defaults follow the LTH paper's setup for the model.",
+        "Defaults follow the LTH paper's setup for the model; --config FILE.toml reads the "
+        "settings from a file, and the flags given override it.",
     )
     run.add_argument(
         "--dataset",
-        default="mnist1d",
         help="mnist1d (generated offline), mnist, fashion-mnist, cifar10 (default mnist1d)",
     )
     run.add_argument(
         "--model",
-        default="lenet300100",
         help="lenet300100 (MLP 300-100), conv2, conv4, conv6, resnet18, vgg19, or "
         "torchvision:<name> for any torchvision classification model (default lenet300100)",
     )
-    run.add_argument("--rounds", type=_positive_int, default=15, help="pruning rounds after the dense run (default 15)")
+    run.add_argument("--rounds", type=_positive_int, help="pruning rounds after the dense run (default 15)")
     run.add_argument(
         "--epochs", type=_positive_int, help="epochs per round (default: 30 MNIST-1D, 5 MNIST/Fashion, 20 CIFAR)"
     )
@@ -113,22 +132,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="rewind to the weights at this iteration (0 = init; default: the paper's)",
     )
     run.add_argument(
+        "--strategy",
+        metavar="NAME",
+        help=f"the registered strategy that finds the ticket (default imp): {', '.join(_registered())}",
+    )
+    run.add_argument(
+        "--strategy-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an option of the strategy, the value read as JSON where it is JSON (rate=0.5, "
+        "regrow=true, criterion=magnitude); repeat the flag for several",
+    )
+    run.add_argument(
         "--controls",
         type=_controls,
-        default=("reinit", "random_pruning"),
         help="comma-separated: reinit, permute, random_pruning, sign_reinit, supermask, or none "
-        "(default reinit,random_pruning)",
+        "(default: the strategy's, reinit,random_pruning for imp and reinit,permute for the others)",
     )
-    run.add_argument("--replicates", type=_positive_int, default=2, help="seeds per experiment (default 2)")
-    run.add_argument("--seed", type=_positive_int, default=0, help="first seed (default 0)")
-    run.add_argument("--device", default="cpu", help="cpu or cuda (default cpu); data stay resident on it")
+    run.add_argument("--replicates", type=_positive_int, help="seeds per experiment (default 2)")
+    run.add_argument("--seed", type=_positive_int, help="first seed (default 0)")
+    run.add_argument("--device", help="cpu or cuda (default cpu); data stay resident on it")
     run.add_argument("--data-root", metavar="DIR", help="where torchvision data sets are (or are downloaded to)")
     run.add_argument("--download", action="store_true", help="download torchvision data sets (needs a network)")
     run.add_argument("--validation", type=_positive_int, help="training examples held out for early stopping")
     run.add_argument(
         "--evals-per-epoch",
         type=_positive_int,
-        default=1,
         help="validation evaluations per epoch for the early-stopping iteration (default 1)",
     )
     run.add_argument("--out", metavar="DIR", help="output directory (default runs/<dataset>-<model>)")
@@ -149,10 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--log",
         type=_logs,
-        default=(),
         help="comma-separated loggers of every round: jsonl (log.jsonl), csv (log.csv), tensorboard "
         "(tensorboard/, needs the tensorboard extra), written into --out (default: none)",
     )
+    run.add_argument("--layers", action="store_true", help=LAYERS_HELP)
+    run.add_argument(
+        "--config",
+        metavar="FILE",
+        help='TOML file of settings: RunConfig\'s fields as keys (rounds = 3, strategy = "snip"), '
+        "the strategy's options in a [strategy_options] table; flags given override it",
+    )
+    for action in run._actions:  # unset unless given: RunConfig's defaults, then --config's, then the flags
+        if action.dest in RUN_FIELDS:
+            action.default = argparse.SUPPRESS
 
     report = sub.add_parser(
         "report",
@@ -166,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=METRICS,
         help="what the table and the plot show (default test_accuracy)",
     )
+    report.add_argument("--layers", action="store_true", help=LAYERS_HELP)
 
     sub.add_parser(
         "strategies",
@@ -176,6 +215,44 @@ def build_parser() -> argparse.ArgumentParser:
         "built-in's name stays the built-in, the other strategies get '<plugin>:<name>') and, "
         "on stderr, the plugins that failed to load.",
     )
+
+    from .experiments.compare import DEFAULT_DENSITIES, DEFAULT_STRATEGIES, SETTINGS, STRATEGIES
+
+    compare = sub.add_parser(
+        "compare",
+        help="several strategies on one setup and the same seeds: accuracy and compute against weights remaining",
+        description="Find tickets with several strategies on one data set and model, with the same seeds; "
+        "writes compare.json, compare.csv and compare.png (accuracy and training steps against weights "
+        "remaining) into --out and prints a table: per strategy and density, mean ± std over the seeds, "
+        "the seeds' values, the optimizer steps and seconds that obtained the ticket. See docs/compare.md.",
+    )
+    compare.add_argument(
+        "--strategies",
+        default=",".join(DEFAULT_STRATEGIES),
+        help=f"comma-separated, of {', '.join(STRATEGIES)} (default {','.join(DEFAULT_STRATEGIES)})",
+    )
+    compare.add_argument(
+        "--densities",
+        default=",".join(f"{d:g}" for d in DEFAULT_DENSITIES),
+        help="comma-separated fractions of the weights kept, in (0, 1) (default "
+        f"{','.join(f'{d:g}' for d in DEFAULT_DENSITIES)})",
+    )
+    compare.add_argument(
+        "--strategy-option",
+        action="append",
+        default=[],
+        metavar="STRATEGY.KEY=VALUE",
+        help="an option of one compared strategy, VALUE read as JSON where it parses (e.g. rigl.every=50, "
+        "imp.rate=0.5); repeat for more",
+    )
+    compare.add_argument("--seeds", type=_positive_int, default=3, help="seeds per strategy and density (default 3)")
+    compare.add_argument("--out", metavar="DIR", help="output directory (default runs/compare-<dataset>-<model>)")
+    compare.add_argument(
+        "--report", metavar="DIR", help="train nothing: re-render the table, CSV and plot of DIR/compare.json"
+    )
+    for action in run._actions:  # the run command's own definitions of the setup and output flags
+        if action.dest in (*SETTINGS, "metric", "json"):
+            compare._add_action(action)
     return parser
 
 
@@ -201,56 +278,87 @@ def _sum_of_two(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
-    from .experiments.report import table
-    from .experiments.resume import run_resumable
-    from .experiments.runner import RunConfig
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    """The checked settings of ``run``: RunConfig's defaults, then ``--config``'s file, then the flags given.
 
-    config = RunConfig(
-        dataset=args.dataset,
-        model=args.model,
-        rounds=args.rounds,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        rate=args.rate,
-        scope=args.scope,
-        output_rate=args.output_rate,
-        rewind_iteration=args.rewind_iteration,
-        controls=args.controls,
-        replicates=args.replicates,
-        seed=args.seed,
-        device=args.device,
-        data_root=args.data_root,
-        download=args.download,
-        validation=args.validation,
-        evals_per_epoch=args.evals_per_epoch,
-        progress=not args.no_progress,
-        log=args.log,
-    )
-    config.check()
-    out = args.out or f"runs/{args.dataset}-{args.model.replace(':', '-')}"
+    Errors name the flag, or the file and its key: ``--strategy-option rate=1.5: ...``,
+    ``run.toml: rounds must be an int, got 'x'``.
+    """
+    from .experiments.config_file import load_config
+    from .experiments.options import parse_options
+    from .experiments.runner import default_controls
+    from .plugins.manager import StrategyError, get_strategy
+
+    path = getattr(args, "config", None)
+    settings = load_config(path, "--config") if path else {}
+    flags = {RUN_FIELDS[dest]: getattr(args, dest) for dest in RUN_FIELDS if hasattr(args, dest)}
+    if "progress" in flags:
+        flags["progress"] = False  # --no-progress
+    cli_options = parse_options(flags.pop("strategy_options", None) or [])
+    file_options = settings.pop("strategy_options", None) or {}
+    from_file = set(settings) - set(flags) | ({"strategy_options"} if set(file_options) - set(cli_options) else set())
+    settings.update(flags)
+    if file_options or cli_options:
+        settings["strategy_options"] = {**file_options, **cli_options}
+    strategy = settings.get("strategy", "imp")
+    if isinstance(strategy, str):
+        try:
+            get_strategy(strategy)
+        except StrategyError as error:
+            where = f"{path}: strategy" if "strategy" in from_file else "--strategy"
+            raise StrategyError(f"{where}: {error}") from None
+        settings.setdefault("controls", default_controls(strategy))
+    config = RunConfig(**settings)
+
+    def label(key: str) -> str:
+        return f"--strategy-option {key}" if key in cli_options else f"strategy_options.{key}"
+
+    try:
+        if config.strategy_options and isinstance(strategy, str):
+            config.check_strategy_options(label)
+        config.check()
+    except (TypeError, ValueError) as error:  # about a setting the file made (RunConfig.check names it first)
+        field = re.match(r"\w+", str(error))
+        if field and field.group() in from_file:
+            raise type(error)(f"{path}: {error}") from None
+        raise
+    return config
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .experiments.report import layer_table, table
+    from .experiments.resume import run_resumable
+
+    config = _run_config(args)
+    out = args.out or f"runs/{config.dataset}-{config.model.replace(':', '-')}"
     result, paths = run_resumable(config, out, fresh=args.fresh)  # checks --out, locks it, resumes
     if args.json:
         print(json.dumps(result["summary"]))
     else:
         print(table(result, args.metric))
+        if args.layers:
+            print("\n" + layer_table(result))
         print(f"\n{result['seconds']} s; wrote {', '.join(paths.values())}")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .experiments.report import RESULTS_JSON, check_metric, load_results, table, write_outputs
+    from .experiments.report import RESULTS_JSON, check_metric, layer_table, load_results, table, write_outputs
 
     result = load_results(args.directory)
     check_metric(result, args.metric, os.path.join(args.directory, RESULTS_JSON))
     paths = write_outputs(result, args.directory)
     print(table(result, args.metric))
+    if args.layers:
+        print("\n" + layer_table(result))
     print(f"\nwrote {', '.join(paths.values())}")
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .experiments.compare import command
+
+    return command(args)
 
 
 def _strategies(args: argparse.Namespace) -> int:
@@ -276,6 +384,7 @@ def _strategies(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"sum-of-two": _sum_of_two, "run": _run, "report": _report, "strategies": _strategies}
+COMMANDS["compare"] = _compare
 #: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
 INTERRUPTED = 130
 

@@ -219,7 +219,7 @@ class _Logger(_Hooks):
 
 
 class TaggedLogger(_Hooks):
-    """A logger with extra tags (what :meth:`~JSONLinesLogger.with_tags` returns): a plugin forwarding to it.
+    """A logger with extra tags (what ``with_tags`` returns): a plugin forwarding to it.
 
     Args:
         logger: the logger that writes.

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
+import math
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +17,8 @@ from torch_lottery.experiments.report import (
     PLOT_PNG,
     RESULTS_CSV,
     RESULTS_JSON,
+    check_results,
+    layer_table,
     load_results,
     plot,
     table,
@@ -162,3 +168,172 @@ def test_load_results_errors(tmp_path):
     (tmp_path / RESULTS_JSON).write_text(json.dumps([1, 2]))
     with pytest.raises(ValueError, match="no summary"):
         load_results(str(tmp_path))
+
+
+# -- damaged or edited results.json: one check on load, naming the file and the field ----------------
+def _with_layers(result):
+    """``result`` as a run writes it now: the ticket's records carry layers, plus strategy and versions."""
+    result = copy.deepcopy(result)
+    for record in result["records"]:
+        if record["kind"] == "ticket":
+            record["layers"] = {"fc1.weight": record["remaining"], "fc2.weight": 1.0}
+    result["strategy"] = {"name": "imp", "options": {"rate": 0.2}, "plugin": "p", "distribution": "d", "version": "1"}
+    result["versions"] = {"torch-lottery": "0.1.0", "torch": "2"}
+    return result
+
+
+def _set(path, value):
+    """A change that sets ``result[path[0]][path[1]]... = value`` (or deletes it for ``DELETE``)."""
+
+    def change(result):
+        target = result
+        for key in path[:-1]:
+            target = target[key]
+        if value is DELETE:
+            del target[path[-1]]
+        else:
+            target[path[-1]] = value
+        return result
+
+    return change
+
+
+DELETE = object()
+DAMAGE = {
+    "top level a list": (lambda r: [r], "is not a torch-lottery results file (no summary)"),
+    "no summary": (_set(["summary"], DELETE), "is not a torch-lottery results file (no summary)"),
+    "summary an object": (_set(["summary"], {}), "summary must be a list of objects, got {}"),
+    "summary empty": (_set(["summary"], []), "summary is empty"),
+    "row not an object": (_set(["summary", 1], 7), "summary[1] must be an object, got 7"),
+    "row without kind": (_set(["summary", 1, "kind"], DELETE), "summary[1].kind is missing"),
+    "unknown kind": (_set(["summary", 1, "kind"], "lucky"), "summary[1].kind='lucky' is not one of ticket, reinit"),
+    "round a string": (_set(["summary", 1, "round"], "1"), "summary[1].round must be an int, got '1'"),
+    "round negative": (_set(["summary", 1, "round"], -1), "summary[1].round=-1 must be >= 0"),
+    "round a bool": (_set(["summary", 1, "round"], True), "summary[1].round must be an int, got True"),
+    "n zero": (_set(["summary", 1, "n"], 0), "summary[1].n=0 must be >= 1"),
+    "no n": (_set(["summary", 1, "n"], DELETE), "summary[1].n is missing"),
+    "remaining above 1": (_set(["summary", 1, "remaining"], 1.5), "summary[1].remaining=1.5 must be in [0, 1]"),
+    "remaining text": (_set(["summary", 1, "remaining"], "80%"), "summary[1].remaining must be a number, got '80%'"),
+    "mean text": (
+        _set(["summary", 1, "test_accuracy_mean"], "abc"),
+        "summary[1].test_accuracy_mean must be a number, got 'abc'",
+    ),
+    "mean NaN": (
+        _set(["summary", 1, "test_accuracy_mean"], math.nan),
+        "summary[1].test_accuracy_mean=nan must be finite",
+    ),
+    "std null beside a mean": (
+        _set(["summary", 1, "test_accuracy_std"], None),
+        "summary[1].test_accuracy_std must be a number where test_accuracy_mean is one, got None",
+    ),
+    "repeated row": (
+        lambda r: {**r, "summary": r["summary"] + [r["summary"][1]]},
+        "summary[5] repeats kind 'ticket' round 1 (summary[1])",
+    ),
+    "missing metric column": (
+        _set(["summary", 2, "test_accuracy_max"], DELETE),
+        "summary[2].test_accuracy_max is missing",
+    ),
+    "records an object": (_set(["records"], {"a": 1}), "records must be a list of objects, got {'a': 1}"),
+    "record a list": (_set(["records", 3], []), "records[3] must be an object, got []"),
+    "record metric text": (
+        _set(["records", 3, "test_accuracy"], "abc"),
+        "records[3].test_accuracy must be a number, got 'abc'",
+    ),
+    "record remaining NaN": (_set(["records", 3, "remaining"], math.nan), "records[3].remaining=nan must be finite"),
+    "record unknown kind": (_set(["records", 7, "kind"], "bogus"), "records[7].kind='bogus' is not one of"),
+    "record without round": (_set(["records", 7, "round"], DELETE), "records[7].round is missing"),
+    "layers a list": (
+        _set(["records", 0, "layers"], [1.0]),
+        "records[0].layers must be an object of tensor name: fraction",
+    ),
+    "layers empty": (
+        _set(["records", 0, "layers"], {}),
+        "records[0].layers must be an object of tensor name: fraction",
+    ),
+    "layer above 1": (
+        _set(["records", 2, "layers", "fc1.weight"], 2),
+        "records[2].layers['fc1.weight']=2 must be in [0, 1]",
+    ),
+    "config a list": (_set(["config"], ["mnist1d"]), "config must be an object, got ['mnist1d']"),
+    "versions text": (_set(["versions"], "new"), "versions must be an object, got 'new'"),
+    "strategy a number": (_set(["strategy"], 3), "strategy must be an object, got 3"),
+    "seconds text": (_set(["seconds"], "fast"), "seconds must be a number, got 'fast'"),
+}
+
+
+@pytest.mark.parametrize("name", list(DAMAGE))
+def test_report_of_a_damaged_results_json_names_the_file_and_the_field_and_writes_nothing(
+    result, tmp_path, capsys, name
+):
+    from torch_lottery.cli import main
+
+    change, fragment = DAMAGE[name]
+    directory = tmp_path / "run"
+    directory.mkdir()
+    (directory / RESULTS_JSON).write_text(json.dumps(change(_with_layers(result)), indent=1))
+    (directory / RESULTS_CSV).write_text("the old csv")
+    (directory / PLOT_PNG).write_bytes(PNG_MAGIC + b"the old plot")
+    before = {f: (directory / f).read_bytes() for f in os.listdir(directory)}
+    assert main(["report", str(directory), "--layers"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.splitlines()) == 1, captured.err
+    assert captured.err.startswith(f"torch-lottery report: error: {directory / RESULTS_JSON}: "), captured.err
+    assert fragment in captured.err, captured.err
+    assert {f: (directory / f).read_bytes() for f in os.listdir(directory)} == before  # nothing rewritten
+
+
+def test_a_damaged_results_json_raises_value_error_from_load_results(result, tmp_path):
+    (tmp_path / RESULTS_JSON).write_text(json.dumps(_set(["records", 3, "test_accuracy"], "abc")(result)))
+    with pytest.raises(ValueError, match=r"results\.json: records\[3\]\.test_accuracy must be a number"):
+        load_results(str(tmp_path))
+
+
+def test_check_results_passes_what_a_run_writes(result):
+    current = _with_layers(result)
+    assert check_results(current) is current
+    current["records"][0]["test_accuracy_at_early_stop"] = math.nan  # no validation set: not measured
+    current["records"][1]["test_loss"] = None
+    check_results(current)
+
+
+def test_report_reads_an_older_results_json_and_says_layers_are_not_recorded(tmp_path, capsys):
+    from torch_lottery.cli import main
+
+    old = Path(__file__).resolve().parents[2] / "docs" / "results" / "mnist1d-lenet300100.json"
+    saved = json.loads(old.read_text())
+    assert not {"strategy", "versions"} & set(saved) and "layers" not in saved["records"][0]
+    directory = tmp_path / "old"
+    directory.mkdir()
+    shutil.copy(old, directory / RESULTS_JSON)
+    assert main(["report", str(directory), "--layers"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("test accuracy % (mean ± std over 3 seeds)")
+    assert "layer densities: not recorded" in out
+    assert json.loads((directory / RESULTS_JSON).read_text()) == saved  # read, and written back unchanged
+
+
+def test_layer_table_shows_the_mean_over_seeds_per_round_and_tensor(result):
+    current = _with_layers(result)
+    current["records"][2]["layers"]["fc2.weight"] = 0.5  # seed 0, round 1
+    lines = layer_table(current).splitlines()
+    assert lines[0] == "ticket weights remaining per layer % (mean over 2 seeds)"
+    assert lines[1].split() == ["round", "all", "fc1.weight", "fc2.weight"]
+    assert [line.split() for line in lines[3:]] == [
+        ["0", "100.0", "100.0", "100.0"],
+        ["1", "80.0", "80.0", "75.0"],  # (0.5 + 1.0) / 2
+        ["2", "64.0", "64.0", "100.0"],
+    ]
+    assert len({len(line) for line in lines[1:]}) == 1
+
+
+def test_report_layers_prints_the_layer_table_after_the_accuracy_table(result, tmp_path, capsys):
+    from torch_lottery.cli import main
+
+    write_outputs(_with_layers(result), str(tmp_path))
+    assert main(["report", str(tmp_path), "--layers"]) == 0
+    out = capsys.readouterr().out
+    assert out.split("\n\n")[1] == layer_table(_with_layers(result))
+    assert main(["report", str(tmp_path)]) == 0
+    assert "per layer" not in capsys.readouterr().out

@@ -12,14 +12,24 @@ import sys
 import pytest
 import torch
 
+from torch_lottery import Strategy, hookimpl
 from torch_lottery.experiments.models import build_model
 from torch_lottery.experiments.runner import (
     CONTROLS,
     KINDS,
     METRICS,
     RunConfig,
+    default_controls,
     resolve_setup,
     run_experiment,
+    versions,
+)
+from torch_lottery.plugins.manager import (
+    StrategyError,
+    get_plugin_manager,
+    get_strategy,
+    list_strategies,
+    reset_plugin_manager,
 )
 
 MASK_CONTROLS = ("reinit", "permute", "sign_reinit")
@@ -64,6 +74,9 @@ BAD_FIELDS = [
     ({"seed": -1}, ValueError, r"seed=-1 must be >= 0"),
     ({"log": ("jsonl", "xml")}, ValueError, r"log='xml' is not one of jsonl, csv, tensorboard"),
     ({"log": "csv"}, TypeError, r"log must be a list of names, got 'csv'"),
+    ({"download": "yes"}, TypeError, r"download must be a bool, got 'yes'"),
+    ({"progress": 1}, TypeError, r"progress must be a bool, got 1"),
+    ({"data_root": 3}, TypeError, r"data_root must be a str or os.PathLike, got 3"),
 ]
 
 
@@ -203,7 +216,8 @@ def test_records_one_per_kind_round_and_replicate(tiny_run):
     assert len(keys) == len(set(keys)) == len(expected) == 26
     assert set(keys) == expected
     for record in records:
-        assert set(record) == {"kind", "round", "remaining", "replicate", *METRICS}
+        layers = {"layers"} if record["kind"] == "ticket" else set()  # the ticket's density per tensor
+        assert set(record) == {"kind", "round", "remaining", "replicate", *METRICS, *layers}
         assert 0.0 <= record["test_accuracy"] <= 1.0 and math.isfinite(record["test_loss"])
     assert tiny_run["data"] == {
         "name": "mnist1d",
@@ -216,6 +230,33 @@ def test_records_one_per_kind_round_and_replicate(tiny_run):
     assert tiny_run["config"] == RunConfig(**TINY).to_dict()
     assert tiny_run["setup"]["epochs"] == 1 and tiny_run["setup"]["optimizer"] == "adam"
     assert json.loads(json.dumps(tiny_run)) == tiny_run
+
+
+def test_ticket_records_carry_the_density_of_each_tensor(tiny_run):
+    ticket = [r for r in tiny_run["records"] if r["kind"] == "ticket"]
+    sizes = {"fc1.weight": 40 * 300, "fc2.weight": 300 * 100, "fc3.weight": 100 * 10}
+    for record in ticket:
+        assert list(record["layers"]) == list(sizes)
+        alive = sum(record["layers"][name] * size for name, size in sizes.items())
+        assert alive / sum(sizes.values()) == pytest.approx(record["remaining"])  # the tensors make up the total
+    round1 = next(r for r in ticket if r["round"] == 1)["layers"]
+    assert round1 == pytest.approx({"fc1.weight": 0.8, "fc2.weight": 0.8, "fc3.weight": 0.9})  # output layer: 10%
+    assert all(f == 1.0 for r in ticket if r["round"] == 0 for f in r["layers"].values())
+
+
+def test_result_records_the_strategy_and_the_versions(tiny_run):
+    from importlib import metadata
+
+    strategy = tiny_run["strategy"]
+    assert strategy["name"] == "imp"
+    assert (strategy["plugin"], strategy["distribution"]) == ("torch_lottery.strategies.imp", "torch-lottery")
+    assert strategy["version"] == metadata.version("torch-lottery")
+    # the strategy's own options, defaults filled in: the paper's setup, then the strategy's defaults
+    assert strategy["options"]["rate"] == 0.2 and strategy["options"]["rate_multipliers"] == {"fc3.weight": 0.5}
+    assert strategy["options"]["criterion"] == "large_final"
+    assert tiny_run["versions"] == versions()
+    assert tiny_run["versions"]["torch"] == torch.__version__
+    assert set(versions()) >= {"torch-lottery", "torch", "python", "platform"}
 
 
 def test_remaining_fractions(tiny_run):
@@ -347,6 +388,93 @@ def test_check_rejects_strategy_settings_naming_them(changes, match):
     with pytest.raises(Exception, match=match) as raised:
         RunConfig(**changes).check()
     assert isinstance(raised.value, (TypeError, ValueError, LookupError)) or "Strategy" in type(raised.value).__name__
+
+
+@pytest.mark.parametrize("strategy", list_strategies())
+def test_every_strategy_has_default_controls_that_fit_it(strategy):
+    controls = default_controls(strategy)
+    assert controls == (("reinit", "random_pruning") if strategy == "imp" else ("reinit", "permute"))
+    RunConfig(strategy=strategy, controls=controls).check()
+    when = getattr(get_strategy(strategy), "when", "between_rounds")
+    supermask = RunConfig(strategy=strategy, controls=("supermask", "sign_reinit"))
+    if when == "between_rounds":  # a dense run: its trained weights give the supermask
+        supermask.check()
+    else:
+        with pytest.raises(ValueError, match=rf"controls='supermask'.*{strategy!r} \(when='{when}'\) has no dense run"):
+            supermask.check()
+
+
+def test_default_controls_of_an_unknown_strategy_name_the_registered_ones():
+    with pytest.raises(StrategyError, match="unknown strategy 'nope'; registered: .*imp"):
+        default_controls("nope")
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        (
+            {"bogus": 1},
+            TypeError,
+            r"^strategy_options\['bogus'\]=1: strategy 'snip' has no option 'bogus' \(its options: remaining, batches,",
+        ),
+        ({"remaining": 2.0}, ValueError, r"^strategy_options\['remaining'\]=2.0: remaining=2.0 must be in \(0, 1\]$"),
+        (
+            {"batches": 1, "remaining": "x"},
+            TypeError,
+            r"^strategy_options\['remaining'\]='x': remaining must be a number",
+        ),
+    ],
+)
+def test_check_strategy_options_names_the_option_at_fault(options, error, match):
+    config = RunConfig(strategy="snip", strategy_options=options, controls=())
+    with pytest.raises(error, match=match):
+        config.check()
+    with pytest.raises(error, match=match.replace("strategy_options\\['", "--option ").replace("'\\]=", "=")):
+        config.check_strategy_options(label=lambda key: f"--option {key}")
+
+
+class _Band(Strategy):
+    """A strategy whose two options are fine alone and wrong together."""
+
+    def __init__(self, low: float = 0.1, high: float = 0.9) -> None:
+        super().__init__()
+        if low > high:
+            raise ValueError(f"low={low} exceeds high={high}")
+
+    def prune(self, context):
+        return dict(context.masks)
+
+
+class _Pair(_Band):
+    """The same with both options required."""
+
+    def __init__(self, low: float, high: float) -> None:
+        super().__init__(low, high)
+
+
+class _TestStrategies:
+    @hookimpl
+    def torch_lottery_register_strategies(self, register):
+        register("band", _Band)
+        register("pair", _Pair)
+
+
+@pytest.fixture
+def band_and_pair():
+    """``band`` and ``pair`` registered for one test."""
+    reset_plugin_manager()
+    get_plugin_manager().register(_TestStrategies(), name="test_strategies")
+    yield
+    reset_plugin_manager()
+
+
+@pytest.mark.parametrize("strategy", ["band", "pair"])
+def test_check_strategy_options_of_a_combination_gives_the_strategys_message(band_and_pair, strategy):
+    # each option is fine alone (or, for pair, cannot be tried alone): no one option to blame
+    config = RunConfig(strategy=strategy, strategy_options={"low": 0.8, "high": 0.2}, controls=())
+    with pytest.raises(ValueError, match=r"^low=0.8 exceeds high=0.2$"):
+        config.check_strategy_options()
+    RunConfig(strategy=strategy, strategy_options={"low": 0.2, "high": 0.3}, controls=()).check()
 
 
 @pytest.mark.parametrize("strategy", ["rigl", "edge_popup"])

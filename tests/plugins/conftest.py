@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -65,26 +66,52 @@ def train_fn():
     return train
 
 
-@pytest.fixture
-def pip_install(tmp_path):
+@pytest.fixture(scope="session")
+def pip_install(tmp_path_factory):
     """``pip_install(source) -> site``: ``pip install --target site`` of the project folder ``source``, offline.
 
     Built from a copy, so that the in-tree build (build/, *.egg-info) never writes into the
-    repository; put ``site`` on ``PYTHONPATH`` of a child interpreter to use the plugin.
+    repository; put ``site`` on ``PYTHONPATH`` of a child interpreter to use the plugin. One
+    install per source for the whole session: the tests that use a plugin share it (and must
+    not write into ``site``).
     """
     if importlib.util.find_spec("pip") is None:
         pytest.skip("pip is not available in this Python environment")
+    installed: dict[Path, Path] = {}
 
     def install(source: Path) -> Path:
-        copy = tmp_path / "src" / source.name
+        source = Path(source).resolve()
+        if source in installed:
+            return installed[source]
+        root = tmp_path_factory.mktemp(f"pip-{source.name}")
+        copy = root / "src" / source.name
         shutil.copytree(source, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-        site = tmp_path / f"site-{source.name}"
+        site = root / "site"
         command = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--disable-pip-version-check"]
         if importlib.util.find_spec("setuptools") is not None:
             command.append("--no-build-isolation")
         command += ["--target", str(site), str(copy)]
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, f"pip install failed:\n{done.stdout}\n{done.stderr}"
+        installed[source] = site
         return site
 
     return install
+
+
+@pytest.fixture(scope="session")
+def plugin_env():
+    """``plugin_env(site) -> env``: the environment of a child interpreter that sees the plugin in ``site``.
+
+    ``site`` goes first on ``PYTHONPATH``, before what is there (the checkout under test, which
+    the child must import too), plugins autoload, and the child gets one thread, like this process.
+    """
+
+    def env(site: Path) -> dict[str, str]:
+        out = dict(os.environ)
+        out["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [out.get("PYTHONPATH")])])
+        out.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        out.pop("TORCH_LOTTERY_DISABLE_PLUGIN_AUTOLOAD", None)
+        return out
+
+    return env

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,10 +44,8 @@ print("JSON:" + json.dumps(out))
 """
 
 
-def _run_child(site: Path, disable_autoload: bool) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(site)
-    env.pop("TORCH_LOTTERY_DISABLE_PLUGIN_AUTOLOAD", None)
+def _run_child(site: Path, env: dict[str, str], disable_autoload: bool) -> dict:
+    env = dict(env)
     if disable_autoload:
         env["TORCH_LOTTERY_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     done = subprocess.run(
@@ -60,13 +57,13 @@ def _run_child(site: Path, disable_autoload: bool) -> dict:
 
 
 @pytest.mark.slow
-def test_example_plugin_installs_with_pip_and_provides_neuron_imp(pip_install):
+def test_example_plugin_installs_with_pip_and_provides_neuron_imp(pip_install, plugin_env):
     site = pip_install(EXAMPLE)
     assert (site / "torch_lottery_neuron_imp.py").is_file()
     (dist_info,) = site.glob("torch_lottery_neuron_imp-*.dist-info")
     assert "neuron_imp = torch_lottery_neuron_imp" in (dist_info / "entry_points.txt").read_text()
 
-    out = _run_child(site, disable_autoload=False)
+    out = _run_child(site, plugin_env(site), disable_autoload=False)
     assert out["errors"] == []
     assert "neuron_imp" in out["strategies"]
     assert {"imp", "one_shot", "random"} <= set(out["strategies"])
@@ -86,7 +83,39 @@ def test_example_plugin_installs_with_pip_and_provides_neuron_imp(pip_install):
     assert len(remaining) == 3
     assert remaining[0] == 1.0 and remaining[0] > remaining[1] > remaining[2] > 0
 
-    disabled = _run_child(site, disable_autoload=True)
+    disabled = _run_child(site, plugin_env(site), disable_autoload=True)
     assert "neuron_imp" not in disabled["strategies"]
     assert {"imp", "one_shot", "random"} <= set(disabled["strategies"])
     assert disabled["errors"] == []
+
+
+@pytest.mark.slow
+def test_example_plugin_runs_from_the_command_line_with_its_options(pip_install, plugin_env, tmp_path):
+    site = pip_install(EXAMPLE)
+    tiny = ["--epochs", "1", "--rounds", "1", "--replicates", "1", "--controls", "none", "--no-progress"]
+    command = [sys.executable, "-m", "torch_lottery", "run", "--strategy", "neuron_imp", *tiny]
+    options = {"env": plugin_env(site), "cwd": str(tmp_path), "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    good = subprocess.Popen([*command, "--strategy-option", "rate=0.5", "--out", "good"], text=True, **options)
+    bad = subprocess.Popen([*command, "--strategy-option", "rate=1.5", "--out", "bad"], text=True, **options)
+    good_out, good_err = good.communicate(timeout=300)
+    bad_out, bad_err = bad.communicate(timeout=300)
+
+    assert good.returncode == 0, good_err
+    result = json.loads((tmp_path / "good" / "results.json").read_text())
+    assert result["config"]["strategy"] == "neuron_imp"
+    assert result["config"]["strategy_options"] == {"rate": 0.5}
+    strategy = result["strategy"]
+    assert (strategy["name"], strategy["plugin"]) == ("neuron_imp", "neuron_imp")
+    assert (strategy["distribution"], strategy["version"]) == ("torch-lottery-neuron-imp", "0.1.0")
+    assert strategy["options"] == {"rewind_iteration": 0, "rate": 0.5, "min_rows": 1}  # its defaults filled in
+    ticket = {r["round"]: r for r in result["records"] if r["kind"] == "ticket"}
+    assert set(ticket) == {0, 1}
+    # half the output neurons of the hidden layers go (the output layer keeps min_rows of its 10)
+    assert ticket[1]["layers"] == {"fc1.weight": 0.5, "fc2.weight": 0.5, "fc3.weight": 0.5}
+    assert "winning ticket" in good_out
+
+    assert bad.returncode == 2 and bad_out == ""
+    assert bad_err.splitlines() == [
+        "torch-lottery run: error: --strategy-option rate=1.5: rate=1.5 must be in [0, 1)"
+    ], bad_err
+    assert not (tmp_path / "bad").exists()  # refused before anything trained or was written

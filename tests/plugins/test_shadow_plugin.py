@@ -8,7 +8,6 @@ interpreter (the plugin on its PYTHONPATH) looks the names up and runs ``find_ti
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,20 +61,13 @@ print("JSON:" + json.dumps(out))
 """
 
 
-def _env(site: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(PYTHONPATH=str(site), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    env.pop("TORCH_LOTTERY_DISABLE_PLUGIN_AUTOLOAD", None)
-    return env
-
-
-def test_pip_installed_plugin_registering_imp_never_disables_the_builtin(pip_install):
+def test_pip_installed_plugin_registering_imp_never_disables_the_builtin(pip_install, plugin_env):
     site = pip_install(SHADOW)
     (dist_info,) = site.glob("torch_lottery_shadow-*.dist-info")
     assert "shadow = torch_lottery_shadow" in (dist_info / "entry_points.txt").read_text()
 
     # the lookups and the run in one interpreter, the command line in another, both at once
-    options = {"env": _env(site), "cwd": str(site.parent), "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    options = {"env": plugin_env(site), "cwd": str(site.parent), "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
     child = subprocess.Popen([sys.executable, "-c", CHILD], text=True, **options)
     cli = subprocess.Popen([sys.executable, "-m", "torch_lottery", "strategies"], text=True, **options)
     child_out, child_err = child.communicate(timeout=300)

@@ -67,6 +67,16 @@ def _imp_rounds(density: float, rate: float = 0.2) -> int:
     return math.ceil(math.log(density) / math.log(1 - rate)) + 2
 
 
+def dynamic_every(steps: int) -> int:
+    """Return the dynamic strategies' update interval for a run of ``steps``: 100 steps, or a tenth of a short run.
+
+    Examples:
+        >>> dynamic_every(59), dynamic_every(1770)
+        (5, 100)
+    """
+    return min(100, max(1, steps // 10))
+
+
 def run_families(
     dataset: str = "mnist1d",
     seeds: int = 3,
@@ -113,8 +123,7 @@ def run_families(
         return build_model("lenet300100", data.input_shape, data.num_classes)
 
     steps = Trainer(data, resolve_setup(RunConfig(**base), build()), 1, False).steps()
-    # The dynamic strategies' update interval: their default 100 steps, or a tenth of a short run.
-    every = min(100, max(1, steps // 10))
+    every = dynamic_every(steps)
     out["settings"].update(steps=steps, every=every)
 
     for seed in range(seeds):

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import math
 import os
+import statistics
+from collections.abc import Iterator
 from typing import Any
 
 from .._files import atomic_write, atomic_write_set, committed_path
+from .._validation import check_choice, check_fraction, check_nonneg_int, check_number, describe
+from .runner import METRICS
 
 #: File names of a run's output directory, defined in one place.
 RESULTS_JSON = "results.json"
@@ -90,21 +96,12 @@ def plot(result: dict[str, Any], path: str, metric: str = "test_accuracy") -> bo
     figure = _figure(result, metric)
     if figure is None:
         return False
-    try:
-        atomic_write(path, lambda handle: figure.savefig(handle, format="png"))
-    finally:
-        _close(figure)
+    save_figure(figure, path)
     return True
 
 
-def _close(figure: Any) -> None:
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
-
-
 def _figure(result: dict[str, Any], metric: str = "test_accuracy") -> Any:
-    """Return the figure of :func:`plot`, or None without matplotlib."""
+    """Return the figure :func:`plot` saves, or None without matplotlib."""
     try:
         import matplotlib
 
@@ -142,8 +139,25 @@ def _figure(result: dict[str, Any], metric: str = "test_accuracy") -> Any:
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:  # (an empty summary draws nothing)
         ax.legend()
-    fig.tight_layout()
     return fig
+
+
+def save_figure(fig: Any, path: str) -> None:
+    """Lay out a matplotlib figure, write it to ``path`` as PNG atomically, and close it."""
+    with _laid_out(fig) as write:
+        atomic_write(path, write)
+
+
+@contextlib.contextmanager
+def _laid_out(fig: Any) -> Iterator[Any]:
+    """Lay out a matplotlib figure; yield the writer of its PNG; close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    try:
+        yield lambda handle: fig.savefig(handle, format="png")
+    finally:
+        plt.close(fig)
 
 
 def write_outputs(result: dict[str, Any], directory: str) -> dict[str, str]:
@@ -162,29 +176,24 @@ def write_outputs(result: dict[str, Any], directory: str) -> dict[str, str]:
         dict: ``{"json": path, "csv": path, "plot": path}`` (no ``"plot"`` without matplotlib).
 
     Examples:
-        >>> import tempfile
+        >>> import json, tempfile
         >>> folder = tempfile.mkdtemp()
         >>> result = {"summary": [], "config": {}}
         >>> sorted(write_outputs(result, folder))
         ['csv', 'json', 'plot']
-        >>> load_results(folder) == result
+        >>> json.load(open(f"{folder}/results.json")) == result
         True
     """
     os.makedirs(directory, exist_ok=True)
     paths = {"json": os.path.join(directory, RESULTS_JSON), "csv": os.path.join(directory, RESULTS_CSV)}
     figure = _figure(result)
-    try:
-        atomic_write_set(
-            directory,
-            {
-                RESULTS_CSV: _encoded(_csv_text(result)),
-                PLOT_PNG: None if figure is None else lambda handle: figure.savefig(handle, format="png"),
-                RESULTS_JSON: _encoded(json.dumps(result, indent=1)),
-            },
-        )
-    finally:
-        if figure is not None:
-            _close(figure)
+    with _laid_out(figure) if figure is not None else contextlib.nullcontext() as png:
+        outputs = {
+            RESULTS_CSV: _encoded(_csv_text(result)),
+            PLOT_PNG: png,
+            RESULTS_JSON: _encoded(json.dumps(result, indent=1)),
+        }
+        atomic_write_set(directory, outputs)
     if figure is not None:
         paths["plot"] = os.path.join(directory, PLOT_PNG)
     return paths
@@ -213,7 +222,31 @@ def _encoded(text: str) -> Any:
 
 
 def load_results(directory: str) -> dict[str, Any]:
-    """Read ``results.json`` of a finished run (``torch-lottery report DIR``)."""
+    """Read and check ``results.json`` of a finished run (``torch-lottery report DIR``).
+
+    Args:
+        directory (str): the output directory of a run.
+
+    Returns:
+        dict: the result, checked by :func:`check_results`.
+
+    Raises:
+        FileNotFoundError: if ``directory`` has no results.json.
+        ValueError: if the file is not valid JSON or not a results file, naming the file
+            and the field at fault (e.g. ``runs/x/results.json: records[3].test_accuracy
+            must be a number, got 'abc'``).
+
+    Examples:
+        >>> import json, os, tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> row = {"kind": "ticket", "round": 0, "n": 1, "remaining": 1.0}
+        >>> with open(os.path.join(folder, RESULTS_JSON), "w") as handle:
+        ...     json.dump({"summary": [row], "records": [{**row, "round": "0"}]}, handle)
+        >>> load_results(folder)
+        Traceback (most recent call last):
+        ...
+        ValueError: .../results.json: records[0].round must be an int, got '0'
+    """
     path = os.path.join(directory, RESULTS_JSON)
     # the new set's results.json while a killed write of the set is not completed yet
     source = committed_path(path) if os.path.isdir(directory) else path
@@ -223,40 +256,181 @@ def load_results(directory: str) -> dict[str, Any]:
         with open(source, encoding="utf-8") as handle:
             result = json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path!r} is not valid JSON: {error}") from None
-    if not isinstance(result, dict) or "summary" not in result:
-        raise ValueError(f"{path!r} is not a torch-lottery results file (no summary)")
-    summary = result["summary"]
-    if not isinstance(summary, list):
-        raise ValueError(f"{path!r} is not a torch-lottery results file (summary is not a list of rows)")
-    for index, row in enumerate(summary):
-        if not isinstance(row, dict):
-            raise ValueError(f"{path!r} is damaged: summary row {index} is {row!r}, not a dict")
-        bad = [
-            key
-            for key, kind in _ROW_FIELDS.items()
-            if not isinstance(row.get(key), kind) or isinstance(row.get(key), bool)
-        ]
-        if bad:
-            raise ValueError(f"{path!r} is damaged: summary row {index} has no valid {', '.join(bad)}")
+        raise ValueError(f"{path}: is not valid JSON: {error}") from None
+    return check_results(result, path)
+
+
+#: What each summary row and each record must hold: the kind, the round and the fraction of weights remaining.
+_ROW_FIELDS = ("kind", "round", "remaining")
+#: The optional top-level sections of a result that are objects.
+_SECTIONS = ("config", "setup", "data", "strategy", "versions")
+
+
+@contextlib.contextmanager
+def _in_file(source: str) -> Iterator[None]:
+    """Turn the errors of the checks inside into ``ValueError``: the file is damaged, named first."""
+    try:
+        yield
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{source}: {error}") from None
+
+
+def _check_row(row: Any, where: str, summary: bool) -> tuple[str, int]:
+    """Check one summary row (``summary``) or record; return its (kind, round)."""
+    if not isinstance(row, dict):
+        raise ValueError(f"{where} must be an object, got {describe(row)}")
+    for field in _ROW_FIELDS + (("n",) if summary else ()):
+        if field not in row:
+            raise ValueError(f"{where}.{field} is missing")
+    check_choice(row["kind"], LABELS, f"{where}.kind")
+    check_nonneg_int(row["round"], f"{where}.round")
+    if summary:
+        check_number(row["n"], f"{where}.n", integer=True, low=1)
+    check_fraction(row["remaining"], f"{where}.remaining")
+    for metric in METRICS:
+        if summary:  # null where nothing was measured; never NaN (summarize leaves it out)
+            columns = [f"{metric}_{suffix}" for suffix in _SUFFIXES]
+            for column in columns:
+                if row.get(column) is not None:
+                    check_number(row[column], f"{where}.{column}")
+            for column in columns[1:]:
+                if row.get(columns[0]) is not None and column in row and row[column] is None:
+                    raise ValueError(f"{where}.{column} must be a number where {columns[0]} is one, got None")
+        elif row.get(metric) is not None and not (isinstance(row[metric], float) and math.isnan(row[metric])):
+            check_number(row[metric], f"{where}.{metric}")  # NaN: not measured (e.g. no validation set)
+    layers = row.get("layers")
+    if layers is not None:
+        if not isinstance(layers, dict) or not layers:
+            raise ValueError(f"{where}.layers must be an object of tensor name: fraction, got {describe(layers)}")
+        for name, fraction in layers.items():
+            check_fraction(fraction, f"{where}.layers[{name!r}]")
+    return row["kind"], row["round"]
+
+
+def check_results(result: Any, source: str = RESULTS_JSON) -> dict[str, Any]:
+    """Check the structure of a result once, for everything that reads it (table, CSV, plot, layers).
+
+    Needs ``summary``, a non-empty list of rows with a known ``kind``, an int
+    ``round``, ``n`` and ``remaining`` in [0, 1], and metric columns that are
+    numbers or null; checks ``records`` (``layers`` where present) and the optional
+    sections (``config``, ``setup``, ``data``, ``strategy``, ``versions``: objects)
+    where there are. Results written before a field existed (no ``strategy``,
+    ``versions`` or ``layers``) pass.
+
+    Args:
+        result: the parsed results.json.
+        source (str): the file it came from, named in errors.
+
+    Returns:
+        dict: ``result``.
+
+    Raises:
+        ValueError: naming ``source`` and the field (``summary[2].kind``,
+            ``records[3].test_accuracy``, ...) and the value found.
+
+    Examples:
+        >>> row = {"kind": "ticket", "round": 0, "n": 1, "remaining": 1.0, "test_accuracy_mean": "abc"}
+        >>> check_results({"summary": [row]}, "runs/x/results.json")
+        Traceback (most recent call last):
+        ...
+        ValueError: runs/x/results.json: summary[0].test_accuracy_mean must be a number, got 'abc'
+    """
+    with _in_file(source):
+        if not isinstance(result, dict) or "summary" not in result:
+            keys = f"an object with keys {', '.join(map(str, result)) or 'none'}" if isinstance(result, dict) else None
+            raise ValueError(f"is not a torch-lottery results file (no summary): found {keys or describe(result)}")
+        for section in _SECTIONS:
+            if result.get(section) is not None and not isinstance(result[section], dict):
+                raise ValueError(f"{section} must be an object, got {describe(result[section])}")
+        if "seconds" in result:
+            check_number(result["seconds"], "seconds", low=0)
+        for part in ("summary", "records"):
+            rows = result.get(part, [])
+            if not isinstance(rows, list):
+                raise ValueError(f"{part} must be a list of objects, got {describe(rows)}")
+            if part == "summary" and not rows:
+                raise ValueError("summary is empty: there is nothing to show")
+            seen: dict[tuple[str, int], int] = {}
+            for index, row in enumerate(rows):
+                key = _check_row(row, f"{part}[{index}]", summary=part == "summary")
+                if part == "summary" and key in seen:
+                    raise ValueError(f"summary[{index}] repeats kind {key[0]!r} round {key[1]} (summary[{seen[key]}])")
+                seen[key] = index
     return result
 
 
-#: Fields every summary row needs, with their types.
-_ROW_FIELDS: dict[str, type | tuple[type, ...]] = {"kind": str, "round": int, "n": int, "remaining": (int, float)}
+_SUFFIXES = ("mean", "std", "min", "max")
 
 
-def check_metric(result: dict[str, Any], metric: str, source: str = "results.json") -> None:
+def check_metric(result: dict[str, Any], metric: str, source: str = RESULTS_JSON) -> None:
     """Check that every summary row has the columns ``table`` and ``plot`` read for ``metric``.
+
+    Args:
+        result (dict): a result (its types are :func:`check_results`'s business).
+        metric (str): one of :data:`~torch_lottery.experiments.runner.METRICS`.
+        source (str): the file it came from, named in errors.
 
     Raises:
         ValueError: naming ``source``, the row and the missing column.
+
+    Examples:
+        >>> check_metric({"summary": [{"kind": "ticket", "round": 0}]}, "test_loss", "old/results.json")
+        Traceback (most recent call last):
+        ...
+        ValueError: old/results.json: summary[0].test_loss_mean is missing (written by a version without test_loss?)
     """
     for index, row in enumerate(result["summary"]):
-        for suffix in ("mean", "std", "min", "max"):
-            value = row.get(f"{metric}_{suffix}", "missing")
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        for suffix in _SUFFIXES:
+            if f"{metric}_{suffix}" not in row:
                 raise ValueError(
-                    f"{source!r} has no valid {metric}_{suffix} in summary row {index} "
-                    f"(found {value!r}); was it written by this version?"
+                    f"{source}: summary[{index}].{metric}_{suffix} is missing (written by a version without {metric}?)"
                 )
+
+
+def layer_table(result: dict[str, Any]) -> str:
+    """Return the ticket's density per layer and round: % of each tensor's weights remaining, mean over seeds.
+
+    One row per round, one column per prunable tensor (qualified name) and the
+    whole network's figure; results written before layer densities were recorded
+    give a line that says so.
+
+    Args:
+        result (dict): a result with ``records`` (see :func:`check_results`).
+
+    Returns:
+        str: the table.
+
+    Examples:
+        >>> records = [
+        ...     {"kind": "ticket", "round": r, "remaining": f, "layers": {"fc1.weight": f, "fc2.weight": 1.0}}
+        ...     for r, f in ((0, 1.0), (1, 0.8))
+        ... ]
+        >>> print(layer_table({"records": records}))
+        ticket weights remaining per layer % (mean over 1 seeds)
+        round    all  fc1.weight  fc2.weight
+        -----  -----  ----------  ----------
+            0  100.0       100.0       100.0
+            1   80.0        80.0       100.0
+        >>> layer_table({"records": [{"kind": "ticket", "round": 0, "remaining": 1.0}]})
+        'layer densities: not recorded (results written before torch-lottery recorded them)'
+    """
+    rows: dict[int, list[dict[str, Any]]] = {}
+    for record in result.get("records") or []:
+        if record["kind"] == "ticket" and record.get("layers"):
+            rows.setdefault(record["round"], []).append(record)
+    if not rows:
+        return "layer densities: not recorded (results written before torch-lottery recorded them)"
+    names = list(dict.fromkeys(name for group in rows.values() for r in group for name in r["layers"]))
+    header = ["round", "all"] + names
+    body = []
+    for round_index, group in sorted(rows.items()):
+        cells = [str(round_index), f"{100 * statistics.fmean(r['remaining'] for r in group):.1f}"]
+        for name in names:
+            values = [r["layers"][name] for r in group if name in r["layers"]]
+            cells.append(f"{100 * statistics.fmean(values):.1f}" if values else "-")
+        body.append(cells)
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
+    line = lambda cells_: "  ".join(c.rjust(w) for c, w in zip(cells_, widths, strict=True))  # noqa: E731
+    seeds = max(len(group) for group in rows.values())
+    title = f"ticket weights remaining per layer % (mean over {seeds} seeds)"
+    return "\n".join([title, line(header), line(["-" * w for w in widths])] + [line(r) for r in body])

@@ -13,6 +13,7 @@ here and nowhere else::
       .state/seed-<N>/ticket/                    find_ticket's checkpoint_dir of the ticket
       .state/seed-<N>/random_pruning/            ... of the random-pruning control
       .state/seed-<N>/controls/<kind>-<RRRR>.pt  the record of a finished control training
+      .state/seed-<N>/recorded/round-<RRRR>.pt   what the runner recorded at the end of a round of the ticket
       .state/seed-<N>/records.pt                 a finished seed's records (its folders are then removed)
 
 The state files go through :func:`torch_lottery._files.save_state` and
@@ -26,8 +27,6 @@ import contextlib
 import os
 import shutil
 from typing import Any
-
-import torch
 
 from .._files import load_state, save_state
 from .._validation import check_bool, check_writable_dir
@@ -44,11 +43,14 @@ SEED_DIR = "seed-{seed}"
 TICKET_DIR = "ticket"
 RANDOM_PRUNING_DIR = "random_pruning"
 CONTROLS_DIR = "controls"
+RECORDED_DIR = "recorded"
+RECORDED_FILE = "round-{round:04d}.pt"
 CONTROL_FILE = "{kind}-{round:04d}.pt"
 RECORDS_FILE = "records.pt"
 #: ``format`` fields of the state files, and the layout version this release writes and reads.
 SETTINGS_FORMAT = "torch_lottery.run_settings"
 CONTROL_FORMAT = "torch_lottery.run_control"
+RECORDED_FORMAT = "torch_lottery.run_round"
 RECORDS_FORMAT = "torch_lottery.run_records"
 STATE_VERSION = 1
 #: Settings that do not change the results: a rerun may change them and still resume.
@@ -103,6 +105,8 @@ class ReplicateState:
         self.ticket_dir = os.path.join(folder, TICKET_DIR)
         self.random_pruning_dir = os.path.join(folder, RANDOM_PRUNING_DIR)
         self.controls_dir = os.path.join(folder, CONTROLS_DIR)
+        #: what the runner recorded at the end of each round of the ticket (masks, densities, the dense weights)
+        self.recorded_dir = os.path.join(folder, RECORDED_DIR)
 
     def _control_path(self, kind: str, round_index: int) -> str:
         return os.path.join(self.controls_dir, CONTROL_FILE.format(kind=kind, round=round_index))
@@ -123,22 +127,31 @@ class ReplicateState:
         state = {"format": CONTROL_FORMAT, "version": STATE_VERSION, "seed": self.seed, "record": record}
         save_state(state, self._control_path(record["kind"], record["round"]))
 
-    def recorded(self) -> tuple[dict[int, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
-        """Return every round's masks and the dense run's trained weights, read from the ticket's round files.
+    def _recorded_path(self, round_index: int) -> str:
+        return os.path.join(self.recorded_dir, RECORDED_FILE.format(round=round_index))
 
-        Returns:
-            tuple: ``({round: {name: bool mask}}, dense state dict)``, as the runner records them.
-        """
-        finished = checkpoints.finished_rounds(self.ticket_dir)
-        masks: dict[int, dict[str, torch.Tensor]] = {}
-        dense: dict[str, torch.Tensor] = {}
-        for index in finished:
-            state = checkpoints.load_checkpoint(checkpoints.round_path(self.ticket_dir, index), finished)
-            if index == 0:
-                dense = state["model"]
-            else:
-                masks[index] = {name: mask.bool() for name, mask in state["masks"].items()}
-        return masks, dense
+    def keep_round(self, round_index: int, recorded: dict[str, Any]) -> None:
+        """Keep what the runner recorded at the end of a round of the ticket (before the round's checkpoint)."""
+        os.makedirs(self.recorded_dir, exist_ok=True)
+        state = {"format": RECORDED_FORMAT, "version": STATE_VERSION, "round": round_index, **recorded}
+        save_state(state, self._recorded_path(round_index))
+
+    def recorded(self) -> dict[int, dict[str, Any]]:
+        """Return what :meth:`keep_round` kept, by round: the rounds an earlier process finished."""
+        rounds = {}
+        for index in checkpoints.finished_rounds(self.ticket_dir):  # (a kept round without its checkpoint reruns)
+            path = self._recorded_path(index)
+            if not os.path.isfile(path):
+                raise ValueError(f"{self.folder!r} lacks {path!r} of a finished round; pass --fresh to start over")
+            state = _load(path, "recorded round", RECORDED_FORMAT)
+            if (
+                state.get("round") != index
+                or "layers" not in state
+                or ("dense" if index == 0 else "masks") not in state
+            ):
+                raise ValueError(f"path={path!r} is a damaged recorded round; pass --fresh to start the run over")
+            rounds[index] = state
+        return rounds
 
 
 class RunState:
@@ -250,7 +263,7 @@ def _remove_logs(out: str) -> None:
 
 
 def _remove_folders(replicate: ReplicateState) -> None:
-    for folder in (replicate.ticket_dir, replicate.random_pruning_dir, replicate.controls_dir):
+    for folder in (replicate.ticket_dir, replicate.random_pruning_dir, replicate.controls_dir, replicate.recorded_dir):
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -12,7 +12,9 @@ training-time families) and, for every round's mask, trains the chosen controls:
   (``imp`` only: the strategy with per-round rates);
 - ``sign_reinit``: same mask, fresh magnitudes with the rewind point's signs (Zhou et al. 2019);
 - ``supermask``: Zhou et al.'s ``large_final_same_sign`` mask at the same per-layer sparsity,
-  signed-constant weights, evaluated *without training*.
+  signed-constant weights, evaluated *without training* (strategies with a dense run only).
+
+Without chosen controls a run takes :func:`default_controls`, the ones that fit its strategy.
 
 Each training records the test accuracy at its end and at the early-stopping
 iteration (minimum validation loss), which the LTH paper reports.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import math
 import os
 import statistics
@@ -32,7 +35,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import nn
 
-from .._validation import check_choice, check_names, check_nonneg_int, describe
+from .._validation import check_bool, check_choice, check_names, check_nonneg_int, check_path, describe
 from ..driver.context import round_seed
 from ..driver.find import find_ticket
 from ..driver.ticket import Ticket
@@ -53,6 +56,8 @@ if TYPE_CHECKING:
 RATED = ("imp",)
 #: The controls a run can train next to the winning ticket.
 CONTROLS = ("reinit", "permute", "random_pruning", "sign_reinit", "supermask")
+#: When a strategy prunes (its ``when``) if it has no dense run to rewind into: ``supermask`` does not fit it.
+NO_DENSE_RUN = ("at_init", "during_training")
 #: Every kind of result: the winning ticket and the controls.
 KINDS = ("ticket",) + CONTROLS
 OPTIMIZERS = ("adam", "sgd")
@@ -156,6 +161,10 @@ class RunConfig:
         check_names(self.log, "log", LOG_FILES)
         if "tensorboard" in self.log:
             _summary_writer()  # ImportError (saying what to install) before anything runs
+        check_bool(self.download, "download")
+        check_bool(self.progress, "progress")
+        if self.data_root is not None:
+            check_path(self.data_root, "data_root")
         from ..plugins.manager import get_strategy
 
         if not isinstance(self.strategy, str):
@@ -169,6 +178,12 @@ class RunConfig:
                 f"controls='random_pruning' repeats the per-round rates of {sorted(RATED)}; strategy "
                 f"{self.strategy!r} has none: use 'permute' (the ticket's per-layer density, positions at random)"
             )
+        when = getattr(factory, "when", "between_rounds")
+        if "supermask" in self.controls and when in NO_DENSE_RUN:
+            raise ValueError(
+                f"controls='supermask' masks the dense run's trained weights; strategy {self.strategy!r} "
+                f"(when={when!r}) has no dense run: use 'reinit', 'permute' or 'sign_reinit'"
+            )
         if not rated and any(getattr(self, n) is not None for n in ("rate", "scope", "output_rate")):
             given = [n for n in ("rate", "scope", "output_rate") if getattr(self, n) is not None]
             raise ValueError(
@@ -176,9 +191,7 @@ class RunConfig:
                 "through strategy_options"
             )
         if self.strategy_options:
-            from ..driver.settings import _resolve_strategy
-
-            _resolve_strategy(self.strategy, self._options_for(factory, steps=10**12))  # its own checks (any length)
+            self.check_strategy_options()
         check_nonneg_int(self.replicates, "replicates")
         if self.replicates == 0:
             raise ValueError("replicates=0 must be at least 1")
@@ -190,6 +203,56 @@ class RunConfig:
             raise ValueError(f"device={self.device!r} is not cpu or cuda")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device={self.device!r} but CUDA is not available on this machine")
+
+    def check_strategy_options(self, label: Callable[[str], str] | None = None) -> None:
+        """Build the strategy with ``strategy_options`` once: its own checks, for a run of any length.
+
+        Args:
+            label (callable): ``label(key)`` names option ``key`` in errors (default
+                ``strategy_options['key']``; the command line says ``--strategy-option key``).
+
+        Raises:
+            StrategyError: if the strategy is not registered (listing the names that are).
+            TypeError: for an option the strategy does not take, naming it and the options it takes.
+            TypeError, ValueError: for a value the strategy refuses: its own message, after the
+                option it blames (when one option alone is at fault).
+
+        Examples:
+            >>> RunConfig(strategy="snip", strategy_options={"remaining": 0.2}).check_strategy_options()
+            >>> RunConfig(strategy="snip", strategy_options={"remaining": 2.0}).check_strategy_options()
+            Traceback (most recent call last):
+            ...
+            ValueError: strategy_options['remaining']=2.0: remaining=2.0 must be in (0, 1]
+        """
+        from ..driver.settings import _resolve_strategy
+
+        name = label or (lambda key: f"strategy_options[{key!r}]")
+        factory = get_strategy(self.strategy)
+        given = dict(self.strategy_options or {})
+        options = self._options_for(factory, steps=10**12)
+        try:
+            accepted: Mapping[str, inspect.Parameter] | None = inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            accepted = None
+        if accepted is not None and not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+            takes = [k for k, p in accepted.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+            for key, value in given.items():
+                if key not in takes:
+                    raise TypeError(
+                        f"{name(key)}={describe(value)}: strategy {self.strategy!r} has no option {key!r} "
+                        f"(its options: {', '.join(takes) or 'none'})"
+                    )
+        try:
+            _resolve_strategy(self.strategy, options)
+        except (TypeError, ValueError):
+            extra = {k: v for k, v in options.items() if k not in given}  # filled in, e.g. total_steps
+            if _builds(factory, extra):  # with its defaults it builds: blame the option that fails on its own
+                for key, value in given.items():
+                    try:
+                        factory(**extra, **{key: value})
+                    except (TypeError, ValueError) as alone:
+                        raise type(alone)(f"{name(key)}={describe(value)}: {alone}") from None
+            raise
 
     def _options_for(self, factory: Any, steps: int) -> dict[str, Any]:
         """The options a non-IMP strategy gets: ``strategy_options``, plus ``total_steps`` if it takes one."""
@@ -209,6 +272,44 @@ class RunConfig:
         out["controls"] = list(self.controls)
         out["log"] = list(self.log)
         return out
+
+
+def _builds(factory: Any, options: dict[str, Any]) -> bool:
+    try:
+        factory(**options)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def default_controls(strategy: str) -> tuple[str, ...]:
+    """Return the controls that fit ``strategy`` when none are chosen.
+
+    ``imp``: ``reinit`` and ``random_pruning``, the LTH paper's. Any other strategy
+    has no per-round rates for ``random_pruning`` to repeat, so ``permute`` (the
+    ticket's per-layer density, positions at random) takes its place beside
+    ``reinit``: Frankle et al. 2021's sanity checks for pruning at initialization,
+    and the static random mask at the same density that training-time methods are
+    measured against. (``sign_reinit`` fits every strategy and ``supermask`` those
+    with a dense run; they are there to be chosen.)
+
+    Args:
+        strategy (str): a registered strategy name.
+
+    Returns:
+        tuple: control names of :data:`CONTROLS`.
+
+    Raises:
+        StrategyError: if ``strategy`` is not registered (listing the names that are).
+
+    Examples:
+        >>> default_controls("imp")
+        ('reinit', 'random_pruning')
+        >>> default_controls("snip")
+        ('reinit', 'permute')
+    """
+    get_strategy(strategy)
+    return ("reinit", "random_pruning") if strategy in RATED else ("reinit", "permute")
 
 
 @dataclasses.dataclass
@@ -355,19 +456,44 @@ class Trainer:
 
 
 class _Recorder:
-    """Observer plugin: keeps each round's masks and the dense run's trained weights."""
+    """Observer plugin: keeps each round's masks and the dense run's trained weights.
 
-    def __init__(self, on_round: Callable[[], None] | None = None) -> None:
+    ``keep(round_index, recorded)``, if given, gets what each round recorded (a resumable run
+    keeps it in its state); :meth:`restore` takes back what an earlier process kept.
+    """
+
+    def __init__(self, on_round: Callable[[], None] | None = None, keep: Callable[[int, dict], None] | None = None):
         self.masks: dict[int, dict[str, torch.Tensor]] = {}
+        #: the remaining fraction of every prunable tensor at the end of each round (round 0 too)
+        self.layers: dict[int, dict[str, float]] = {}
         self.dense: dict[str, torch.Tensor] | None = None
         self.on_round = on_round
+        self.keep = keep
+
+    def restore(self, rounds: Mapping[int, Mapping[str, Any]]) -> None:
+        """Take back the rounds an earlier process recorded (``{round: what keep got}``), where this one did not."""
+        for round_index, recorded in rounds.items():
+            if round_index not in self.layers:
+                self.layers[round_index] = dict(recorded["layers"])
+                if round_index == 0:
+                    self.dense = dict(recorded["dense"])
+                else:
+                    self.masks[round_index] = dict(recorded["masks"])
 
     @hookimpl
     def torch_lottery_round_end(self, round_index, model):
+        self.layers[round_index] = {
+            q: float(mask.count_nonzero()) / max(mask.numel(), 1)
+            for q, m, n in named_prunable_parameters(model)
+            for mask in (get_mask(m, n),)
+        }
         if round_index == 0:
             self.dense = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:  # the masks the round ended with (a training-time strategy moves them while it trains)
             self.masks[round_index] = {q: get_mask(m, n).bool().clone() for q, m, n in named_prunable_parameters(model)}
+        if self.keep is not None:
+            kept = {"dense": self.dense} if round_index == 0 else {"masks": self.masks[round_index]}
+            self.keep(round_index, {"layers": self.layers[round_index], **kept})
         if self.on_round is not None:
             self.on_round()
 
@@ -399,14 +525,14 @@ def run_replicate(
     setup = resolve_setup(config, model)
     trainer = Trainer(data, setup, config.evals_per_epoch, config.progress)
     factory = get_strategy(config.strategy)
-    options = setup.strategy_options if config.strategy in RATED else config._options_for(factory, trainer.steps())
+    options = _ticket_options(config, setup, factory, trainer)
     once = getattr(factory, "when", "between_rounds") == "during_training" or getattr(factory, "needs_optimizer", False)
     optimizer = trainer._optimizer(model) if once else None  # one optimizer the driver sees (it resets regrown state)
     rounds_total = 1 if getattr(factory, "when", "") == "during_training" else config.rounds
     records: list[dict[str, Any]] = []
     tags = {"replicate": seed - config.seed, "seed": seed}
     with bar(config.progress, total=rounds_total + 1, desc=f"seed {seed}: ticket", unit="round") as rounds:
-        recorder = _Recorder(rounds.update)
+        recorder = _Recorder(rounds.update, keep=state.keep_round if state is not None else None)
         ticket = find_ticket(
             model,
             lambda m, c: trainer.train(m, c, "ticket", optimizer=optimizer),
@@ -421,9 +547,11 @@ def run_replicate(
             plugins=[recorder, *(log.with_tags(**tags, kind="ticket") for log in loggers)],
             checkpoint_dir=state.ticket_dir if state is not None else None,
         )
-    records += _strategy_history(ticket, "ticket")
-    if state is not None:  # every round's, also those of an earlier, interrupted process
-        recorder.masks, recorder.dense = state.recorded()
+    if state is not None:  # the rounds an earlier, interrupted process recorded
+        recorder.restore(state.recorded())
+    for record in _strategy_history(ticket, "ticket"):  # with the remaining fraction of each tensor
+        layers = recorder.layers.get(record["round"])
+        records.append(record if layers is None else {**record, "layers": layers})
 
     if "random_pruning" in config.controls:
         options = {k: v for k, v in setup.strategy_options.items() if k != "criterion"}
@@ -486,6 +614,55 @@ def run_replicate(
     return records
 
 
+def _ticket_options(config: RunConfig, setup: Setup, factory: Any, trainer: Trainer) -> dict[str, Any]:
+    """The options the ticket's strategy gets: the paper's setup (``imp``), or its own plus the run length."""
+    return setup.strategy_options if config.strategy in RATED else config._options_for(factory, trainer.steps())
+
+
+def versions() -> dict[str, str]:
+    """Return the versions a result depends on: torch-lottery, torch, torchvision (if installed), Python, platform.
+
+    Examples:
+        >>> sorted(versions())[:3]
+        ['platform', 'python', 'torch']
+    """
+    import platform
+    from importlib import metadata
+
+    from .. import __version__
+
+    out = {"torch-lottery": __version__, "torch": torch.__version__}
+    try:
+        out["torchvision"] = metadata.version("torchvision")
+    except metadata.PackageNotFoundError:
+        pass
+    out.update(python=platform.python_version(), platform=platform.platform())
+    return out
+
+
+def strategy_record(config: RunConfig, setup: Setup, trainer: Trainer) -> dict[str, Any]:
+    """Return what results.json says about the strategy: its name, resolved options and where it comes from.
+
+    ``options`` are the strategy's own, defaults filled in (its ``options()``), as
+    the ticket records them; ``plugin``, ``distribution`` and ``version`` are
+    those of ``torch-lottery strategies``.
+    """
+    from ..driver.settings import _resolve_strategy
+    from ..plugins.manager import strategy_entries
+
+    factory = get_strategy(config.strategy)
+    _, instance = _resolve_strategy(config.strategy, _ticket_options(config, setup, factory, trainer))
+    options = instance.options() if callable(getattr(instance, "options", None)) else {}
+    entry = next((e for e in strategy_entries() if config.strategy in (e.name, e.qualified_name)), None)
+    return {
+        "name": config.strategy,
+        "options": json.loads(json.dumps(options, default=repr)),  # JSON all the way down
+        "plugin": entry.plugin if entry else None,
+        "distribution": entry.distribution if entry else None,
+        "version": entry.version if entry else None,
+    }
+
+
 def _supermask(net: nn.Module, masks, rewind: RewindPoint, trainer: Trainer) -> dict[str, Any]:
     """Zhou et al.'s supermask at the ticket's per-tensor sparsity, signed constants, no training.
 
@@ -529,11 +706,16 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def run_experiment(
     config: RunConfig, log_dir: str | os.PathLike | None = None, state: RunState | None = None
 ) -> dict[str, Any]:
-    """Run ``config`` (all replicates) and return ``{"config", "setup", "records", "summary", "seconds"}``.
+    """Run ``config`` (all replicates) and return its result.
 
-    ``log_dir``: where the loggers of ``config.log`` write (needed when it names any).
-    ``state`` (see :mod:`torch_lottery.experiments.resume`) keeps every finished
-    training, so that a run interrupted at any point continues where it stopped.
+    The result: ``config`` (the settings), ``setup`` (the resolved training setup),
+    ``strategy`` (:func:`strategy_record`), ``versions`` (:func:`versions`), ``data``
+    (the data set's sizes), ``records`` (one per kind, round and seed; the ticket's
+    carry ``layers``, the remaining fraction of each prunable tensor), ``summary``
+    (:func:`summarize`) and ``seconds``. ``log_dir``: where the loggers of
+    ``config.log`` write (needed when it names any). ``state`` (see
+    :mod:`torch_lottery.experiments.resume`) keeps every finished training, so that
+    a run interrupted at any point continues where it stopped.
     """
     from .data import load_dataset
     from .models import build_model
@@ -554,7 +736,9 @@ def run_experiment(
         return build_model(config.model, data.input_shape, data.num_classes).to(config.device)
 
     torch.manual_seed(config.seed)
-    setup = dataclasses.asdict(resolve_setup(config, build()))
+    resolved = resolve_setup(config, build())
+    setup = dataclasses.asdict(resolved)
+    strategy = strategy_record(config, resolved, Trainer(data, resolved, config.evals_per_epoch, False))
     if state is not None:
         state.begin()  # data and model are ready: the run really starts
     records: list[dict[str, Any]] = []
@@ -574,6 +758,8 @@ def run_experiment(
     return {
         "config": config.to_dict(),
         "setup": setup,
+        "strategy": strategy,
+        "versions": versions(),
         "data": {
             "name": data.name,
             "train": len(data.train_x),
