@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
@@ -250,9 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--report", metavar="DIR", help="train nothing: re-render the table, CSV and plot of DIR/compare.json"
     )
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
     for action in run._actions:  # the run command's own definitions of the setup and output flags
         if action.dest in (*SETTINGS, "metric", "json"):
-            compare._add_action(action)
+            clone = copy.copy(action)  # with RunConfig's default: run's are unset for --config to fill
+            if clone.default is argparse.SUPPRESS:
+                clone.default = defaults[RUN_FIELDS[action.dest]]
+            compare._add_action(clone)
     return parser
 
 

@@ -240,15 +240,13 @@ class _Job:
 
 
 def _checked(config: RunConfig, given: Mapping[str, Any], argument: str) -> RunConfig:
-    """Run ``config.check()``; a refusal of the user's options names them as ``argument`` STRATEGY.KEY."""
-    try:
-        config.check()
-    except (TypeError, ValueError) as error:
-        if not given:
-            raise
-        named = [k for k in given if k in str(error)] or list(given)
-        options = ", ".join(f"{config.strategy}.{k}={given[k]!r}" for k in named)
-        raise type(error)(f"{argument} {options}: {error}") from None
+    """Check ``config``; a refusal of the user's options names them as ``argument`` STRATEGY.KEY."""
+    if config.strategy_options:
+        strategy = config.strategy
+        config.check_strategy_options(
+            lambda key: f"{argument} {strategy}.{key}" if key in given else f"{strategy}'s {key} (set by compare)"
+        )
+    config.check()
     return config
 
 
