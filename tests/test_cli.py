@@ -346,6 +346,24 @@ def test_report_re_renders_a_finished_run(full_run, tmp_path):
     assert sorted(os.listdir(directory)) == [".state", "accuracy.png", "results.csv", "results.json"]
 
 
+@pytest.mark.slow
+def test_report_is_refused_while_a_run_holds_the_folder(full_run, tmp_path, capsys):
+    from torch_lottery.cli import main
+    from torch_lottery.driver.checkpoints import locked
+
+    cwd, process = full_run
+    _ok(process)
+    directory = tmp_path / "copy"
+    shutil.copytree(cwd / "out", directory)
+    before = {name: (directory / name).read_bytes() for name in ("results.json", "results.csv", "accuracy.png")}
+    with locked(str(directory), argument="--out"):  # what a live run on that --out holds
+        assert main(["report", str(directory)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "DIR=" in error and "in use by another run" in error
+    assert {name: (directory / name).read_bytes() for name in before} == before
+    assert main(["report", str(directory)]) == 0  # the lock gone, the report goes ahead
+
+
 @pytest.fixture(scope="module")
 def seeded_runs(tmp_path_factory):
     """The same tiny run twice with --seed 3: with progress bars and --json, and with --no-progress."""

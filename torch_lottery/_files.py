@@ -103,6 +103,30 @@ def _write_temporary(path: str, write: Callable[[BinaryIO], Any]) -> str:
     return tmp
 
 
+def append_text(path: str | os.PathLike, text: str) -> None:
+    """Append ``text`` to ``path`` (UTF-8, created with its folder if missing) and flush it to the OS.
+
+    For logs that grow line by line (a killed run keeps every line written); a
+    file that is replaced as a whole goes through :func:`atomic_write`.
+
+    Args:
+        path: the file to append to.
+        text: what to append, e.g. one line with its newline.
+
+    Examples:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "logs", "log.txt")
+        >>> append_text(path, "one\n"); append_text(path, "two\n")
+        >>> open(path).read().splitlines()
+        ['one', 'two']
+    """
+    path = os.path.abspath(os.fspath(path))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a", encoding="utf-8", newline="") as handle:
+        handle.write(text)
+        handle.flush()
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
     """Write ``path`` atomically: ``write(handle)`` fills a temporary file that then replaces it.
 

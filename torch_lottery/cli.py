@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
@@ -348,11 +349,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from .driver.checkpoints import locked
     from .experiments.report import RESULTS_JSON, check_metric, layer_table, load_results, table, write_outputs
 
-    result = load_results(args.directory)
-    check_metric(result, args.metric, os.path.join(args.directory, RESULTS_JSON))
-    paths = write_outputs(result, args.directory)
+    # under the folder's lock: a run still writing its outputs there is refused, not overwritten
+    with locked(args.directory, argument="DIR") if os.path.isdir(args.directory) else contextlib.nullcontext():
+        result = load_results(args.directory)
+        check_metric(result, args.metric, os.path.join(args.directory, RESULTS_JSON))
+        paths = write_outputs(result, args.directory)
     print(table(result, args.metric))
     if args.layers:
         print("\n" + layer_table(result))

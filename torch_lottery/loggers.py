@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from ._files import atomic_write
+from ._files import append_text, atomic_write
 from ._validation import (
     check_bool,
     check_callable,
@@ -272,10 +272,7 @@ class JSONLinesLogger(_Logger):
 
     def _emit(self, event: dict[str, Any], tags: Mapping[str, Any]) -> None:
         line = json.dumps(event, allow_nan=False, ensure_ascii=False)
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-            handle.flush()
+        append_text(self.path, line + "\n")
 
 
 class CSVLogger(_Logger):
@@ -329,18 +326,18 @@ class CSVLogger(_Logger):
             self._columns = self._load()
         new = [k for k in row if k not in self._columns]
         self._rows.append(row)
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         if new or not os.path.isfile(self.path):
             self._columns += new
             text = io.StringIO(newline="")
             writer = csv.DictWriter(text, self._columns, restval="")
             writer.writeheader()
             writer.writerows(self._rows)
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             atomic_write(self.path, lambda handle: handle.write(text.getvalue().encode("utf-8")))
         else:
-            with open(self.path, "a", newline="", encoding="utf-8") as handle:
-                csv.DictWriter(handle, self._columns, restval="").writerow(row)
-                handle.flush()
+            text = io.StringIO(newline="")
+            csv.DictWriter(text, self._columns, restval="").writerow(row)
+            append_text(self.path, text.getvalue())
 
 
 def _summary_writer() -> Any:

@@ -21,6 +21,7 @@ from torch_lottery.experiments.compare import (
     run_compare,
     summarize,
     table,
+    write_outputs,
 )
 from torch_lottery.experiments.data import load_dataset
 from torch_lottery.experiments.models import build_model
@@ -226,3 +227,24 @@ def test_a_damaged_compare_json_is_named(tmp_path):
     (tmp_path / COMPARE_JSON).write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_compare(str(tmp_path))
+
+
+@pytest.mark.slow  # (the module's comparison: seconds)
+def test_the_three_files_are_replaced_as_one_set(result, tmp_path, monkeypatch):
+    """A write that fails part-way (here: the plot) leaves the previous comparison's three files as they were."""
+    matplotlib = pytest.importorskip("matplotlib")
+    old = {**result, "points": result["points"][:2]}
+    write_outputs(old, str(tmp_path))
+    before = {name: (tmp_path / name).read_bytes() for name in (COMPARE_JSON, COMPARE_CSV, COMPARE_PNG)}
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_outputs(result, str(tmp_path))
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    assert sorted(os.listdir(tmp_path)) == sorted(before)  # no temporary left behind
+    monkeypatch.undo()
+    write_outputs(result, str(tmp_path))
+    assert load_compare(str(tmp_path)) == json.loads(json.dumps(result))

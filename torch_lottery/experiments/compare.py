@@ -39,13 +39,14 @@ from typing import Any
 
 import torch
 
+from .._files import committed_path
 from .._validation import check_choice, check_fraction, check_number, check_writable_dir, describe
 from .._version import __version__
 from ..driver.run import registered
 from ..plugins.hookspecs import hookimpl
 from .families import DYNAMIC, _imp_rounds, _mean_std, _seeds, dynamic_every
 from .options import parse_options
-from .report import save_figure, write_csv, write_text
+from .report import _csv_text, save_figure, write_output_set
 from .runner import DATASET_VALIDATION, METRICS, RATED, RunConfig, Trainer, resolve_setup, run_replicate
 
 #: File names of a comparison's output directory.
@@ -608,6 +609,15 @@ def plot(result: Mapping[str, Any], path: str, metric: str = "test_accuracy") ->
         >>> plot(result, path) == os.path.isfile(path)
         True
     """
+    figure = _figure(result, metric)
+    if figure is None:
+        return False
+    save_figure(figure, path)
+    return True
+
+
+def _figure(result: Mapping[str, Any], metric: str = "test_accuracy") -> Any:
+    """Return the figure :func:`plot` saves, or None without matplotlib."""
     try:
         import matplotlib
 
@@ -615,7 +625,7 @@ def plot(result: Mapping[str, Any], path: str, metric: str = "test_accuracy") ->
         import matplotlib.pyplot as plt
         from matplotlib import ticker
     except ImportError:
-        return False
+        return None
     scale = 100.0 if metric.startswith("test_accuracy") else 1.0
     rows = summarize(result, metric)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=120)
@@ -656,12 +666,14 @@ def plot(result: Mapping[str, Any], path: str, metric: str = "test_accuracy") ->
     right.set_title("compute, the searches that led to the ticket included")
     if left.get_legend_handles_labels()[0]:
         left.legend(fontsize=8)
-    save_figure(fig, path)
-    return True
+    return fig
 
 
 def write_outputs(result: Mapping[str, Any], directory: str, metric: str = "test_accuracy") -> dict[str, str]:
-    """Write compare.json, compare.csv (one row per point, the dense ones first) and compare.png into ``directory``.
+    """Write compare.json, compare.csv (one row per point, the dense ones first) and compare.png as one set.
+
+    The three files replace the old ones together (compare.json last), as
+    :func:`~torch_lottery.experiments.report.write_outputs` does for a run.
 
     Args:
         result (dict): what :func:`run_compare` returned.
@@ -677,14 +689,11 @@ def write_outputs(result: Mapping[str, Any], directory: str, metric: str = "test
         >>> sorted(write_outputs(result, tempfile.mkdtemp()))
         ['csv', 'json', 'plot']
     """
-    os.makedirs(directory, exist_ok=True)
-    paths = {"json": os.path.join(directory, COMPARE_JSON), "csv": os.path.join(directory, COMPARE_CSV)}
-    write_text(paths["json"], json.dumps(result, indent=1))
-    write_csv({"summary": [*result["dense"], *result["points"]]}, paths["csv"])
-    png = os.path.join(directory, COMPARE_PNG)
-    if plot(result, png, metric):
-        paths["plot"] = png
-    return paths
+    texts = {
+        COMPARE_CSV: _csv_text({"summary": [*result["dense"], *result["points"]]}),
+        COMPARE_JSON: json.dumps(result, indent=1),
+    }
+    return write_output_set(directory, texts, _figure(result, metric), COMPARE_PNG)
 
 
 def load_compare(directory: str) -> dict[str, Any]:
@@ -708,6 +717,8 @@ def load_compare(directory: str) -> dict[str, Any]:
         FileNotFoundError: ... has no compare.json: is it the output directory of torch-lottery compare?
     """
     path = os.path.join(directory, COMPARE_JSON)
+    if os.path.isdir(directory):
+        path = committed_path(path)  # the new set's compare.json while a killed write is being completed
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"{directory!r} has no {COMPARE_JSON}: is it the output directory of torch-lottery compare?"

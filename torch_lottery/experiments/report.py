@@ -9,7 +9,7 @@ import json
 import math
 import os
 import statistics
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .._files import atomic_write, atomic_write_set, committed_path
@@ -184,18 +184,46 @@ def write_outputs(result: dict[str, Any], directory: str) -> dict[str, str]:
         >>> json.load(open(f"{folder}/results.json")) == result
         True
     """
+    texts = {RESULTS_CSV: _csv_text(result), RESULTS_JSON: json.dumps(result, indent=1)}
+    return write_output_set(directory, texts, _figure(result), PLOT_PNG)
+
+
+def write_output_set(directory: str, texts: Mapping[str, str], figure: Any, plot_name: str) -> dict[str, str]:
+    """Replace text files and a plot of ``directory`` as one set; return the paths written.
+
+    The files are replaced with :func:`torch_lottery._files.atomic_write_set`:
+    the texts in order with the plot before the last text (the JSON file readers
+    start from goes last). Without a figure (no matplotlib) an old plot is
+    removed with the set.
+
+    Args:
+        directory: the output folder (created if missing).
+        texts: file name -> its text, the file readers start from last.
+        figure: a matplotlib figure (closed afterwards), or None.
+        plot_name: the PNG's file name.
+
+    Returns:
+        dict: ``{"json": path, "csv": path, "plot": path}`` for the names ending so (no ``"plot"`` without a figure).
+
+    Examples:
+        >>> import os, tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> sorted(write_output_set(folder, {"a.csv": "x\\n", "a.json": "{}"}, None, "a.png"))
+        ['csv', 'json']
+        >>> sorted(os.listdir(folder))
+        ['a.csv', 'a.json']
+    """
     os.makedirs(directory, exist_ok=True)
-    paths = {"json": os.path.join(directory, RESULTS_JSON), "csv": os.path.join(directory, RESULTS_CSV)}
-    figure = _figure(result)
+    *first, last = texts
     with _laid_out(figure) if figure is not None else contextlib.nullcontext() as png:
-        outputs = {
-            RESULTS_CSV: _encoded(_csv_text(result)),
-            PLOT_PNG: png,
-            RESULTS_JSON: _encoded(json.dumps(result, indent=1)),
-        }
+        outputs = {name: _encoded(texts[name]) for name in first}
+        outputs[plot_name] = png
+        outputs[last] = _encoded(texts[last])
         atomic_write_set(directory, outputs)
+    # the file readers start from first, as the run reports them
+    paths = {os.path.splitext(name)[1].lstrip("."): os.path.join(directory, name) for name in reversed(texts)}
     if figure is not None:
-        paths["plot"] = os.path.join(directory, PLOT_PNG)
+        paths["plot"] = os.path.join(directory, plot_name)
     return paths
 
 
