@@ -221,7 +221,7 @@ def write_output_set(directory: str, texts: Mapping[str, str], figure: Any, plot
         outputs[last] = _encoded(texts[last])
         atomic_write_set(directory, outputs)
     # the file readers start from first, as the run reports them
-    paths = {os.path.splitext(name)[1].lstrip("."): os.path.join(directory, name) for name in reversed(texts)}
+    paths = {os.path.splitext(name)[1].lstrip("."): os.path.join(directory, name) for name in reversed(list(texts))}
     if figure is not None:
         paths["plot"] = os.path.join(directory, plot_name)
     return paths
