@@ -46,7 +46,7 @@ from ..driver.run import registered
 from ..plugins.hookspecs import hookimpl
 from .families import DYNAMIC, _imp_rounds, _mean_std, _seeds, dynamic_every
 from .options import parse_options
-from .report import _csv_text, save_figure, write_output_set
+from .report import _csv_text, pyplot, save_plot, write_output_set
 from .runner import DATASET_VALIDATION, METRICS, RATED, RunConfig, Trainer, resolve_setup, run_replicate
 
 #: File names of a comparison's output directory.
@@ -609,23 +609,15 @@ def plot(result: Mapping[str, Any], path: str, metric: str = "test_accuracy") ->
         >>> plot(result, path) == os.path.isfile(path)
         True
     """
-    figure = _figure(result, metric)
-    if figure is None:
-        return False
-    save_figure(figure, path)
-    return True
+    return save_plot(_figure(result, metric), path)
 
 
 def _figure(result: Mapping[str, Any], metric: str = "test_accuracy") -> Any:
     """Return the figure :func:`plot` saves, or None without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib import ticker
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
+    from matplotlib import ticker
     scale = 100.0 if metric.startswith("test_accuracy") else 1.0
     rows = summarize(result, metric)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=120)

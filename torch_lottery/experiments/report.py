@@ -93,7 +93,23 @@ def write_csv(result: dict[str, Any], path: str) -> None:
 
 def plot(result: dict[str, Any], path: str, metric: str = "test_accuracy") -> bool:
     """Draw ``metric`` against percent of weights remaining (log x axis); return False without matplotlib."""
-    figure = _figure(result, metric)
+    return save_plot(_figure(result, metric), path)
+
+
+def pyplot() -> Any:
+    """Return ``matplotlib.pyplot`` on the file-only Agg backend, or None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def save_plot(figure: Any, path: str) -> bool:
+    """Write ``figure`` (see :func:`save_figure`) unless it is None (no matplotlib); return whether it was written."""
     if figure is None:
         return False
     save_figure(figure, path)
@@ -102,12 +118,8 @@ def plot(result: dict[str, Any], path: str, metric: str = "test_accuracy") -> bo
 
 def _figure(result: dict[str, Any], metric: str = "test_accuracy") -> Any:
     """Return the figure :func:`plot` saves, or None without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     summary = result["summary"]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
