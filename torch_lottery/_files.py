@@ -116,7 +116,8 @@ def append_text(path: str | os.PathLike, text: str) -> None:
     Examples:
         >>> import os, tempfile
         >>> path = os.path.join(tempfile.mkdtemp(), "logs", "log.txt")
-        >>> append_text(path, "one\n"); append_text(path, "two\n")
+        >>> for line in ("one", "two"):
+        ...     append_text(path, line + os.linesep)
         >>> open(path).read().splitlines()
         ['one', 'two']
     """
