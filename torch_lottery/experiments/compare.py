@@ -618,6 +618,7 @@ def _figure(result: Mapping[str, Any], metric: str = "test_accuracy") -> Any:
     if plt is None:
         return None
     from matplotlib import ticker
+
     scale = 100.0 if metric.startswith("test_accuracy") else 1.0
     rows = summarize(result, metric)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=120)
