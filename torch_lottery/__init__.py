@@ -31,6 +31,7 @@ from .pruning import (
 )
 from .rewinding import RewindPoint, random_reinit, sign_preserving_reinit, signed_constant
 from .strategies import PruneContext, Strategy
+from .training import SparseTraining, sparse_training
 
 __all__ = [
     "AutoRewind",
@@ -42,6 +43,7 @@ __all__ = [
     "RandomPermutation",
     "RewindPoint",
     "SignPreservingSupermask",
+    "SparseTraining",
     "Strategy",
     "StrategyError",
     "Ticket",
@@ -66,6 +68,7 @@ __all__ = [
     "sign_preserving_reinit",
     "sign_preserving_supermask",
     "signed_constant",
+    "sparse_training",
     "sparsity_report",
     "targeted_dropout",
 ]
@@ -81,6 +84,7 @@ _SUBMODULES = (
     "rewinding",
     "strategies",
     "driver",
+    "training",
 )
 
 #: Names that lived at the root before 0.1.0 and now live in a subpackage: they still work, with a

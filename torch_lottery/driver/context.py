@@ -50,6 +50,11 @@ class RoundContext:
             early-bird ticket was drawn): a loop that checks it after
             ``context.step()`` stops cleanly; one that does not is stopped at its
             next step.
+        reads_weights (bool): True if the driver or the strategy reads or moves
+            weights or masks between the steps of this training (the rewind point
+            captured in round 0, a strategy's ``on_step``, masks moved during
+            training). When False, the loop may train through
+            :func:`torch_lottery.sparse_training`.
 
     Call :meth:`step` after every optimizer step, unless you passed
     ``optimizer=`` to :func:`find_ticket` (then the driver counts by itself).
@@ -73,6 +78,7 @@ class RoundContext:
         self.stop_reason: str | None = None
         self._on_iteration = on_iteration
         self._counts_itself = counts_itself
+        self.reads_weights = on_iteration is not None
 
     def step(self) -> None:
         """Count one training iteration (captures the rewind point at ``rewind_iteration``)."""

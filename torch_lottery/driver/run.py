@@ -303,6 +303,7 @@ class Run:
                 context._stop(f"instability copy: {iterations} iterations from iteration {iteration}")
 
         context._on_iteration = stop_after
+        context.reads_weights = False  # stop_after counts; the masks stay as they are
         with self._counting(context):
             try:
                 self.s.train(self.s.wrapper, context)
@@ -575,6 +576,7 @@ class Run:
                 call(iteration)
 
         context._on_iteration = observe
+        context.reads_weights = on_iteration is not None or on_step is not None or moving
         with self._counting(context, capture=round_index == 0):
             final = None
             try:

@@ -22,6 +22,7 @@ iteration (minimum validation loss), which the LTH paper reports.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -47,6 +48,7 @@ from ..pruning.permutation import random_permutation
 from ..pruning.utils import get_mask, named_prunable_parameters, prunable_parameters
 from ..rewinding.baselines import random_reinit, sign_preserving_reinit
 from ..rewinding.point import RewindPoint
+from ..training import sparse_training
 from .progress import bar
 
 if TYPE_CHECKING:
@@ -415,11 +417,19 @@ class Trainer:
         run, e.g. for a strategy that moves masks while training) is given; the
         driver then counts its steps, so ``context.step()`` is not called.
         """
+        counted = optimizer is not None
+        # A fresh optimizer over masks that stay fixed: the ticket trains through its survivors
+        # (sparse_training chooses per tensor; dense early rounds stay on the masked path).
+        fast = not counted and (context is None or not context.reads_weights)
+        with sparse_training(model) if fast else contextlib.nullcontext():
+            return self._train(model, context, title, optimizer or self._optimizer(model), counted)
+
+    def _train(
+        self, model: nn.Module, context: Any, title: str, optimizer: torch.optim.Optimizer, counted: bool
+    ) -> dict[str, Any]:
         from .data import batches
 
         s, d = self.setup, self.data
-        counted = optimizer is not None
-        optimizer = optimizer if optimizer is not None else self._optimizer(model)
         generator = torch.Generator(device="cpu").manual_seed(int(torch.randint(0, 2**62, (1,))))
         per_epoch = math.ceil(len(d.train_x) / s.batch_size)
         eval_points = {max(1, round(per_epoch * (i + 1) / self.evals_per_epoch)) for i in range(self.evals_per_epoch)}
