@@ -497,3 +497,54 @@ def test_a_run_with_a_strategy_that_trains_once_fills_in_the_run_length_and_its_
     assert ticket[1]["remaining"] == pytest.approx(expected, abs=0.01)
     assert ticket[1]["test_accuracy"] > 0.15  # far above chance (0.1) after one epoch
     assert {(r["kind"], r["round"]) for r in result["records"] if r["kind"] != "ticket"} == {("reinit", 1)}
+
+
+def _pruned_lenet(density):
+    from torch.nn.utils import prune
+
+    from torch_lottery.experiments.models import build_model
+    from torch_lottery.pruning.utils import named_prunable_parameters
+
+    torch.manual_seed(0)
+    model = build_model("lenet300100", (1, 28, 28), 10)
+    for _, module, name in named_prunable_parameters(model):
+        prune.l1_unstructured(module, name, amount=1.0 - density)
+    return model
+
+
+def _random_data(n=120):
+    from torch_lottery.experiments.data import TensorData
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+    return TensorData(x[:80], y[:80], x[80:100], y[80:100], x[100:], y[100:], 10, (1, 28, 28), "random")
+
+
+def test_the_runner_trains_fixed_masks_through_sparse_training(monkeypatch):
+    """A pruned model's training runs inside sparse_training and ends where the masked path ends."""
+    import contextlib
+
+    from torch_lottery.experiments import runner as runner_module
+    from torch_lottery.experiments.runner import Setup, Trainer
+
+    setup = Setup(
+        epochs=2, batch_size=20, optimizer="adam", lr=1e-3, momentum=0.9, weight_decay=0.0, strategy_options={}
+    )
+    seen = []
+
+    def record(module, inputs, output):  # a forward (not pre-) hook: pre-hooks keep a tensor masked
+        seen.append(type(module).__name__)
+
+    fast = _pruned_lenet(0.05)
+    fast.fc1.register_forward_hook(record)
+    torch.manual_seed(1)
+    Trainer(_random_data(), setup, evals_per_epoch=1, progress=False).train(fast)
+    assert "SparseTrainingLinear" in seen and type(fast.fc1).__name__ == "Linear"
+
+    monkeypatch.setattr(runner_module, "sparse_training", lambda model: contextlib.nullcontext())
+    masked = _pruned_lenet(0.05)
+    torch.manual_seed(1)
+    Trainer(_random_data(), setup, evals_per_epoch=1, progress=False).train(masked)
+    for name in ("fc1", "fc2", "fc3"):
+        a, b = getattr(fast, name), getattr(masked, name)
+        torch.testing.assert_close(a.weight_orig * a.weight_mask, b.weight_orig * b.weight_mask, rtol=1e-4, atol=1e-5)
