@@ -81,16 +81,21 @@ def build(model: str, density: float | None) -> nn.Module:
     return net
 
 
-def steps(net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, count: int) -> float:
-    """Run ``count`` training steps; return the median seconds per step."""
-    times = []
+def steps(
+    net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, count: int
+) -> tuple[float, float]:
+    """Run ``count`` training steps; return the median seconds per step and of its optimizer phase."""
+    times, optimizer_times = [], []
     for _ in range(count):
         start = CLOCK()
         optimizer.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(net(x), y).backward()
+        middle = CLOCK()
         optimizer.step()
-        times.append(CLOCK() - start)
-    return statistics.median(times)
+        end = CLOCK()
+        times.append(end - start)
+        optimizer_times.append(end - middle)
+    return statistics.median(times), statistics.median(optimizer_times)
 
 
 def effective(net: nn.Module) -> dict[str, torch.Tensor]:
@@ -119,9 +124,12 @@ def cell(model: str, density: float, batch: int, reps: int, count: int, fused: b
         for v in variants:  # warm-up, the same number of steps for masked and fast
             steps(nets[v], optimizers[v], x, y, max(2, count // 2))
         runs: dict[str, list[float]] = {v: [] for v in variants}
+        optimizer_runs: dict[str, list[float]] = {v: [] for v in variants}
         for rep in range(reps):
             for v in variants if rep % 2 == 0 else variants[::-1]:
-                runs[v].append(steps(nets[v], optimizers[v], x, y, count))
+                step_time, optimizer_time = steps(nets[v], optimizers[v], x, y, count)
+                runs[v].append(step_time)
+                optimizer_runs[v].append(optimizer_time)
     want, got = effective(nets["masked"]), effective(nets["fast"])
     difference = max(float((want[k] - got[k]).abs().max()) for k in want)
     scale = max(float(want[k].abs().max()) for k in want)
@@ -144,6 +152,7 @@ def cell(model: str, density: float, batch: int, reps: int, count: int, fused: b
         "reps": reps,
         "steps_per_rep": count,
         "ms_per_step": {v: summary([t * 1e3 for t in runs[v]]) for v in variants},
+        "ms_optimizer_step": {v: summary([t * 1e3 for t in optimizer_runs[v]]) for v in variants},
         **fused_ratios,
         "fast/dense": ratios("fast", "dense"),
         "dense/fast": ratios("dense", "fast"),

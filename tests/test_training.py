@@ -338,3 +338,14 @@ def test_an_unpruned_model_is_left_alone():
     params = list(net.parameters())
     with tl.sparse_training(net) as report:
         assert report.kernels == {} and list(net.parameters()) == params
+
+
+@pytest.mark.parametrize("kernel", ["auto", "csr"])
+def test_half_precision_takes_the_scatter_kernel(kernel):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(400, 300), nn.ReLU(), nn.Linear(300, 10)).to(torch.bfloat16)
+    prune.l1_unstructured(net[0], "weight", amount=0.95)
+    with tl.sparse_training(net, kernel=kernel) as report:
+        assert report.kernels["0.weight"] == "scatter"
+        train(net, batches(2, shape=(4, 400), dtype=torch.bfloat16), OPTIMIZERS["adam"])
+    assert (net[0].weight[net[0].weight_mask == 0] == 0).all()

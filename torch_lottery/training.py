@@ -379,7 +379,12 @@ def _is_plain_linear(module: nn.Module) -> bool:
 
 def _choose(kernel: str, module: nn.Module, name: str, density: float, orig: torch.Tensor) -> str:
     """Return the kernel of one tensor: ``masked``, ``scatter``, ``csr`` or ``auto-csr`` (CSR for small inputs)."""
-    csr_able = name == "weight" and _is_plain_linear(module) and orig.dim() == 2
+    csr_able = (
+        name == "weight"
+        and _is_plain_linear(module)
+        and orig.dim() == 2
+        and orig.dtype in (torch.float32, torch.float64)  # the CPU CSR kernels' dtypes
+    )
     if kernel == "csr":
         return "csr" if csr_able else "scatter"
     if kernel != "auto":
@@ -451,11 +456,13 @@ def sparse_training(
     Args:
         model (nn.Module): a model pruned with stock's layout (by stock
             ``torch.nn.utils.prune`` or torch-lottery).
-        kernel (str): ``"auto"`` (default): per tensor, the masked dense path above
-            90% density, a CSR kernel for ``nn.Linear`` weights at most 10% dense
-            (CPU, inputs up to 4096 rows), a scatter into a dense weight otherwise;
-            ``"scatter"``, ``"csr"`` (``nn.Linear`` weights; scatter elsewhere) or
-            ``"masked"`` (nothing changes) for every pruned tensor.
+        kernel (str): ``"auto"`` (default): per tensor, the masked dense path for
+            tensors denser than 90% or smaller than 4096 entries, a CSR kernel for
+            float32/float64 ``nn.Linear`` weights on the CPU at most 10% dense with
+            at least 65536 entries (calls with more than 512 input rows take the
+            scatter), a scatter into a dense weight otherwise; ``"scatter"``,
+            ``"csr"`` (``nn.Linear`` weights; scatter elsewhere) or ``"masked"``
+            (nothing changes) for every pruned tensor.
         optimizers (tuple): optimizer classes allowed to step the survivors.
 
     Yields:
