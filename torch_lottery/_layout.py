@@ -22,6 +22,7 @@ Two things are added to stock's layout, both invisible to stock code:
 
 from __future__ import annotations
 
+import sys
 import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
@@ -240,6 +241,24 @@ def as_pruned_weight(weight: torch.Tensor) -> torch.Tensor:
     return weight if type(weight) is _PrunedWeight else weight.as_subclass(_PrunedWeight)
 
 
+def _product(mask: torch.Tensor, orig: torch.Tensor) -> torch.Tensor:
+    """Return ``mask * orig`` in ``orig``'s dtype, bit for bit stock's product (``0.0 * -x`` is ``-0.0``).
+
+    A bool mask (what torch-lottery installs: 1 byte an entry) is read as uint8,
+    whose conversion to floating point is vectorized (bool's is not, and a mixed
+    bool/float product is slower still); the 0/1 values and so the product are
+    the same. When no graph is recorded the converted mask itself becomes the
+    product (multiplied in place), so computing it allocates one tensor, as
+    stock's product with a float mask does.
+    """
+    if mask.dtype == orig.dtype:
+        return torch.mul(mask, orig)
+    factor = (mask.view(torch.uint8) if mask.dtype == torch.bool else mask).to(dtype=orig.dtype)
+    if (orig.requires_grad and torch.is_grad_enabled()) or _is_compiling():
+        return torch.mul(factor, orig)
+    return factor.mul_(orig)
+
+
 def masked_product(module: nn.Module, name: str) -> torch.Tensor:
     """Return ``<name>_mask * <name>_orig`` of ``module`` as a :class:`_PrunedWeight`.
 
@@ -262,9 +281,7 @@ def masked_product(module: nn.Module, name: str) -> torch.Tensor:
     except KeyError:  # not where stock prune puts them: the ordinary lookup (and its error)
         orig = getattr(module, orig_name(name))
         mask = getattr(module, mask_name(name))
-    if mask.dtype != orig.dtype:
-        mask = mask.to(dtype=orig.dtype)
-    product = torch.mul(mask, orig)
+    product = _product(mask, orig)
     if type(product) is not torch.Tensor or _is_compiling():
         return product.as_subclass(_PrunedWeight)
     product.__class__ = _PrunedWeight
@@ -285,11 +302,104 @@ def install_weight(module: nn.Module, name: str, weight: torch.Tensor) -> None:
         setattr(module, name, weight)
 
 
+# -- reusing memory nothing else can see ------------------------------------------------
+def _counts(holder: dict, key: str) -> tuple[int, int, int] | None:
+    """(Python references, C++ references, storage users) of ``holder[key]``, counted the same way every call."""
+    tensor = holder.get(key)
+    try:
+        return (
+            sys.getrefcount(holder[key]),
+            tensor._use_count(),  # type: ignore[union-attr]
+            torch._C._storage_Use_Count(tensor.untyped_storage()._cdata),  # type: ignore[union-attr]
+        )
+    except (AttributeError, RuntimeError, TypeError):  # private counters missing in this torch: never reuse
+        return None
+
+
+_ALONE: list[tuple[int, int, int] | None] = []
+
+
+def sole_owner(holder: dict, key: str) -> bool:
+    """True if ``holder[key]`` is a plain tensor that only ``holder`` refers to, so writing it in place is unseen.
+
+    Nothing else may hold it: no Python reference (a user's ``mask = module.weight_mask``,
+    or ``.bool()`` of a bool mask, which is the mask itself), no view or tensor sharing its
+    storage (``.detach()``, ``.view(-1)``), no autograd graph that saved it, no gradient
+    history of its own. The counts are compared with those of a fresh tensor held by a
+    fresh dict, counted by the same code, so they do not depend on how this Python
+    counts references; where torch lacks the counters, nothing is reused.
+    """
+    tensor = holder.get(key)
+    if (
+        not isinstance(tensor, torch.Tensor)
+        or type(tensor) not in (torch.Tensor, _PrunedWeight)
+        or tensor.layout != torch.strided
+        or tensor.requires_grad
+        or tensor.grad_fn is not None
+        or tensor._base is not None
+        or tensor.is_inference()
+        or tensor.storage_offset() != 0
+        or not tensor.is_contiguous()
+        or tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size()
+    ):
+        return False
+    del tensor
+    if not _ALONE:
+        _ALONE.append(_counts({key: torch.empty(1)}, key))
+    counts = _counts(holder, key)
+    return counts is not None and counts == _ALONE[0]
+
+
+def release_weight(module: nn.Module, name: str) -> None:
+    """Drop the module's reference to the computed ``module.<name>`` before it is recomputed.
+
+    WHY: the previous product is freed before the next one is allocated (unless
+    someone else still holds it), so a recomputation never holds two products of
+    the tensor, and the allocator can give the next one the memory just freed.
+    Only a plain attribute is dropped; a parameter (an unpruned tensor) is not.
+    """
+    attributes = module.__dict__
+    if name in attributes:
+        attributes[name] = None
+
+
+def recompute_weight(module: nn.Module, name: str, hook: prune.BasePruningMethod) -> None:
+    """Set ``module.<name> = mask * orig`` again with ``hook``'s product (after a change of either).
+
+    The previous product is written in place when nothing but the module can see it
+    (:func:`sole_owner`), no graph is to be recorded, and the product is torch-lottery's
+    (:func:`masked_product`): the values are the same, bit for bit, and no memory is
+    allocated or freed. Otherwise it is dropped before the new one is computed.
+    """
+    from .pruning.container import LotteryContainer  # the container computes masked_product
+
+    orig: torch.Tensor = module._parameters[orig_name(name)]  # type: ignore[assignment]
+    mask: torch.Tensor = module._buffers[mask_name(name)]  # type: ignore[assignment]
+    attributes = module.__dict__
+    if (
+        isinstance(hook, LotteryContainer)
+        and not (orig.requires_grad and torch.is_grad_enabled())
+        and not _is_compiling()
+        and name in attributes
+        and sole_owner(attributes, name)
+    ):
+        old = attributes[name]
+        if old.shape == orig.shape and old.dtype == orig.dtype and old.device == orig.device == mask.device:
+            with torch.no_grad():
+                if mask.dtype == orig.dtype:
+                    torch.mul(mask, orig, out=old)
+                else:  # as _product: the 0/1 factor in orig's dtype, times orig
+                    old.copy_(mask.view(torch.uint8) if mask.dtype == torch.bool else mask).mul_(orig)
+            return
+    release_weight(module, name)
+    install_weight(module, name, as_pruned_weight(hook.apply_mask(module)))
+
+
 def refresh(module: nn.Module, name: str) -> None:
     """Recompute ``module.<name>`` from its ``_orig`` and ``_mask`` (after a write to either)."""
     _, hook = find_hook(module, name)
     if hook is not None and is_pruned(module, name):
-        install_weight(module, name, as_pruned_weight(hook.apply_mask(module)))
+        recompute_weight(module, name, hook)
 
 
 def write_mask(module: nn.Module, name: str, mask: torch.Tensor) -> None:
