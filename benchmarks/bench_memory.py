@@ -112,7 +112,8 @@ def run_scenario(model_name: str, fn, compact: bool) -> tuple[int, int, int]:
 
 RSS_MODEL, RSS_ROUNDS, RSS_STOCK_ROUNDS = "resnet50", 10, 4
 RSS_QUICK = ("resnet18", 3, 2)
-RSS_METHODS = {"global_magnitude": ours_global, "stock global_unstructured(L1Unstructured)": stock_global}
+STOCK = "stock global_unstructured(L1Unstructured)"
+RSS_METHODS = {"global_magnitude": ours_global, STOCK: stock_global}
 #: The goal: the high-water mark of the process over 10 rounds of global_magnitude, above the baseline.
 RSS_GOAL = 2.0
 
@@ -160,10 +161,10 @@ def rss_rounds(model_name: str, method: str, rounds: int, threads: int) -> dict:
 def rss_section(quick: bool, threads: int) -> tuple[dict, str]:
     """The forked RSS measurements and their Markdown (runs before any torch work in this process)."""
     model_name, rounds, stock_rounds = RSS_QUICK if quick else (RSS_MODEL, RSS_ROUNDS, RSS_STOCK_ROUNDS)
-    runs = {
-        method: h.forked(rss_rounds, model_name, method, rounds if method == "global_magnitude" else stock_rounds, threads)
-        for method in RSS_METHODS
-    }
+    runs = {}
+    for method in RSS_METHODS:
+        n = rounds if method == "global_magnitude" else stock_rounds
+        runs[method] = h.forked(rss_rounds, model_name, method, n, threads)
     wb = runs["global_magnitude"]["weight_bytes"]
     rows = []
     for method, run in runs.items():
@@ -181,6 +182,7 @@ def rss_section(quick: bool, threads: int) -> tuple[dict, str]:
             )
     ours = runs["global_magnitude"]["rounds"]
     peak = max(r["peak_growth"] for r in ours) / wb
+    stock_peak = max(r["peak_growth"] for r in runs[STOCK]["rounds"]) / wb
     met = peak <= RSS_GOAL
     data = {
         "model": model_name,
@@ -188,7 +190,7 @@ def rss_section(quick: bool, threads: int) -> tuple[dict, str]:
         "stock_rounds": stock_rounds,
         "weight_bytes": wb,
         "runs": runs,
-        "goal": {"peak_x_weights": peak, "limit": RSS_GOAL, "met": met},
+        "goal": {"peak_x_weights": peak, "limit": RSS_GOAL, "met": met, "stock_peak_x_weights": stock_peak},
     }
     markdown = "\n".join(
         [
@@ -213,8 +215,8 @@ def rss_section(quick: bool, threads: int) -> tuple[dict, str]:
                 [
                     [
                         f"peak RSS over {rounds} rounds of global_magnitude <= {RSS_GOAL:g}x weights ({model_name})",
-                        f"{peak:.2f}x (masks {runs['global_magnitude']['mask_dtype']}; stock after "
-                        f"{stock_rounds}: {max(r['peak_growth'] for r in runs[next(iter(list(RSS_METHODS)[1:]))]['rounds']) / wb:.2f}x)",
+                        f"{peak:.2f}x (masks {runs['global_magnitude']['mask_dtype']}; stock's after "
+                        f"{stock_rounds} rounds: {stock_peak:.2f}x)",
                         "met" if met else "missed",
                     ]
                 ],

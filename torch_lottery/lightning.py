@@ -235,7 +235,9 @@ class LotteryTicket(pl.Callback):
             orig, mask = prefix + _layout.orig_name(name), prefix + _layout.mask_name(name)
             if orig in state_dict and mask in state_dict and not _layout.is_pruned(owner, tensor_name):
                 state_dict[prefix + name] = state_dict.pop(orig)
-                self._model_masks[name] = check_binary_mask(state_dict.pop(mask), f"the checkpoint's {mask}").to(torch.bool, copy=True)
+                self._model_masks[name] = check_binary_mask(state_dict.pop(mask), f"the checkpoint's {mask}").to(
+                    torch.bool, copy=True
+                )
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Install a resumed run's masks; take the optimizer and scheduler that ``rewind_state`` rewinds."""

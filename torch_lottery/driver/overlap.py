@@ -161,7 +161,10 @@ def _model_masks(model: nn.Module, argument: str) -> dict[str, torch.Tensor]:
     named = named_prunable_parameters(model)
     listed = {q for q, _, _ in named}
     named += [(q, m, n) for q, m, n in _layout.pruned_tensors(model) if q not in listed]  # e.g. a pruned bias
-    return {q: check_binary_mask(get_mask(m, n).detach(), f"{argument}'s mask of {q!r}").to(torch.bool, copy=True) for q, m, n in named}
+    return {
+        q: check_binary_mask(get_mask(m, n).detach(), f"{argument}'s mask of {q!r}").to(torch.bool, copy=True)
+        for q, m, n in named
+    }
 
 
 def _masks(value: Any, argument: str) -> dict[str, torch.Tensor]:
