@@ -251,11 +251,11 @@ def held_bytes(model: nn.Module) -> int:
         >>> held_bytes(net)
         4000
         >>> _ = lottery_magnitude(net, "weight", amount=0.5)
-        >>> held_bytes(net)                          # weight_orig, weight_mask, weight
-        12000
+        >>> held_bytes(net)                          # weight_orig, weight_mask (bool: 1 byte an entry), weight
+        9000
         >>> _ = lottery_magnitude(net, "weight", amount=0.5)
         >>> held_bytes(net)                          # one mask per tensor, whatever the rounds
-        12000
+        9000
     """
     check_module(model)
     storages: dict[tuple[str, int], int] = {}
