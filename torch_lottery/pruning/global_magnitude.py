@@ -219,7 +219,11 @@ def global_magnitude(
             module, name = pairs[i]
             orig = _layout.original(module, name)
             old = _layout.mask_of(module, name)
-            mask = old if i in in_place else torch.empty(orig.shape, dtype=torch.bool, device=orig.device)
+            mask = (
+                old
+                if old is not None and i in in_place
+                else torch.empty(orig.shape, dtype=torch.bool, device=orig.device)
+            )
             pool.write_mask(j, plans[j], mask, old)  # keep * old
             for k in (k for k, f in enumerate(first) if f == i):  # the tensor and its tied names
                 method = GlobalMagnitude(
