@@ -241,6 +241,65 @@ def as_pruned_weight(weight: torch.Tensor) -> torch.Tensor:
     return weight if type(weight) is _PrunedWeight else weight.as_subclass(_PrunedWeight)
 
 
+#: module -> {name: (weak mask, mask._version, factor)}: the float 0/1 factor of a bool mask that
+#: forwards recording a graph multiply by (see :func:`_grad_factor`); entries go with their modules.
+_FACTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _grad_factor(module: nn.Module, name: str, mask: torch.Tensor, orig: torch.Tensor) -> torch.Tensor:
+    """Return ``mask`` as 0/1 in ``orig``'s dtype for a product that records a graph, kept between forwards.
+
+    WHY: a training forward multiplies by the mask and its backward multiplies the
+    gradient by it again, so autograd saves the factor. Converting a bool mask afresh
+    at every forward costs a tensor-sized allocation (page faults, on CPU) and a pass;
+    stock's float mask costs neither. The factor is therefore kept while the mask is
+    unchanged (the same tensor at the same ``_version``: any in-place write, e.g.
+    ``load_state_dict``, bumps it), refilled in place when the mask changed and no
+    graph still holds the factor, and dropped when torch-lottery prunes the tensor
+    (:func:`recompute_weight`), so pruning rounds never hold it.
+    """
+    per_module = _FACTORS.get(module)
+    if per_module is None:
+        per_module = _FACTORS[module] = {}
+    entry = per_module.get(name)
+    factor = None
+    if entry is not None:
+        ref, version, factor = entry
+        fits = factor.shape == mask.shape and factor.dtype == orig.dtype and factor.device == mask.device
+        if fits and ref() is mask and version == mask._version:
+            return factor
+        if not fits or factor._use_count() != 1:  # a live graph saved it: leave it to that graph
+            factor = None
+    source = mask.view(torch.uint8) if mask.dtype == torch.bool else mask
+    with torch.no_grad():
+        factor = source.to(dtype=orig.dtype) if factor is None else factor.copy_(source)
+    per_module[name] = (weakref.ref(mask), mask._version, factor)
+    return factor
+
+
+def _current_factor(module: nn.Module, name: str, mask: torch.Tensor, orig: torch.Tensor) -> torch.Tensor | None:
+    """The kept factor of ``module.<name>`` if it still is ``mask`` in ``orig``'s dtype, else None (none made)."""
+    entry = _FACTORS.get(module, {}).get(name)
+    if entry is None:
+        return None
+    ref, version, factor = entry
+    if ref() is mask and version == mask._version and factor.dtype == orig.dtype and factor.device == orig.device:
+        return factor
+    return None
+
+
+def drop_factor(module: nn.Module, name: str) -> None:
+    """Forget the kept factor of ``module.<name>`` (see :func:`_grad_factor`)."""
+    per_module = _FACTORS.get(module)
+    if per_module is not None:
+        per_module.pop(name, None)
+
+
+def kept_factors(module: nn.Module) -> list[torch.Tensor]:
+    """The factors kept for ``module``'s pruned tensors (for :func:`~torch_lottery.pruning.held_bytes`)."""
+    return [entry[2] for entry in _FACTORS.get(module, {}).values()]
+
+
 def _product(mask: torch.Tensor, orig: torch.Tensor) -> torch.Tensor:
     """Return ``mask * orig`` in ``orig``'s dtype, bit for bit stock's product (``0.0 * -x`` is ``-0.0``).
 
@@ -281,7 +340,13 @@ def masked_product(module: nn.Module, name: str) -> torch.Tensor:
     except KeyError:  # not where stock prune puts them: the ordinary lookup (and its error)
         orig = getattr(module, orig_name(name))
         mask = getattr(module, mask_name(name))
-    product = _product(mask, orig)
+    if mask.dtype == orig.dtype or _is_compiling():
+        product = _product(mask, orig)
+    elif orig.requires_grad and torch.is_grad_enabled():
+        product = torch.mul(_grad_factor(module, name, mask, orig), orig)  # a training forward
+    else:  # e.g. the recomputation after an optimizer step: the kept factor if it is current
+        factor = _current_factor(module, name, mask, orig)
+        product = _product(mask, orig) if factor is None else torch.mul(factor, orig)
     if type(product) is not torch.Tensor or _is_compiling():
         return product.as_subclass(_PrunedWeight)
     product.__class__ = _PrunedWeight
@@ -373,6 +438,7 @@ def recompute_weight(module: nn.Module, name: str, hook: prune.BasePruningMethod
     """
     from .pruning.container import LotteryContainer  # the container computes masked_product
 
+    drop_factor(module, name)
     orig: torch.Tensor = module._parameters[orig_name(name)]  # type: ignore[assignment]
     mask: torch.Tensor = module._buffers[mask_name(name)]  # type: ignore[assignment]
     attributes = module.__dict__

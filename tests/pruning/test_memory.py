@@ -25,15 +25,18 @@ def pairs(model: nn.Module) -> list[tuple[nn.Module, str]]:
     return [(model[i], "weight") for i in (0, 2, 4)]
 
 
-def expected_bytes(model: nn.Module, mask_bytes: int = 1) -> int:
+def expected_bytes(model: nn.Module, mask_bytes: int = 1, trained: bool = False) -> int:
     """Parameters once, plus a mask and a computed tensor per pruned weight: the stock layout, no copies.
 
     ``mask_bytes`` per entry: 1 for the bool masks torch-lottery installs, 4 for stock's float32 ones.
+    After a training forward (``trained``) a bool mask also has its float factor kept for the next
+    training forwards (what stock's float mask is itself); pruning drops it again.
     """
     weights = sum(m.weight.numel() * m.weight.element_size() for m, _ in pairs(model))
     masks = sum(m.weight.numel() * mask_bytes for m, _ in pairs(model))
+    factors = weights if trained and mask_bytes == 1 else 0
     params = sum(p.numel() * p.element_size() for p in model.parameters())
-    return params + weights + masks
+    return params + weights + masks + factors
 
 
 def forward(model: nn.Module) -> None:
@@ -111,7 +114,8 @@ def test_bytes_after_ten_rounds_equal_bytes_after_one(how):
     one, ten = mlp(), mlp()
     fn(one, 1)
     fn(ten, 10)
-    assert tl.pruning.held_bytes(one) == tl.pruning.held_bytes(ten) == expected_bytes(one, mask_bytes)
+    # every scenario ends with a training step (forward and backward)
+    assert tl.pruning.held_bytes(one) == tl.pruning.held_bytes(ten) == expected_bytes(one, mask_bytes, trained=True)
     for module, _ in pairs(ten):
         assert module.weight_mask.element_size() == mask_bytes
     for module, _ in pairs(ten):  # the rounds really pruned
@@ -190,3 +194,45 @@ def test_a_graph_that_saved_the_masked_weight_still_backpropagates():
         tl.global_magnitude(pairs(model), amount=0.3)
     loss.backward()  # raises if a saved tensor was modified in place
     assert model[0].weight_orig.grad is not None
+
+
+def test_the_training_factor_is_kept_between_forwards_and_dropped_by_pruning():
+    """A training forward keeps a bool mask's float factor (no conversion per step); pruning drops it."""
+    from torch_lottery import _layout
+
+    model = mlp()
+    tl.global_magnitude(pairs(model), amount=0.3)
+    assert _layout.kept_factors(model[0]) == []
+    assert tl.pruning.held_bytes(model) == expected_bytes(model)
+    forward(model)
+    factor = _layout.kept_factors(model[0])[0]
+    assert factor.dtype == torch.float32 and torch.equal(factor, model[0].weight_mask.float())
+    forward(model)
+    assert _layout.kept_factors(model[0])[0] is factor  # the same tensor: not converted again
+    assert tl.pruning.held_bytes(model) == expected_bytes(model, trained=True)
+    tl.global_magnitude(pairs(model), amount=0.3)
+    assert _layout.kept_factors(model[0]) == []  # pruning rounds never hold it
+    assert tl.pruning.held_bytes(model) == expected_bytes(model)
+
+
+def test_the_training_factor_follows_writes_to_the_mask():
+    """load_state_dict (or any in-place write) into the mask reaches the next training forward."""
+    from torch_lottery import _layout
+
+    model, other = mlp(0), mlp(1)
+    for m in (model, other):
+        tl.global_magnitude(pairs(m), amount=0.3)
+    tl.global_magnitude(pairs(other), amount=0.5)
+    forward(model)
+    model.load_state_dict(other.state_dict())
+    loss = model(torch.randn(4, 20)).sum()
+    for (a, _), (b, _) in zip(pairs(model), pairs(other), strict=True):
+        assert torch.equal(_layout.kept_factors(a)[0], b.weight_mask.float())
+        assert torch.equal(a.weight, b.weight)
+    held = _layout.kept_factors(model[0])[0]
+    with torch.no_grad():
+        model[0].weight_mask.zero_()  # a write while a graph holds the factor
+    model(torch.randn(4, 20)).sum().backward()
+    loss.backward()  # the first graph's factor was not overwritten
+    assert not bool(held.eq(0).all()) and bool(_layout.kept_factors(model[0])[0].eq(0).all())
+    assert torch.equal(model[0].weight, torch.zeros_like(model[0].weight))

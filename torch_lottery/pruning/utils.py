@@ -285,6 +285,8 @@ def held_bytes(model: nn.Module) -> int:
         for value in vars(module).values():
             if isinstance(value, torch.Tensor):
                 add(value)
+        for factor in _layout.kept_factors(module):  # a bool mask's float factor kept for training forwards
+            add(factor)
         for hook in module._forward_pre_hooks.values():
             walk(hook)
     return sum(storages.values())
