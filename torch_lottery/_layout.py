@@ -8,6 +8,10 @@ of torch-lottery reads and writes that layout through the functions here, so the
 suffixes, the hook lookup and the recomputation of ``module.<name>`` are written
 once.
 
+The masks torch-lottery installs are ``torch.bool`` (1 byte an entry; stock's are
+float): the product is computed in ``<name>_orig``'s dtype, bit for bit stock's,
+and every reader accepts both kinds (see :func:`masked_product`).
+
 Two things are added to stock's layout, both invisible to stock code:
 
 * the computed ``module.<name>`` is a :class:`_PrunedWeight`, a tensor subclass
@@ -288,6 +292,11 @@ def _current_factor(module: nn.Module, name: str, mask: torch.Tensor, orig: torc
     return None
 
 
+def _product_factor(mask: torch.Tensor, orig: torch.Tensor) -> torch.Tensor:
+    """``mask`` as a fresh 0/1 tensor in ``orig``'s dtype (a bool mask read as uint8: a vectorized copy)."""
+    return (mask.view(torch.uint8) if mask.dtype == torch.bool else mask).to(dtype=orig.dtype)
+
+
 def drop_factor(module: nn.Module, name: str) -> None:
     """Forget the kept factor of ``module.<name>`` (see :func:`_grad_factor`)."""
     per_module = _FACTORS.get(module)
@@ -318,13 +327,20 @@ def _product(mask: torch.Tensor, orig: torch.Tensor) -> torch.Tensor:
     return factor.mul_(orig)
 
 
-def masked_product(module: nn.Module, name: str) -> torch.Tensor:
+def masked_product(module: nn.Module, name: str, keep: bool = True) -> torch.Tensor:
     """Return ``<name>_mask * <name>_orig`` of ``module`` as a :class:`_PrunedWeight`.
 
     The same product as stock ``BasePruningMethod.apply_mask`` (same operands, same
     order, bit for bit) on the forward path's budget: the tensors are read from the
     module's dicts instead of through ``nn.Module.__getattr__``, and the product
     itself becomes the :class:`_PrunedWeight`.
+
+    A bool mask (torch-lottery's) becomes a 0/1 factor in orig's dtype: 1.0 and 0.0
+    times orig, so the product is stock's bit for bit, ``-0.0`` for a pruned negative
+    weight included (``masked_fill``/``torch.where`` would give ``+0.0``, and are
+    several times slower on CPU). A forward that records a graph uses the factor
+    kept between forwards (:func:`_grad_factor`); otherwise the converted mask is
+    multiplied in place and becomes the product (:func:`_product`).
 
     WHY the class switch: ``as_subclass`` would add an alias node to every forward
     and backward pass; switching ``__class__`` of a fresh plain result that nothing
@@ -343,7 +359,9 @@ def masked_product(module: nn.Module, name: str) -> torch.Tensor:
     if mask.dtype == orig.dtype or _is_compiling():
         product = _product(mask, orig)
     elif orig.requires_grad and torch.is_grad_enabled():
-        product = torch.mul(_grad_factor(module, name, mask, orig), orig)  # a training forward
+        # a training forward keeps the factor; the product installed when pruning (keep=False) does not
+        factor = _grad_factor(module, name, mask, orig) if keep else _product_factor(mask, orig)
+        product = torch.mul(factor, orig)
     else:  # e.g. the recomputation after an optimizer step: the kept factor if it is current
         factor = _current_factor(module, name, mask, orig)
         product = _product(mask, orig) if factor is None else torch.mul(factor, orig)
@@ -458,7 +476,10 @@ def recompute_weight(module: nn.Module, name: str, hook: prune.BasePruningMethod
                     old.copy_(mask.view(torch.uint8) if mask.dtype == torch.bool else mask).mul_(orig)
             return
     release_weight(module, name)
-    install_weight(module, name, as_pruned_weight(hook.apply_mask(module)))
+    product = (
+        masked_product(module, name, keep=False) if isinstance(hook, LotteryContainer) else hook.apply_mask(module)
+    )
+    install_weight(module, name, as_pruned_weight(product))
 
 
 def refresh(module: nn.Module, name: str) -> None:

@@ -213,6 +213,11 @@ def test_the_training_factor_is_kept_between_forwards_and_dropped_by_pruning():
     tl.global_magnitude(pairs(model), amount=0.3)
     assert _layout.kept_factors(model[0]) == []  # pruning rounds never hold it
     assert tl.pruning.held_bytes(model) == expected_bytes(model)
+    forward(model)
+    for module, name in pairs(model):  # per-tensor pruning in grad mode neither
+        tl.lottery_magnitude(module, name, amount=0.2)
+        assert _layout.kept_factors(module) == [] and module.weight.grad_fn is not None  # stock's graph
+    assert tl.pruning.held_bytes(model) == expected_bytes(model)
 
 
 def test_the_training_factor_follows_writes_to_the_mask():
