@@ -363,8 +363,8 @@ def masked_product(module: nn.Module, name: str, keep: bool = True) -> torch.Ten
         factor = _grad_factor(module, name, mask, orig) if keep else _product_factor(mask, orig)
         product = torch.mul(factor, orig)
     else:  # e.g. the recomputation after an optimizer step: the kept factor if it is current
-        factor = _current_factor(module, name, mask, orig)
-        product = _product(mask, orig) if factor is None else torch.mul(factor, orig)
+        kept = _current_factor(module, name, mask, orig)
+        product = _product(mask, orig) if kept is None else torch.mul(kept, orig)
     if type(product) is not torch.Tensor or _is_compiling():
         return product.as_subclass(_PrunedWeight)
     product.__class__ = _PrunedWeight
