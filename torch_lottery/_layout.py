@@ -8,6 +8,10 @@ of torch-lottery reads and writes that layout through the functions here, so the
 suffixes, the hook lookup and the recomputation of ``module.<name>`` are written
 once.
 
+The masks torch-lottery installs are ``torch.bool`` (1 byte an entry; stock's are
+float): the product is computed in ``<name>_orig``'s dtype, bit for bit stock's,
+and every reader accepts both kinds (see :func:`masked_product`).
+
 Two things are added to stock's layout, both invisible to stock code:
 
 * the computed ``module.<name>`` is a :class:`_PrunedWeight`, a tensor subclass
@@ -22,6 +26,7 @@ Two things are added to stock's layout, both invisible to stock code:
 
 from __future__ import annotations
 
+import sys
 import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
@@ -240,13 +245,102 @@ def as_pruned_weight(weight: torch.Tensor) -> torch.Tensor:
     return weight if type(weight) is _PrunedWeight else weight.as_subclass(_PrunedWeight)
 
 
-def masked_product(module: nn.Module, name: str) -> torch.Tensor:
+#: module -> {name: (weak mask, mask._version, factor)}: the float 0/1 factor of a bool mask that
+#: forwards recording a graph multiply by (see :func:`_grad_factor`); entries go with their modules.
+_FACTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _grad_factor(module: nn.Module, name: str, mask: torch.Tensor, orig: torch.Tensor) -> torch.Tensor:
+    """Return ``mask`` as 0/1 in ``orig``'s dtype for a product that records a graph, kept between forwards.
+
+    WHY: a training forward multiplies by the mask and its backward multiplies the
+    gradient by it again, so autograd saves the factor. Converting a bool mask afresh
+    at every forward costs a tensor-sized allocation (page faults, on CPU) and a pass;
+    stock's float mask costs neither. The factor is therefore kept while the mask is
+    unchanged (the same tensor at the same ``_version``: any in-place write, e.g.
+    ``load_state_dict``, bumps it), refilled in place when the mask changed and no
+    graph still holds the factor, and dropped when torch-lottery prunes the tensor
+    (:func:`recompute_weight`), so pruning rounds never hold it.
+    """
+    per_module = _FACTORS.get(module)
+    if per_module is None:
+        per_module = _FACTORS[module] = {}
+    entry = per_module.get(name)
+    factor = None
+    if entry is not None:
+        ref, version, factor = entry
+        fits = factor.shape == mask.shape and factor.dtype == orig.dtype and factor.device == mask.device
+        if fits and ref() is mask and version == mask._version:
+            return factor
+        if not fits or factor._use_count() != 1:  # a live graph saved it: leave it to that graph
+            factor = None
+    source = mask.view(torch.uint8) if mask.dtype == torch.bool else mask
+    with torch.no_grad():
+        factor = source.to(dtype=orig.dtype) if factor is None else factor.copy_(source)
+    per_module[name] = (weakref.ref(mask), mask._version, factor)
+    return factor
+
+
+def _current_factor(module: nn.Module, name: str, mask: torch.Tensor, orig: torch.Tensor) -> torch.Tensor | None:
+    """The kept factor of ``module.<name>`` if it still is ``mask`` in ``orig``'s dtype, else None (none made)."""
+    entry = _FACTORS.get(module, {}).get(name)
+    if entry is None:
+        return None
+    ref, version, factor = entry
+    if ref() is mask and version == mask._version and factor.dtype == orig.dtype and factor.device == orig.device:
+        return factor
+    return None
+
+
+def _product_factor(mask: torch.Tensor, orig: torch.Tensor) -> torch.Tensor:
+    """``mask`` as a fresh 0/1 tensor in ``orig``'s dtype (a bool mask read as uint8: a vectorized copy)."""
+    return (mask.view(torch.uint8) if mask.dtype == torch.bool else mask).to(dtype=orig.dtype)
+
+
+def drop_factor(module: nn.Module, name: str) -> None:
+    """Forget the kept factor of ``module.<name>`` (see :func:`_grad_factor`)."""
+    per_module = _FACTORS.get(module)
+    if per_module is not None:
+        per_module.pop(name, None)
+
+
+def kept_factors(module: nn.Module) -> list[torch.Tensor]:
+    """The factors kept for ``module``'s pruned tensors (for :func:`~torch_lottery.pruning.held_bytes`)."""
+    return [entry[2] for entry in _FACTORS.get(module, {}).values()]
+
+
+def _product(mask: torch.Tensor, orig: torch.Tensor) -> torch.Tensor:
+    """Return ``mask * orig`` in ``orig``'s dtype, bit for bit stock's product (``0.0 * -x`` is ``-0.0``).
+
+    A bool mask (what torch-lottery installs: 1 byte an entry) is read as uint8,
+    whose conversion to floating point is vectorized (bool's is not, and a mixed
+    bool/float product is slower still); the 0/1 values and so the product are
+    the same. When no graph is recorded the converted mask itself becomes the
+    product (multiplied in place), so computing it allocates one tensor, as
+    stock's product with a float mask does.
+    """
+    if mask.dtype == orig.dtype:
+        return torch.mul(mask, orig)
+    factor = (mask.view(torch.uint8) if mask.dtype == torch.bool else mask).to(dtype=orig.dtype)
+    if (orig.requires_grad and torch.is_grad_enabled()) or _is_compiling():
+        return torch.mul(factor, orig)
+    return factor.mul_(orig)
+
+
+def masked_product(module: nn.Module, name: str, keep: bool = True) -> torch.Tensor:
     """Return ``<name>_mask * <name>_orig`` of ``module`` as a :class:`_PrunedWeight`.
 
     The same product as stock ``BasePruningMethod.apply_mask`` (same operands, same
     order, bit for bit) on the forward path's budget: the tensors are read from the
     module's dicts instead of through ``nn.Module.__getattr__``, and the product
     itself becomes the :class:`_PrunedWeight`.
+
+    A bool mask (torch-lottery's) becomes a 0/1 factor in orig's dtype: 1.0 and 0.0
+    times orig, so the product is stock's bit for bit, ``-0.0`` for a pruned negative
+    weight included (``masked_fill``/``torch.where`` would give ``+0.0``, and are
+    several times slower on CPU). A forward that records a graph uses the factor
+    kept between forwards (:func:`_grad_factor`); otherwise the converted mask is
+    multiplied in place and becomes the product (:func:`_product`).
 
     WHY the class switch: ``as_subclass`` would add an alias node to every forward
     and backward pass; switching ``__class__`` of a fresh plain result that nothing
@@ -262,9 +356,15 @@ def masked_product(module: nn.Module, name: str) -> torch.Tensor:
     except KeyError:  # not where stock prune puts them: the ordinary lookup (and its error)
         orig = getattr(module, orig_name(name))
         mask = getattr(module, mask_name(name))
-    if mask.dtype != orig.dtype:
-        mask = mask.to(dtype=orig.dtype)
-    product = torch.mul(mask, orig)
+    if mask.dtype == orig.dtype or _is_compiling():
+        product = _product(mask, orig)
+    elif orig.requires_grad and torch.is_grad_enabled():
+        # a training forward keeps the factor; the product installed when pruning (keep=False) does not
+        factor = _grad_factor(module, name, mask, orig) if keep else _product_factor(mask, orig)
+        product = torch.mul(factor, orig)
+    else:  # e.g. the recomputation after an optimizer step: the kept factor if it is current
+        kept = _current_factor(module, name, mask, orig)
+        product = _product(mask, orig) if kept is None else torch.mul(kept, orig)
     if type(product) is not torch.Tensor or _is_compiling():
         return product.as_subclass(_PrunedWeight)
     product.__class__ = _PrunedWeight
@@ -285,11 +385,108 @@ def install_weight(module: nn.Module, name: str, weight: torch.Tensor) -> None:
         setattr(module, name, weight)
 
 
+# -- reusing memory nothing else can see ------------------------------------------------
+def _counts(holder: dict, key: str) -> tuple[int, int, int] | None:
+    """(Python references, C++ references, storage users) of ``holder[key]``, counted the same way every call."""
+    tensor = holder.get(key)
+    try:
+        return (
+            sys.getrefcount(holder[key]),
+            tensor._use_count(),  # type: ignore[union-attr]
+            torch._C._storage_Use_Count(tensor.untyped_storage()._cdata),  # type: ignore[union-attr]
+        )
+    except (AttributeError, RuntimeError, TypeError):  # private counters missing in this torch: never reuse
+        return None
+
+
+_ALONE: list[tuple[int, int, int] | None] = []
+
+
+def sole_owner(holder: dict, key: str) -> bool:
+    """True if ``holder[key]`` is a plain tensor that only ``holder`` refers to, so writing it in place is unseen.
+
+    Nothing else may hold it: no Python reference (a user's ``mask = module.weight_mask``,
+    or ``.bool()`` of a bool mask, which is the mask itself), no view or tensor sharing its
+    storage (``.detach()``, ``.view(-1)``), no autograd graph that saved it, no gradient
+    history of its own. The counts are compared with those of a fresh tensor held by a
+    fresh dict, counted by the same code, so they do not depend on how this Python
+    counts references; where torch lacks the counters, nothing is reused.
+    """
+    tensor = holder.get(key)
+    if (
+        not isinstance(tensor, torch.Tensor)
+        or type(tensor) not in (torch.Tensor, _PrunedWeight)
+        or tensor.layout != torch.strided
+        or tensor.requires_grad
+        or tensor.grad_fn is not None
+        or tensor._base is not None
+        or tensor.is_inference()
+        or tensor.storage_offset() != 0
+        or not tensor.is_contiguous()
+        or tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size()
+    ):
+        return False
+    del tensor
+    if not _ALONE:
+        _ALONE.append(_counts({key: torch.empty(1)}, key))
+    counts = _counts(holder, key)
+    return counts is not None and counts == _ALONE[0]
+
+
+def release_weight(module: nn.Module, name: str) -> None:
+    """Drop the module's reference to the computed ``module.<name>`` before it is recomputed.
+
+    WHY: the previous product is freed before the next one is allocated (unless
+    someone else still holds it), so a recomputation never holds two products of
+    the tensor, and the allocator can give the next one the memory just freed.
+    Only a plain attribute is dropped; a parameter (an unpruned tensor) is not.
+    """
+    attributes = module.__dict__
+    if name in attributes:
+        attributes[name] = None
+
+
+def recompute_weight(module: nn.Module, name: str, hook: prune.BasePruningMethod) -> None:
+    """Set ``module.<name> = mask * orig`` again with ``hook``'s product (after a change of either).
+
+    The previous product is written in place when nothing but the module can see it
+    (:func:`sole_owner`), no graph is to be recorded, and the product is torch-lottery's
+    (:func:`masked_product`): the values are the same, bit for bit, and no memory is
+    allocated or freed. Otherwise it is dropped before the new one is computed.
+    """
+    from .pruning.container import LotteryContainer  # the container computes masked_product
+
+    drop_factor(module, name)
+    orig: torch.Tensor = module._parameters[orig_name(name)]  # type: ignore[assignment]
+    mask: torch.Tensor = module._buffers[mask_name(name)]  # type: ignore[assignment]
+    attributes = module.__dict__
+    if (
+        isinstance(hook, LotteryContainer)
+        and not (orig.requires_grad and torch.is_grad_enabled())
+        and not _is_compiling()
+        and name in attributes
+        and sole_owner(attributes, name)
+    ):
+        old = attributes[name]
+        if old.shape == orig.shape and old.dtype == orig.dtype and old.device == orig.device == mask.device:
+            with torch.no_grad():
+                if mask.dtype == orig.dtype:
+                    torch.mul(mask, orig, out=old)
+                else:  # as _product: the 0/1 factor in orig's dtype, times orig
+                    old.copy_(mask.view(torch.uint8) if mask.dtype == torch.bool else mask).mul_(orig)
+            return
+    release_weight(module, name)
+    product = (
+        masked_product(module, name, keep=False) if isinstance(hook, LotteryContainer) else hook.apply_mask(module)
+    )
+    install_weight(module, name, as_pruned_weight(product))
+
+
 def refresh(module: nn.Module, name: str) -> None:
     """Recompute ``module.<name>`` from its ``_orig`` and ``_mask`` (after a write to either)."""
     _, hook = find_hook(module, name)
     if hook is not None and is_pruned(module, name):
-        install_weight(module, name, as_pruned_weight(hook.apply_mask(module)))
+        recompute_weight(module, name, hook)
 
 
 def write_mask(module: nn.Module, name: str, mask: torch.Tensor) -> None:

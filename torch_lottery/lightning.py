@@ -235,7 +235,9 @@ class LotteryTicket(pl.Callback):
             orig, mask = prefix + _layout.orig_name(name), prefix + _layout.mask_name(name)
             if orig in state_dict and mask in state_dict and not _layout.is_pruned(owner, tensor_name):
                 state_dict[prefix + name] = state_dict.pop(orig)
-                self._model_masks[name] = check_binary_mask(state_dict.pop(mask), f"the checkpoint's {mask}").bool()
+                self._model_masks[name] = check_binary_mask(state_dict.pop(mask), f"the checkpoint's {mask}").to(
+                    torch.bool, copy=True
+                )
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Install a resumed run's masks; take the optimizer and scheduler that ``rewind_state`` rewinds."""
@@ -420,7 +422,7 @@ class LotteryTicket(pl.Callback):
                 f"{source} comes from a run with other settings ({'; '.join(differ)}); resume with the same"
             )
         round_index = int(state_dict["round"])
-        masks, model = {n: m.bool() for n, m in state_dict["masks"].items()}, self._model_masks
+        masks, model = {n: m.to(torch.bool, copy=True) for n, m in state_dict["masks"].items()}, self._model_masks
         wrong = [n for n in model if n not in masks or not torch.equal(model[n], masks[n])]
         if wrong or (round_index > 0 and set(model) != set(masks)):
             raise ValueError(f"{source} is at round {round_index}, but the checkpoint's model holds other masks")

@@ -175,7 +175,8 @@ def _edit_round(path, edit) -> None:
 
 def _mask(value):
     def edit(state):
-        state["model"]["0.weight_mask"] = torch.full_like(state["model"]["0.weight_mask"], value)
+        # a float mask (stock's kind, which a checkpoint may hold), so that NaN and 2 can be written
+        state["model"]["0.weight_mask"] = torch.full(state["model"]["0.weight_mask"].shape, value)
 
     return edit
 

@@ -161,7 +161,10 @@ def _model_masks(model: nn.Module, argument: str) -> dict[str, torch.Tensor]:
     named = named_prunable_parameters(model)
     listed = {q for q, _, _ in named}
     named += [(q, m, n) for q, m, n in _layout.pruned_tensors(model) if q not in listed]  # e.g. a pruned bias
-    return {q: check_binary_mask(get_mask(m, n).detach(), f"{argument}'s mask of {q!r}").bool() for q, m, n in named}
+    return {
+        q: check_binary_mask(get_mask(m, n).detach(), f"{argument}'s mask of {q!r}").to(torch.bool, copy=True)
+        for q, m, n in named
+    }
 
 
 def _masks(value: Any, argument: str) -> dict[str, torch.Tensor]:
@@ -175,7 +178,7 @@ def _masks(value: Any, argument: str) -> dict[str, torch.Tensor]:
         for name, mask in value.items():
             if not isinstance(name, str):
                 raise TypeError(f"{argument} must map qualified names (str) to masks, got key {describe(name)}")
-            out[name] = check_binary_mask(mask, f"{argument}[{name!r}]").bool()
+            out[name] = check_binary_mask(mask, f"{argument}[{name!r}]").to(torch.bool, copy=True)
         return out
     raise TypeError(f"{argument} must be a Ticket, a dict of masks or a pruned model, got {describe(value)}")
 

@@ -84,7 +84,9 @@ def _check_masks(
                 f"strategy {strategy_name!r} returned a mask for {name!r} of "
                 f"{describe(mask)}; expected shape {tuple(old[name].shape)}"
             )
-        mask = check_binary_mask(mask, f"the mask strategy {strategy_name!r} returned for {name!r}").bool()
+        mask = check_binary_mask(mask, f"the mask strategy {strategy_name!r} returned for {name!r}").to(
+            torch.bool, copy=True
+        )
         if not may_grow and bool((mask & ~old[name]).any()):
             raise ValueError(
                 f"strategy {strategy_name!r} revived pruned entries of {name!r}; "
@@ -192,7 +194,10 @@ class Run:
         }
 
     def masks(self) -> dict[str, torch.Tensor]:
-        return {n: get_mask(m, name).bool() for n, (m, name) in zip(self.s.names, self.s.pairs, strict=True)}
+        return {
+            n: get_mask(m, name).to(torch.bool, copy=True)
+            for n, (m, name) in zip(self.s.names, self.s.pairs, strict=True)
+        }
 
     def figures(self) -> dict[str, Any]:
         masks = self.masks()

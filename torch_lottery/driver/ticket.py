@@ -125,7 +125,7 @@ class Ticket:
         for name, mask in masks.items():
             if not isinstance(name, str) or not isinstance(mask, torch.Tensor):
                 raise TypeError(f"masks must map str to Tensor, got {describe(name)}: {describe(mask)}")
-            self.masks[name] = check_binary_mask(mask, f"masks[{name!r}]").detach().bool()
+            self.masks[name] = check_binary_mask(mask, f"masks[{name!r}]").detach().to(torch.bool, copy=True)
         if isinstance(rewind, RewindPoint):
             self.rewind = RewindPoint(dict(rewind.items()), iteration=rewind.iteration)
         else:

@@ -72,6 +72,16 @@ class LotteryMethod(prune.BasePruningMethod):
         self._round = None
 
 
+def as_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Return ``mask`` (0/1 of any dtype, or bool) as the bool mask torch-lottery installs: 1 byte an entry.
+
+    A bool mask is returned as it is (no copy).
+    """
+    if mask.dtype == torch.bool:
+        return mask
+    return torch.ne(mask, 0)
+
+
 def attach(
     module: nn.Module,
     name: str,
@@ -88,7 +98,13 @@ def attach(
 
     ``mask``, if given, is the final mask, already computed (e.g. by
     :func:`global_magnitude` for a whole pool): it becomes the ``<name>_mask``
-    buffer as it is, without the copies that computing a mask needs.
+    buffer as it is (a bool one; other dtypes are converted), without the copies
+    that computing a mask needs. It may be the tensor's current mask buffer,
+    written in place.
+
+    The installed mask is always a ``torch.bool`` buffer (stock installs float
+    ones): a quarter of a float32 mask's bytes, and stock code reads and extends
+    it as it does its own (see :func:`torch_lottery._layout.masked_product`).
     """
     orig = check_module_name(module, name)
     scores = check_scores(importance_scores, orig, name)
@@ -106,11 +122,12 @@ def attach(
             if current is not None:
                 default_mask = current.detach().clone(memory_format=torch.contiguous_format)
             else:
-                default_mask = torch.ones_like(orig, memory_format=torch.contiguous_format)
+                default_mask = torch.ones(orig.shape, dtype=torch.bool, device=orig.device)
             method._round = _Round(module, name, default_mask, initial)
             with torch.no_grad():
                 mask = container.compute_mask(orig.detach() if scores is None else scores, default_mask)
             del default_mask
+        mask = as_mask(mask)
     except BaseException:
         method._release()
         raise
@@ -126,7 +143,7 @@ def attach(
     if written is not None:
         with torch.no_grad():
             orig.copy_(written)
-    _layout.install_weight(module, name, _layout.as_pruned_weight(container.apply_mask(module)))
+    _layout.recompute_weight(module, name, container)
     for done in container:
         release_round_state(done)
     return method

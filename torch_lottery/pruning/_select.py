@@ -150,16 +150,20 @@ class _Pool:
         self.dtype = _float_dtype(dtype) if dtype is not None else torch.float32
         self.sources = sources
         self._buffers: dict = {}
+        # WHY one size: every buffer is allocated once, at the largest chunk it will hold, and reused for
+        # every tensor of the pool (growing it tensor by tensor would allocate and free one per size).
+        self._chunk = min(_CHUNK, max([s.numel for s in sources] + [1]))
         for s in sources:
             self._count_surviving(s)
         self.surviving = [s.surviving for s in sources]
 
     # -- buffers and chunks ------------------------------------------------------
-    def _buffer(self, kind: str, device: torch.device, size: int) -> torch.Tensor:
-        key = (kind, device)
+    def _buffer(self, kind: str, device: torch.device, size: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+        dtype = self.dtype if dtype is None else dtype
+        key = (kind, device, dtype)
         buf = self._buffers.get(key)
         if buf is None or buf.numel() < size:
-            buf = self._buffers[key] = torch.empty(min(_CHUNK, max(size, 1)), dtype=self.dtype, device=device)
+            buf = self._buffers[key] = torch.empty(max(self._chunk, size, 1), dtype=dtype, device=device)
         return buf[:size]
 
     def release(self) -> None:
@@ -198,7 +202,12 @@ class _Pool:
         else:  # a new tensor: criterion_scores never returns a view of its inputs
             out = s.raw(slice(start, stop)).to(self.dtype)
         if s.eligible is not None:
-            e = torch.ne(s.eligible[start:stop], 0, out=self._buffer("eligible", s.device, size))
+            e = self._buffer("eligible", s.device, size)
+            alive = s.eligible[start:stop]
+            if alive.dtype == torch.bool:  # read as uint8: a vectorized copy, no temporary (ne would make two)
+                e.copy_(alive.view(torch.uint8))
+            else:
+                torch.ne(alive, 0, out=e)
             out.div_(e).mul_(e)  # x / 1 * 1 == x; x / 0 * 0 is NaN (also for x = 0 and x = inf)
         return out
 
@@ -363,34 +372,61 @@ class _Pool:
         return out
 
     def write_mask(self, i: int, plan, out: torch.Tensor, old: torch.Tensor | None = None) -> torch.Tensor:
-        """Write ``keep * old`` into the float tensor ``out`` and return it (``old``: the current mask or None).
+        """Write ``keep * old`` into ``out`` (bool or float) and return it (``old``: the current mask or None).
 
         ``old`` must be the mask the source's ``eligible`` came from (or None if it had
-        none). Unless ties at the threshold are split, ``out`` itself holds the scores
-        while they are compared, so no buffer is allocated.
+        none); ``out`` may be ``old`` itself (a bool mask written in place: a round only
+        turns survivors off). Unless ties at the threshold are split, no buffer larger
+        than a chunk is allocated: a float ``out`` holds the scores while they are
+        compared, a bool one gets them chunk by chunk from reused buffers.
         """
         s = self.sources[i]
         plain = s.criterion is None or (s.criterion == "large_final" and s.final.dtype == self.dtype)
         if plan == "all" and old is not None:
-            return out.copy_(old)
-        if not (
-            isinstance(plan, tuple)
-            and (plan[1] == 0 or plan[1] >= plan[2])
-            and plain
-            and out.dtype == self.dtype
-            and out.is_contiguous()
-        ):
-            self.write(i, plan, out)
-        else:
-            thr, pruned, _ = plan
-            compare = torch.ge if pruned == 0 else torch.gt
-            flat = out.view(-1)
-            for start in range(0, s.numel, _CHUNK):
-                o, f = flat[start : start + _CHUNK], s.final[start : start + _CHUNK]
-                o.copy_(f) if s.criterion is None else torch.abs(f, out=o)
-                compare(o, thr, out=o)  # entries that no longer survive are zeroed by `old` below
+            return out if out is old else out.copy_(old)  # (a float 0/1 `old` copies into bool as its non-zeros)
+        split = isinstance(plan, tuple) and not (plan[1] == 0 or plan[1] >= plan[2])
+        if out.dtype == torch.bool and isinstance(plan, tuple) and not split and out.is_contiguous():
+            return self._write_bool(s, plan, out, old)
+        if split or not (plain and out.dtype == self.dtype and out.is_contiguous()) or not isinstance(plan, tuple):
+            # `write` applies the eligibility (`old`) itself; reading each chunk of `old` before
+            # writing it, so `out` may be `old`
+            return self.write(i, plan, out)
+        thr, pruned, _ = plan
+        compare = torch.ge if pruned == 0 else torch.gt
+        flat = out.view(-1)
+        for start in range(0, s.numel, _CHUNK):
+            o, f = flat[start : start + _CHUNK], s.final[start : start + _CHUNK]
+            o.copy_(f) if s.criterion is None else torch.abs(f, out=o)
+            compare(o, thr, out=o)  # entries that no longer survive are zeroed by `old` below
         if old is not None:
             out.mul_(old)
+        return out
+
+    def _write_bool(self, s: _Source, plan: tuple, out: torch.Tensor, old: torch.Tensor | None) -> torch.Tensor:
+        """``keep & old`` into the contiguous bool ``out`` (possibly ``old``), chunk by chunk; no split ties."""
+        thr, pruned, _ = plan
+        compare = torch.ge if pruned == 0 else torch.gt
+        flat = out.view(-1)
+        previous = None if old is None or s.eligible is None else old.reshape(-1)  # None: everything survives
+        plain = s.criterion is None or (s.criterion == "large_final" and s.final.dtype == self.dtype)
+        for start in range(0, s.numel, _CHUNK):
+            stop = min(start + _CHUNK, s.numel)
+            size = stop - start
+            if plain:
+                scores = self._buffer("scores", s.device, size)
+                f = s.final[start:stop]
+                scores.copy_(f) if s.criterion is None else torch.abs(f, out=scores)
+            else:
+                scores = s.raw(slice(start, stop)).to(self.dtype)
+            o = flat[start:stop]
+            if previous is None:
+                compare(scores, thr, out=o)
+                continue
+            keep = compare(scores, thr, out=self._buffer("keep", s.device, size, torch.bool))
+            e = previous[start:stop]
+            if e.dtype != torch.bool:
+                e = torch.ne(e, 0, out=self._buffer("old", s.device, size, torch.bool))
+            torch.logical_and(keep, e, out=o)  # elementwise: `o` may be `e`
         return out
 
 

@@ -85,10 +85,17 @@ class LotteryContainer(prune.PruningContainer):
         Stock ``apply`` (e.g. ``prune.global_unstructured`` adding a ``CustomFromMask``
         to this container) asks for the mask once and never again, so the new
         method's tensors are released here too, not only at the next round.
+
+        The mask keeps ``default_mask``'s kind: stock composes the rounds in the
+        tensor's dtype, and the result is turned back into bool when the current
+        mask is bool (torch-lottery's masks stay 1 byte an entry under stock
+        methods too); a float mask stays float.
         """
         mask = super().compute_mask(t, default_mask)
         for method in self._pruning_methods:
             release_round_state(method)
+        if default_mask.dtype == torch.bool and mask.dtype != torch.bool:
+            mask = torch.ne(mask, 0)  # stock composes in the tensor's dtype; a bool mask stays bool
         return mask
 
 
@@ -141,7 +148,7 @@ def adopt(module: nn.Module, name: str) -> None:
         del module._parameters[name]
         # WHY an expanded one-element mask: stock replaces it with the real mask right after (cloning it
         # tensor by tensor), so the whole pool never holds a second set of full-size masks at once.
-        ones = torch.ones((), dtype=orig.dtype, device=orig.device).expand(orig.shape)
+        ones = torch.ones((), dtype=torch.bool, device=orig.device).expand(orig.shape)
         module.register_buffer(_layout.mask_name(name), ones)
         methods: tuple[prune.BasePruningMethod, ...] = (prune.Identity(),)
         methods[0]._tensor_name = name

@@ -17,7 +17,8 @@ class FixedMask(LotteryMethod):
     deep-copyable :class:`LotteryContainer` that keeps no mask copy.
 
     Args:
-        mask (Tensor): 0/1 or bool tensor of the parameter's shape.
+        mask (Tensor): 0/1 or bool tensor of the parameter's shape (installed as a
+            ``torch.bool`` buffer, as every mask torch-lottery installs).
         source (str, optional): where the mask comes from (e.g. ``"imp round 3"``),
             kept on the hook for inspection.
 
@@ -31,8 +32,8 @@ class FixedMask(LotteryMethod):
         >>> from torch_lottery import fixed_mask
         >>> layer = fixed_mask(nn.Linear(2, 2), "weight", torch.tensor([[1, 0], [0, 1]]))
         >>> layer.weight_mask
-        tensor([[1., 0.],
-                [0., 1.]])
+        tensor([[ True, False],
+                [False,  True]])
     """
 
     PRUNING_TYPE = "global"
@@ -83,7 +84,7 @@ def fixed_mask(module, name, mask, source=None):
         >>> from torch_lottery import fixed_mask
         >>> layer = fixed_mask(nn.Linear(2, 1), "weight", torch.tensor([[True, False]]), source="by hand")
         >>> layer.weight_mask.tolist()
-        [[1.0, 0.0]]
+        [[True, False]]
     """
     FixedMask.apply(module, name, mask, source=source)
     return module

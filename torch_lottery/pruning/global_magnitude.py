@@ -91,6 +91,21 @@ class GlobalMagnitude(LotteryMagnitude):
         return attach(module, name, method, importance_scores=importance_scores)
 
 
+def _writable(module: torch.nn.Module, name: str) -> bool:
+    """True if the next mask of ``module.<name>`` can be written into its current one, unseen.
+
+    It must be a bool mask of the tensor's shape and device that nothing but the module
+    refers to (:func:`~torch_lottery._layout.sole_owner`): a mask a caller kept (say
+    ``before = module.weight_mask``) is left as it is and a new one installed, as stock does.
+    """
+    mask = _layout.mask_of(module, name)
+    orig = _layout.original(module, name)
+    if mask is None or mask.dtype != torch.bool or mask.shape != orig.shape or mask.device != orig.device:
+        return False
+    del mask
+    return _layout.sole_owner(module._buffers, _layout.mask_name(name))
+
+
 def global_magnitude(
     parameters,
     amount,
@@ -169,6 +184,8 @@ def global_magnitude(
 
     first = _layout.aliases(pairs)  # tied weights: one tensor, ranked once, one mask for every name
     unique = [i for i, f in enumerate(first) if f == i and not any(first[j] == i for j in excluded)]
+    # which masks are written in place, decided before anything of ours refers to them
+    in_place = {k for k, f in enumerate(first) if f in unique and _writable(*pairs[k])}
     sources = []
     for i in unique:
         module, name = pairs[i]
@@ -193,15 +210,20 @@ def global_magnitude(
             min_remaining=min_remaining,
             on_floor=on_floor,
         )
-        pool.release()
-        # Write each mask straight into its new buffer and install it, one tensor at a time, so that
-        # the only memory added is what the pruned layout holds (the mask and the masked weight).
+        # Write each mask and install it, one tensor at a time, so that the only memory added is what
+        # the pruned layout holds (a bool mask and the masked weight). A bool mask already there is
+        # written in place (a round only turns survivors off): no mask is allocated after the first
+        # round, and the chunk buffers of the selection are reused from tensor to tensor.
         for j, i in enumerate(unique):
             rate = amount if multipliers.get(i, 1.0) == 1.0 else float(amount) * multipliers[i]
             module, name = pairs[i]
             orig = _layout.original(module, name)
             old = _layout.mask_of(module, name)
-            mask = torch.empty(orig.shape, dtype=orig.dtype if old is None else old.dtype, device=orig.device)
+            mask = (
+                old
+                if old is not None and i in in_place
+                else torch.empty(orig.shape, dtype=torch.bool, device=orig.device)
+            )
             pool.write_mask(j, plans[j], mask, old)  # keep * old
             for k in (k for k, f in enumerate(first) if f == i):  # the tensor and its tied names
                 method = GlobalMagnitude(
@@ -212,8 +234,16 @@ def global_magnitude(
                     min_remaining=min_remaining,
                     on_floor=on_floor,
                 )
-                attach(*pairs[k], method, mask=mask if k == i else mask.clone())
-            del mask
+                if k == i:
+                    attach(*pairs[k], method, mask=mask)
+                    continue
+                tied = _layout.mask_of(*pairs[k])
+                if k in in_place and tied is not None and tied is not mask:
+                    attach(*pairs[k], method, mask=tied.copy_(mask))
+                else:
+                    attach(*pairs[k], method, mask=mask.clone())
+                del tied
+            del mask, old
         pool.release()
     if rewinds:
         _layout.write_values(pairs, rewinds)

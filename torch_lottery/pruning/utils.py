@@ -251,11 +251,11 @@ def held_bytes(model: nn.Module) -> int:
         >>> held_bytes(net)
         4000
         >>> _ = lottery_magnitude(net, "weight", amount=0.5)
-        >>> held_bytes(net)                          # weight_orig, weight_mask, weight
-        12000
+        >>> held_bytes(net)                          # weight_orig, weight_mask (bool: 1 byte an entry), weight
+        9000
         >>> _ = lottery_magnitude(net, "weight", amount=0.5)
         >>> held_bytes(net)                          # one mask per tensor, whatever the rounds
-        12000
+        9000
     """
     check_module(model)
     storages: dict[tuple[str, int], int] = {}
@@ -285,6 +285,8 @@ def held_bytes(model: nn.Module) -> int:
         for value in vars(module).values():
             if isinstance(value, torch.Tensor):
                 add(value)
+        for factor in _layout.kept_factors(module):  # a bool mask's float factor kept for training forwards
+            add(factor)
         for hook in module._forward_pre_hooks.values():
             walk(hook)
     return sum(storages.values())

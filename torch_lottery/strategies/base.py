@@ -145,7 +145,7 @@ class StepContext:
 
     def masks(self) -> dict[str, torch.Tensor]:
         """Return the current masks by name (bool)."""
-        return {n: get_mask(m, t).bool() for n, (m, t) in zip(self.names, self._pairs, strict=True)}
+        return {n: get_mask(m, t).to(torch.bool, copy=True) for n, (m, t) in zip(self.names, self._pairs, strict=True)}
 
     def pairs(self) -> list[tuple[nn.Module, str]]:
         """Return the ``(module, name)`` pair of every name, in order."""

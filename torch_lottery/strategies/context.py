@@ -218,7 +218,7 @@ def build_context(
         tensor = _layout.original(module, tensor_name)
         weights[name] = detached.setdefault(id(tensor), tensor.detach())
         mask = _layout.mask_of(module, tensor_name)
-        masks[name] = torch.ones_like(tensor, dtype=torch.bool) if mask is None else mask.bool()
+        masks[name] = torch.ones_like(tensor, dtype=torch.bool) if mask is None else mask.to(torch.bool, copy=True)
     device = next((t.device for t in weights.values()), torch.device("cpu"))
     return PruneContext(
         model=model,

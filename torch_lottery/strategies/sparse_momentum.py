@@ -166,7 +166,7 @@ class SparseMomentum(DynamicSparse):
         buffers = self._buffers(names)
         means = []
         for name in names:
-            alive = masks[name].bool()
+            alive = masks[name].to(torch.bool, copy=True)
             means.append(float(buffers[name][alive].abs().mean()) if bool(alive.any()) else 0.0)
         weights: list[Any] = [Fraction(m) for m in means] if any(means) else [dropped[n] for n in names]
         room = [kept[n].numel() - int(kept[n].sum()) for n in names]
