@@ -349,3 +349,15 @@ def test_half_precision_takes_the_scatter_kernel(kernel):
         assert report.kernels["0.weight"] == "scatter"
         train(net, batches(2, shape=(4, 400), dtype=torch.bfloat16), OPTIMIZERS["adam"])
     assert (net[0].weight[net[0].weight_mask == 0] == 0).all()
+
+
+def test_bool_masks_of_torch_lottery_train_alike():
+    """Masks installed by torch-lottery (bool) and by stock (float) give the same fast training."""
+    data = batches(4)
+    stock, ours = pruned(mlp(), amount=0.8), pruned(mlp(), amount=0.8, how="lottery")
+    assert ours[0].weight_mask.dtype == torch.bool
+    for net in (stock, ours):
+        with tl.sparse_training(net, kernel="scatter"):
+            train(net, data, OPTIMIZERS["adam"])
+    for key, value in effective(stock).items():
+        assert torch.equal(effective(ours)[key], value), key
