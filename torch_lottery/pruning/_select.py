@@ -212,18 +212,50 @@ class _Pool:
         return out
 
     # -- passes over the pool ----------------------------------------------------
-    def _count(self, ids: list[int], pivots: list[float]) -> list[tuple[list[int], list[int]]]:
-        """Per pivot: (surviving entries < pivot, entries <= pivot), per tensor of ``ids``."""
+    def _count(
+        self, ids: list[int], pivots: list[float], limit: int = 0
+    ) -> tuple[list[tuple[list[int], list[int]]], list[torch.Tensor] | None]:
+        """Per pivot: (surviving entries < pivot, entries <= pivot), per tensor of ``ids``.
+
+        With two or more pivots and ``limit > 0``, the same pass also gathers, per tensor,
+        the surviving scores strictly between the first and the last pivot (where the
+        pivots are placed to find the k-th score), from the comparisons it makes anyway;
+        None instead if they are more than ``limit`` in all (then :meth:`_gather` is needed).
+        """
         lt = [[0] * len(ids) for _ in pivots]
         le = [[0] * len(ids) for _ in pivots]
+        gathering = limit > 0 and len(pivots) > 1
+        between: list[list[torch.Tensor]] = [[] for _ in ids]
+        gathered = 0
+        last = len(pivots) - 1
         for j, i in enumerate(ids):
             s = self.sources[i]
             for _start, scores in self._chunks(s):
-                tmp = self._buffer("count", s.device, scores.numel())
+                size = scores.numel()
+                tmp = self._buffer("count", s.device, size)
                 for p, pivot in enumerate(pivots):
-                    lt[p][j] += int(torch.lt(scores, pivot, out=tmp).sum())
-                    le[p][j] += int(torch.le(scores, pivot, out=tmp).sum())
-        return list(zip(lt, le, strict=True))
+                    # the two comparisons that bound the interval keep their own buffers while gathering
+                    below = self._buffer("below_last", s.device, size) if gathering and p == last else tmp
+                    at_first = self._buffer("le_first", s.device, size) if gathering and p == 0 else tmp
+                    lt[p][j] += int(torch.lt(scores, pivot, out=below).sum())
+                    le[p][j] += int(torch.le(scores, pivot, out=at_first).sum())
+                if gathering:
+                    # first < score < last  <=>  (score < last) > (score <= first), as 0/1 floats
+                    inside = torch.gt(
+                        self._buffer("below_last", s.device, size),
+                        self._buffer("le_first", s.device, size),
+                        out=self._buffer("inside", s.device, size, torch.bool),
+                    )
+                    piece = scores[inside]
+                    gathered += piece.numel()
+                    if gathered > limit:
+                        gathering, between = False, []
+                    else:
+                        between[j].append(piece)
+        if not (limit > 0 and len(pivots) > 1) or not between:
+            return list(zip(lt, le, strict=True)), None
+        pieces = [torch.cat(ps) if len(ps) != 1 else ps[0] for ps in between]
+        return list(zip(lt, le, strict=True)), pieces
 
     def _gather(self, ids: list[int], lo: float | None, hi: float | None) -> list[torch.Tensor]:
         """Per tensor of ``ids``: its surviving scores strictly between ``lo`` and ``hi`` (None: unbounded)."""
@@ -293,6 +325,7 @@ class _Pool:
         le_lo = [0] * len(ids)
         lt_hi = [self.surviving[i] for i in ids]
         limit = max(_SMALL, n >> 5)
+        gathered: tuple[float | None, float | None, list[torch.Tensor]] | None = None
         for round_ in range(_ROUNDS):
             inside = sum(lt_hi) - sum(le_lo)
             if inside <= limit:
@@ -300,7 +333,8 @@ class _Pool:
             pivots = self._pivots(ids, lo, hi, k - sum(le_lo), inside, round_)
             if not pivots:
                 break
-            counts = self._count(ids, pivots)
+            counts, between = self._count(ids, pivots, limit)
+            gathered = None if between is None else (pivots[0], pivots[-1], between)
             prev_le, prev_pivot = le_lo, lo
             for pivot, (lt, le) in zip(pivots, counts, strict=True):
                 if k <= sum(lt):  # strictly below this pivot
@@ -311,7 +345,10 @@ class _Pool:
                 prev_le, prev_pivot = le, pivot
             else:  # above the last pivot
                 lo, le_lo = prev_pivot, prev_le
-        pieces = self._gather(ids, lo, hi)
+        if gathered is not None and gathered[0] == lo and gathered[1] == hi:
+            pieces = gathered[2]  # the last counting pass gathered exactly this interval
+        else:
+            pieces = self._gather(ids, lo, hi)
         rank = k - sum(le_lo)
         nonempty = [p for p in pieces if p.numel()]
         values = torch.cat(nonempty) if len(nonempty) > 1 else nonempty[0]
