@@ -191,6 +191,20 @@ def test_no_sort_or_topk(monkeypatch):
     assert sum(int(k.sum()) for k in keeps) == 300_000 - 90_000
 
 
+def test_one_counting_pass_gathers_the_bracket_when_it_holds_the_kth_score(monkeypatch):
+    """The pool is read once to count and gather when the pivots bracket the k-th score (the usual case)."""
+    calls = []
+    original = _select._Pool._gather
+    monkeypatch.setattr(_select._Pool, "_gather", lambda self, *a: calls.append(a) or original(self, *a))
+    torch.manual_seed(4)
+    scores = [torch.randn(200_000).abs(), torch.randn(100_000).abs()]
+    keeps = pool_keep(scores, [None, None], 0.3, 1)
+    pool = torch.cat(scores)
+    threshold = torch.kthvalue(pool, 90_000).values
+    assert torch.equal(torch.cat(keeps), pool > threshold)
+    assert calls == []
+
+
 def test_nan_is_refused_naming_the_tensor():
     with pytest.raises(
         ValueError, match=r"scores\[0\] contains NaN values \(shape \(70000,\); e.g. nan at flat index 0\)"
