@@ -23,6 +23,21 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
+def set_threads(threads: int) -> Callable[[], float]:
+    """Set torch's threads (0: torch's default) and return the clock to time with.
+
+    With one thread, the process's CPU time (it leaves out the time the process waits
+    for a core on a shared machine); with more, wall time.
+    """
+    import time
+
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    return time.process_time if torch.get_num_threads() == 1 else time.perf_counter
+
+
 def command() -> str:
     """The command line that started this process, relative to the repository root when possible."""
     script = Path(sys.argv[0])

@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _harness import machine, machine_line, summary, table, write_result  # noqa: E402
+from _harness import machine, machine_line, set_threads, summary, table, write_result  # noqa: E402
 
 import torch_lottery as tl  # noqa: E402
 from torch_lottery.experiments.models import build_model  # noqa: E402
@@ -215,9 +215,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default: 3 quick, 7 full)")
     args = parser.parse_args()
     global CLOCK
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    CLOCK = time.process_time if torch.get_num_threads() == 1 else time.perf_counter
+    CLOCK = set_threads(args.threads)
     reps = args.reps or (3 if args.quick else 7)
     results: dict = {"machine": machine(), "quick": args.quick, "optimizer": f"Adam(lr={LR})", "clock": CLOCK.__name__}
     results["goals"] = [cell("lenet300100", d, 60, reps, 20, fused=True) for d in GOALS]

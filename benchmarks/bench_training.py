@@ -60,7 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _harness import machine, machine_line, summary, table, write_result  # noqa: E402
+from _harness import machine, machine_line, set_threads, summary, table, write_result  # noqa: E402
 
 from torch_lottery import find_ticket  # noqa: E402
 from torch_lottery.driver.context import round_seed  # noqa: E402  (to seed the hand-written loop alike)
@@ -333,9 +333,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default: 5 quick, 15 full)")
     args = parser.parse_args()
     global CLOCK
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    CLOCK = time.process_time if torch.get_num_threads() == 1 else time.perf_counter
+    CLOCK = set_threads(args.threads)
     reps = args.reps or (5 if args.quick else 15)
     results: dict = {
         "machine": machine(),

@@ -6,7 +6,8 @@ Discovers the ``bench_*.py`` scripts beside this file and runs each in its own
 process as ``python benchmarks/bench_<name>.py [--quick]``. Each script measures its
 ratios side by side in one run, prints Markdown tables and writes
 ``benchmarks/results/<name>.json``. This script then writes
-``benchmarks/results/summary.md`` and ``summary.json``: every benchmark's tables,
+``benchmarks/results/summary.md`` and ``summary.json``: every goal of every benchmark in one table (each benchmark's
+``| goal | measured | ... |`` rows), every benchmark's tables,
 its exit status and wall time, the machine (CPU model, cores, torch, Python,
 threads, load average before and after, date) and the exact command.
 """
@@ -29,6 +30,20 @@ import _harness as h  # noqa: E402
 def discover() -> dict[str, Path]:
     """Map benchmark name (``bench_<name>.py``) to its script, in name order."""
     return {p.stem[len("bench_") :]: p for p in sorted(HERE.glob("bench_*.py"))}
+
+
+def goal_rows(markdown: str) -> list[list[str]]:
+    """Return the rows ``[goal, measured, status]`` of every Markdown table whose first header is "goal"."""
+    rows, inside = [], False
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else None
+        if cells is None:
+            inside = False
+        elif cells[0] == "goal":
+            inside = True
+        elif inside and not set(cells[0]) <= set("-: "):
+            rows.append((cells + ["", "", ""])[:3])
+    return rows
 
 
 def main(argv=None) -> int:
@@ -81,6 +96,10 @@ def main(argv=None) -> int:
     report["machine_after"] = {"loadavg": h.machine()["loadavg"]}
     report["seconds"] = round(total, 1)
     failed = [n for n, b in report["benchmarks"].items() if b["returncode"]]
+    goals = [[n, *row] for n, b in report["benchmarks"].items() for row in goal_rows(b["stdout"])]
+    report["goals"] = [dict(zip(("benchmark", "goal", "measured", "status"), g, strict=True)) for g in goals]
+    goals_table = h.table(["benchmark", "goal", "measured", "status"], goals) if goals else "(no goal tables)"
+    print("\n## Every goal of this run\n\n" + goals_table, flush=True)
     header = [
         "# Benchmark summary",
         "",
@@ -100,6 +119,10 @@ def main(argv=None) -> int:
                 for n, b in report["benchmarks"].items()
             ],
         ),
+        "",
+        "## Every goal of this run",
+        "",
+        goals_table,
         "",
     ]
     h.RESULTS.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,9 @@ import torch
 import torch_lottery as tl
 
 ROOT_NAMES = {
+    # training a ticket through its survivors
+    "sparse_training",
+    "SparseTraining",
     # pruning methods and their functional twins
     "LotteryMagnitude",
     "GlobalMagnitude",

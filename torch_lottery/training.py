@@ -482,21 +482,23 @@ def sparse_training(
         >>> from torch.nn.utils import prune
         >>> import torch_lottery as tl
         >>> _ = torch.manual_seed(0)
-        >>> net = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 2))
+        >>> net = nn.Sequential(nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 10))
         >>> for layer in (net[0], net[2]):
         ...     _ = prune.l1_unstructured(layer, "weight", amount=0.95)
         >>> with tl.sparse_training(net) as fast:
         ...     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
         ...     for _ in range(3):
         ...         opt.zero_grad()
-        ...         net(torch.randn(8, 20)).square().mean().backward()
+        ...         net(torch.randn(8, 784)).square().mean().backward()
         ...         opt.step()
         >>> fast.kernels
-        {'0.weight': 'csr', '2.weight': 'csr'}
+        {'0.weight': 'csr', '2.weight': 'masked'}
+        >>> fast.reasons
+        {'2.weight': '3000 entries < 4096'}
         >>> fast.parameters, fast.dense_parameters
-        (65, 692)
+        (15070, 238510)
         >>> int(net[0].weight_mask.sum()), bool((net[0].weight[net[0].weight_mask == 0] == 0).all())
-        (30, True)
+        (11760, True)
     """
     check_module(model, "model")
     check_choice(kernel, KERNELS, "kernel")
