@@ -58,7 +58,7 @@ ELEMENTWISE_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (
 # The rules of kernel="auto", from the measurements of benchmarks/bench_training.py on a 2-core CPU
 # (docs/benchmarks.md, "Training a ticket"): per tensor, the cheapest of the three paths per step.
 #: Tensors denser than this stay on the masked dense path: the optimizer's saving no longer pays the scatter.
-AUTO_MAX_DENSITY = 0.9
+AUTO_MAX_DENSITY = 0.75
 #: Tensors smaller than this stay on the masked dense path: the scatter's fixed cost exceeds what it saves.
 AUTO_MIN_NUMEL = 4096
 #: The CSR kernel serves ``nn.Linear`` weights at most this dense ...

@@ -217,45 +217,57 @@ class _Pool:
     ) -> tuple[list[tuple[list[int], list[int]]], list[torch.Tensor] | None]:
         """Per pivot: (surviving entries < pivot, entries <= pivot), per tensor of ``ids``.
 
-        With two or more pivots and ``limit > 0``, the same pass also gathers, per tensor,
-        the surviving scores strictly between the first and the last pivot (where the
-        pivots are placed to find the k-th score), from the comparisons it makes anyway;
-        None instead if they are more than ``limit`` in all (then :meth:`_gather` is needed).
+        With two pivots and ``limit > 0`` (the bracket :meth:`_pivots` places around the
+        k-th score), the same pass also gathers, per tensor, the surviving scores strictly
+        between them, or returns None instead if those are more than ``limit`` in all
+        (then :meth:`_gather` reads the pool again). It compares each score twice instead
+        of four times: ``< first`` and ``<= last`` are counted, and the entries equal to
+        either pivot are counted among the few it gathers, those of the closed bracket.
         """
-        lt = [[0] * len(ids) for _ in pivots]
-        le = [[0] * len(ids) for _ in pivots]
-        gathering = limit > 0 and len(pivots) > 1
-        between: list[list[torch.Tensor]] = [[] for _ in ids]
+        if not (limit > 0 and len(pivots) == 2):
+            return self._count_each(ids, pivots), None
+        first, last = pivots
+        lt = [[0] * len(ids), [0] * len(ids)]
+        le = [[0] * len(ids), [0] * len(ids)]
+        kept: list[list[torch.Tensor]] | None = [[] for _ in ids]
         gathered = 0
-        last = len(pivots) - 1
         for j, i in enumerate(ids):
             s = self.sources[i]
             for _start, scores in self._chunks(s):
                 size = scores.numel()
-                tmp = self._buffer("count", s.device, size)
+                below = torch.lt(scores, first, out=self._buffer("count", s.device, size))
+                upto = torch.le(scores, last, out=self._buffer("count_last", s.device, size))
+                below_first, upto_last = int(below.sum()), int(upto.sum())
+                # first <= score <= last  <=>  (score <= last) > (score < first), as 0/1 floats
+                closed = scores[torch.gt(upto, below, out=self._buffer("inside", s.device, size, torch.bool))]
+                at_first, at_last = int(torch.count_nonzero(closed == first)), int(torch.count_nonzero(closed == last))
+                lt[0][j] += below_first
+                le[0][j] += below_first + at_first
+                lt[1][j] += upto_last - at_last
+                le[1][j] += upto_last
+                gathered += closed.numel()
+                if kept is not None and gathered <= limit:
+                    kept[j].append(closed)
+                else:
+                    kept = None
+        counts = list(zip(lt, le, strict=True))
+        if kept is None:
+            return counts, None
+        pieces = [torch.cat(ps) if len(ps) != 1 else ps[0] for ps in kept]
+        return counts, [p[(p > first) & (p < last)] for p in pieces]  # the open bracket
+
+    def _count_each(self, ids: list[int], pivots: list[float]) -> list[tuple[list[int], list[int]]]:
+        """Per pivot: (surviving entries < pivot, entries <= pivot), per tensor of ``ids``; four comparisons."""
+        lt = [[0] * len(ids) for _ in pivots]
+        le = [[0] * len(ids) for _ in pivots]
+        for j, i in enumerate(ids):
+            s = self.sources[i]
+            for _start, scores in self._chunks(s):
+                tmp = self._buffer("count", s.device, scores.numel())
                 for p, pivot in enumerate(pivots):
-                    # the two comparisons that bound the interval keep their own buffers while gathering
-                    below = self._buffer("below_last", s.device, size) if gathering and p == last else tmp
-                    at_first = self._buffer("le_first", s.device, size) if gathering and p == 0 else tmp
-                    lt[p][j] += int(torch.lt(scores, pivot, out=below).sum())
-                    le[p][j] += int(torch.le(scores, pivot, out=at_first).sum())
-                if gathering:
-                    # first < score < last  <=>  (score < last) > (score <= first), as 0/1 floats
-                    inside = torch.gt(
-                        self._buffer("below_last", s.device, size),
-                        self._buffer("le_first", s.device, size),
-                        out=self._buffer("inside", s.device, size, torch.bool),
-                    )
-                    piece = scores[inside]
-                    gathered += piece.numel()
-                    if gathered > limit:
-                        gathering, between = False, []
-                    else:
-                        between[j].append(piece)
-        if not (limit > 0 and len(pivots) > 1) or not between:
-            return list(zip(lt, le, strict=True)), None
-        pieces = [torch.cat(ps) if len(ps) != 1 else ps[0] for ps in between]
-        return list(zip(lt, le, strict=True)), pieces
+                    lt[p][j] += int(torch.lt(scores, pivot, out=tmp).sum())
+                    le[p][j] += int(torch.le(scores, pivot, out=tmp).sum())
+        return list(zip(lt, le, strict=True))
 
     def _gather(self, ids: list[int], lo: float | None, hi: float | None) -> list[torch.Tensor]:
         """Per tensor of ``ids``: its surviving scores strictly between ``lo`` and ``hi`` (None: unbounded)."""
