@@ -457,7 +457,7 @@ def sparse_training(
         model (nn.Module): a model pruned with stock's layout (by stock
             ``torch.nn.utils.prune`` or torch-lottery).
         kernel (str): ``"auto"`` (default): per tensor, the masked dense path for
-            tensors denser than 90% or smaller than 4096 entries, a CSR kernel for
+            tensors denser than 75% or smaller than 4096 entries, a CSR kernel for
             float32/float64 ``nn.Linear`` weights on the CPU at most 10% dense with
             at least 65536 entries (calls with more than 512 input rows take the
             scatter), a scatter into a dense weight otherwise; ``"scatter"``,
