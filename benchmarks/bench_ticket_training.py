@@ -248,10 +248,13 @@ def report(results: dict) -> str:
             ]
         )
     every = results["goals"] + results["sweep"] + results["conv4"]
-    worst = max(every, key=lambda c: c["fast/masked"]["median"])
+    # cells where auto kept every tensor masked train the same path twice: their ratio is noise
+    changed = [c for c in every if set(c["kernels"].values()) != {"masked"}]
+    worst = max(changed, key=lambda c: c["fast/masked"]["median"])
     goals.append(
         [
-            f"never slower than the masked dense path: worst fast/masked over all {len(every)} cells at most 1",
+            f"never slower than the masked dense path: worst fast/masked over the {len(changed)} cells where "
+            f"auto changed a kernel at most 1 (the other {len(every) - len(changed)} keep every tensor masked)",
             f"{fmt(worst['fast/masked'])} ({worst['model']}, {worst['density']:.0%}, batch {worst['batch']})",
             "met" if worst["fast/masked"]["median"] <= 1.0 else "**missed**",
         ]
