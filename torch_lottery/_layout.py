@@ -274,7 +274,7 @@ def _grad_factor(module: nn.Module, name: str, mask: torch.Tensor, orig: torch.T
             return factor
         if not fits or factor._use_count() != 1:  # a live graph saved it: leave it to that graph
             factor = None
-    source = mask.view(torch.uint8) if mask.dtype == torch.bool else mask
+    source = _factor_source(mask)
     with torch.no_grad():
         factor = source.to(dtype=orig.dtype) if factor is None else factor.copy_(source)
     per_module[name] = (weakref.ref(mask), mask._version, factor)
@@ -292,9 +292,14 @@ def _current_factor(module: nn.Module, name: str, mask: torch.Tensor, orig: torc
     return None
 
 
+def _factor_source(mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` ready to convert to 0/1 floats: a bool mask read as uint8 (whose conversion is vectorized)."""
+    return mask.view(torch.uint8) if mask.dtype == torch.bool else mask
+
+
 def _product_factor(mask: torch.Tensor, orig: torch.Tensor) -> torch.Tensor:
-    """``mask`` as a fresh 0/1 tensor in ``orig``'s dtype (a bool mask read as uint8: a vectorized copy)."""
-    return (mask.view(torch.uint8) if mask.dtype == torch.bool else mask).to(dtype=orig.dtype)
+    """``mask`` as a fresh 0/1 tensor in ``orig``'s dtype."""
+    return _factor_source(mask).to(dtype=orig.dtype)
 
 
 def drop_factor(module: nn.Module, name: str) -> None:
@@ -321,7 +326,7 @@ def _product(mask: torch.Tensor, orig: torch.Tensor) -> torch.Tensor:
     """
     if mask.dtype == orig.dtype:
         return torch.mul(mask, orig)
-    factor = (mask.view(torch.uint8) if mask.dtype == torch.bool else mask).to(dtype=orig.dtype)
+    factor = _product_factor(mask, orig)
     if (orig.requires_grad and torch.is_grad_enabled()) or _is_compiling():
         return torch.mul(factor, orig)
     return factor.mul_(orig)
@@ -473,7 +478,7 @@ def recompute_weight(module: nn.Module, name: str, hook: prune.BasePruningMethod
                 if mask.dtype == orig.dtype:
                     torch.mul(mask, orig, out=old)
                 else:  # as _product: the 0/1 factor in orig's dtype, times orig
-                    old.copy_(mask.view(torch.uint8) if mask.dtype == torch.bool else mask).mul_(orig)
+                    old.copy_(_factor_source(mask)).mul_(orig)
             return
     release_weight(module, name)
     product = (

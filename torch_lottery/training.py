@@ -585,7 +585,10 @@ def _leave(module: nn.Module) -> None:
     module.__class__ = state.cls
     with torch.no_grad():
         for compact in state.tensors.values():
-            compact.orig.copy_(_with_survivors(compact.orig, compact.flat, compact.values))
+            if compact.orig.is_contiguous():  # in place: no copy of the whole tensor
+                compact.orig.view(-1).index_copy_(0, compact.flat, compact.values.to(compact.orig.dtype))
+            else:
+                compact.orig.copy_(_with_survivors(compact.orig, compact.flat, compact.values))
             if compact.values.grad is not None:  # as the masked path leaves it: zero at pruned entries
                 zeros = torch.zeros_like(compact.orig, memory_format=torch.contiguous_format)
                 compact.orig.grad = _with_survivors(zeros, compact.flat, compact.values.grad)
